@@ -1,3 +1,15 @@
-"""mlkd: multi-label classification with (self-)knowledge distillation."""
+"""mlkd: multi-label classification with (self-)knowledge distillation.
+
+Three lines for a practitioner::
+
+    from mlkd import SKDTEAClassifier
+    clf = SKDTEAClassifier().fit(X, Y)
+    clf.predict(X_new)
+"""
 
 __version__ = "0.1.0"
+
+from .estimator import MultiLabelClassifier, SKDTEAClassifier  # noqa: E402
+from .io import load_model, save_model  # noqa: E402
+
+__all__ = ["MultiLabelClassifier", "SKDTEAClassifier", "load_model", "save_model", "__version__"]

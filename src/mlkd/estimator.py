@@ -1,0 +1,363 @@
+"""scikit-learn estimators over every registered method.
+
+>>> from mlkd import SKDTEAClassifier
+>>> clf = SKDTEAClassifier().fit(X, Y)        # X (n, d) floats, Y (n, L) 0/1
+>>> clf.predict(X_new)                          # (m, L) 0/1 at the validation-tuned threshold
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from numbers import Real
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.multiclass import type_of_target
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from . import metrics
+from .data.splits import validation_split
+from .methods import build_method, config_fields, method_class
+from .preprocessing import FeatureScaler
+from .trainer import TrainConfig, Trainer, predict_logits
+
+#: Validation hold-outs are drawn with this fixed seed: seeds change initialisation and batch order, never
+#: the split (PROTOCOL.md §6).
+SPLIT_SEED = 0
+#: Below this many training rows no validation hold-out is made: no early stopping, threshold 0.5.
+MIN_ROWS_FOR_VALIDATION = 12
+
+_D = TrainConfig  # defaults live in one place: the trainer's config
+
+
+class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
+    """A multi-label classifier trained with any mlkd method.
+
+    Parameters
+    ----------
+    method : str, default="skdtea"
+        A registered method name (``mlkd.methods.REGISTRY``): "bce", "ls", "tea", "skdtea", …
+    max_epochs, batch_size, lr, weight_decay, optimizer, patience, monitor, device :
+        Training settings (see ``mlkd.trainer.TrainConfig``).
+    validation_fraction : float, default=1/6
+        Share of the training rows held out (iterative-stratified, fixed split) for early stopping and
+        threshold tuning when ``fit`` is not given ``X_val``/``Y_val``.
+    threshold : "tuned", "tuned-per-label" or float, default="tuned"
+        Decision threshold on probabilities: one global threshold maximising validation example-F1,
+        per-label thresholds maximising each label's validation F1, or a fixed value in (0, 1).
+    random_state : int, default=0
+        Seeds initialisation, dropout and batch order (not the validation split).
+    verbose : bool, default=False
+        Show a progress bar over epochs.
+    **method_params :
+        The method's own parameters (``mlkd.methods.config_fields(method)`` lists them with defaults).
+
+    Attributes
+    ----------
+    model_ : torch.nn.Module — the trained method; threshold_ : float or ndarray of shape (n_labels,);
+    n_features_in_, n_labels_, label_names_, history_ (one dict per epoch), best_epoch_.
+    """
+
+    def __init__(
+        self,
+        method="skdtea",
+        *,
+        max_epochs=_D.max_epochs,
+        batch_size=_D.batch_size,
+        lr=_D.lr,
+        weight_decay=_D.weight_decay,
+        optimizer=_D.optimizer,
+        patience=_D.patience,
+        monitor=_D.monitor,
+        validation_fraction=1 / 6,
+        threshold="tuned",
+        random_state=0,
+        device=_D.device,
+        verbose=False,
+        **method_params,
+    ):
+        self.method = method
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.optimizer = optimizer
+        self.patience = patience
+        self.monitor = monitor
+        self.validation_fraction = validation_fraction
+        self.threshold = threshold
+        self.random_state = random_state
+        self.device = device
+        self.verbose = verbose
+        self._method_param_names = sorted(method_params)
+        for key, value in method_params.items():
+            setattr(self, key, value)
+
+    # -- parameters -------------------------------------------------------------------------------------
+    def get_params(self, deep=True):
+        params = super().get_params(deep=deep)
+        params.update({k: getattr(self, k) for k in self._method_param_names})
+        return params
+
+    def set_params(self, **params):
+        method = params.get("method", getattr(self, "method", None))
+        known = set(config_fields(method)) if isinstance(method, str) and method in _registry() else set()
+        extra = {k: v for k, v in params.items() if k in known and k not in self._get_param_names()}
+        for key, value in extra.items():
+            setattr(self, key, value)
+            if key not in self._method_param_names:
+                self._method_param_names = sorted([*self._method_param_names, key])
+        rest = {k: v for k, v in params.items() if k not in extra}
+        return super().set_params(**rest) if rest else self
+
+    def method_params(self) -> dict:
+        return {k: getattr(self, k) for k in self._method_param_names}
+
+    def _train_config(self) -> TrainConfig:
+        if not isinstance(self.random_state, (int, np.integer)) or isinstance(self.random_state, bool):
+            raise ValueError(f"random_state={self.random_state!r} is invalid; expected an integer seed")
+        try:
+            cfg = TrainConfig(
+                max_epochs=int(self.max_epochs), batch_size=int(self.batch_size), lr=float(self.lr),
+                weight_decay=float(self.weight_decay), optimizer=self.optimizer, patience=int(self.patience),
+                monitor=self.monitor, seed=int(self.random_state), device=self.device, progress=bool(self.verbose),
+            )
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"invalid training parameter: {exc}") from None
+        cfg.validate()
+        return cfg
+
+    def _check_threshold(self):
+        t = self.threshold
+        if isinstance(t, str):
+            if t not in ("tuned", "tuned-per-label"):
+                raise ValueError(
+                    f"threshold={t!r} is invalid; expected 'tuned', 'tuned-per-label' or a float in (0, 1)"
+                )
+        elif not isinstance(t, Real) or isinstance(t, bool) or not 0 < t < 1:
+            raise ValueError(f"threshold={t!r} is invalid; expected 'tuned', 'tuned-per-label' or a float in (0, 1)")
+        vf = self.validation_fraction
+        if not isinstance(vf, Real) or not 0 < vf <= 0.5:
+            raise ValueError(f"validation_fraction={vf!r} is invalid; expected a float in (0, 0.5]")
+
+    # -- input validation -------------------------------------------------------------------------------
+    def _validate_X(self, X, reset: bool) -> np.ndarray:
+        X = validate_data(self, X, reset=reset, accept_sparse=True, dtype=np.float32, ensure_min_features=1)
+        return np.asarray(X.toarray() if sp.issparse(X) else X, dtype=np.float32)
+
+    def _validate_Y(self, Y, n_rows: int, fitting: bool = False) -> np.ndarray:
+        """Y as a uint8 (n_samples, n_labels) indicator matrix; a 1-D binary target becomes one column."""
+        if Y is None:
+            raise ValueError(
+                f"{type(self).__name__} requires y to be passed, but the target y is None; expected a 0/1 "
+                "indicator matrix of shape (n_samples, n_labels)"
+            )
+        if sp.issparse(Y):
+            Y = Y.toarray()
+        Y = np.asarray(Y)
+        if Y.ndim == 0 or Y.ndim > 2:
+            raise ValueError(f"Y must be a 2-D 0/1 indicator matrix (n_samples, n_labels); got shape {Y.shape}")
+        if Y.shape[0] != n_rows:
+            raise ValueError(f"X and Y have different numbers of rows ({n_rows} and {Y.shape[0]}); expected equal")
+        if Y.ndim == 1:
+            return self._binary_target(Y, fitting)[:, None]
+        if Y.shape[1] == 0:
+            raise ValueError("Y has no label columns; expected at least one label (shape (n_samples, n_labels))")
+        if Y.dtype.kind not in "biuf":
+            raise ValueError(f"Unknown label type: Y has dtype {Y.dtype}; expected a numeric 0/1 indicator matrix")
+        bad = ~np.isin(Y, (0, 1))
+        if bad.any():
+            values = np.unique(Y[bad])[:5]
+            raise ValueError(f"Y must contain only 0 and 1; found other values such as {values.tolist()}")
+        return Y.astype(np.uint8)
+
+    def _binary_target(self, y: np.ndarray, fitting: bool) -> np.ndarray:
+        """A 1-D target with two classes is a single label; ``classes_`` maps 0/1 back to the user's values."""
+        kind = type_of_target(y, input_name="y", raise_unknown=True)
+        if kind == "continuous":
+            raise ValueError("Unknown label type: continuous target; expected classes (2-D 0/1 indicator matrix)")
+        if kind not in ("binary", "multiclass"):
+            raise ValueError(f"Unknown label type: {kind}; expected a 2-D 0/1 indicator matrix or a binary 1-D y")
+        classes = np.unique(y)
+        if len(classes) > 2:
+            raise ValueError(
+                f"Only binary classification is supported for a 1-D y (got {len(classes)} classes); for "
+                "multi-label data pass a 2-D 0/1 indicator matrix of shape (n_samples, n_labels)"
+            )
+        if fitting:
+            if len(classes) < 2:
+                raise ValueError(f"y has a single class ({classes[0]!r}); a binary target needs 2 classes")
+            self.binary_classes_ = classes
+        known = getattr(self, "binary_classes_", None)
+        if known is None:
+            raise ValueError("this model was fitted on a 2-D label matrix; expected Y of shape (n_samples, n_labels)")
+        if not np.isin(classes, known).all():
+            raise ValueError(f"y has classes {classes.tolist()} not seen in fit ({known.tolist()})")
+        return (y == known[1]).astype(np.uint8)
+
+    def _validate_pair(self, X, Y, fitting: bool):
+        X = self._validate_X(X, reset=fitting)
+        if X.shape[0] < 2 and fitting:
+            raise ValueError(f"got {X.shape[0]} sample(s); expected at least 2 to train")
+        return X, self._validate_Y(Y, X.shape[0], fitting)
+
+    # -- training -------------------------------------------------------------------------------------
+    def fit(self, X, Y, X_val=None, Y_val=None, label_names=None):
+        """Train on X (n_samples, n_features) and Y (n_samples, n_labels) 0/1.
+
+        With ``X_val``/``Y_val`` given they are the validation set; otherwise ``validation_fraction`` of
+        the rows is held out (iterative-stratified). Validation drives early stopping and the threshold.
+        """
+        method_class(self.method)  # unknown method → ValueError before any work
+        cfg = self._train_config()
+        self._check_threshold()
+        columns = list(Y.columns) if hasattr(Y, "columns") else None
+        self.binary_classes_ = None
+        X, Y = self._validate_pair(X, Y, fitting=True)
+        model = build_method(self.method, X.shape[1], Y.shape[1], self.method_params(), seed=cfg.seed)
+        if X_val is not None or Y_val is not None:
+            if X_val is None or Y_val is None:
+                raise ValueError("pass both X_val and Y_val, or neither")
+            X_val, Y_val = self._validate_pair(X_val, Y_val, fitting=False)
+            if Y_val.shape[1] != Y.shape[1]:
+                raise ValueError(f"Y_val has {Y_val.shape[1]} labels; expected {Y.shape[1]} like Y")
+            X_tr, Y_tr = X, Y
+        elif X.shape[0] >= MIN_ROWS_FOR_VALIDATION:
+            tr, va = validation_split(Y, fraction=self.validation_fraction, seed=SPLIT_SEED)
+            X_tr, Y_tr, X_val, Y_val = X[tr], Y[tr], X[va], Y[va]
+        else:
+            warnings.warn(
+                f"only {X.shape[0]} training rows: no validation hold-out, so no early stopping and threshold 0.5",
+                stacklevel=2,
+            )
+            X_tr, Y_tr, X_val, Y_val = X, Y, None, None
+        _warn_constant_labels(Y_tr)
+        self.scaler_ = FeatureScaler().fit(X_tr)
+        X_tr = self.scaler_.transform(X_tr)
+        X_val = self.scaler_.transform(X_val) if X_val is not None else None
+        result = Trainer(cfg).fit(model, X_tr, Y_tr, X_val, Y_val)
+        self.model_ = model
+        self.history_ = result.history
+        self.best_epoch_ = result.best_epoch
+        self.n_labels_ = Y.shape[1]
+        self.classes_ = self.binary_classes_ if self._is_binary() else np.arange(self.n_labels_)
+        self.label_names_ = list(label_names or columns or [f"label_{i}" for i in range(self.n_labels_)])
+        self.threshold_ = self._fit_threshold(X_val, Y_val)
+        return self
+
+    def _fit_threshold(self, X_val, Y_val):
+        if not isinstance(self.threshold, str):
+            return float(self.threshold)
+        if X_val is None:
+            return 0.5
+        scores = self._proba_scaled(X_val)
+        return metrics.tune_threshold(Y_val, scores, per_label=self.threshold == "tuned-per-label")
+
+    # -- prediction -----------------------------------------------------------------------------------
+    def _proba_scaled(self, X_scaled: np.ndarray) -> np.ndarray:
+        return torch.sigmoid(predict_logits(self.model_, X_scaled)).cpu().numpy().astype(np.float64)
+
+    def _is_binary(self) -> bool:
+        return self.binary_classes_ is not None
+
+    def _label_proba(self, X) -> np.ndarray:
+        check_is_fitted(self, "model_")
+        return self._proba_scaled(self.scaler_.transform(self._validate_X(X, reset=False)))
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Per-label probabilities, array of shape (n_samples, n_labels).
+
+        For a model fitted on a 1-D binary y: shape (n_samples, 2), columns ordered as ``classes_``.
+        """
+        p = self._label_proba(X)
+        return np.hstack([1 - p, p]) if self._is_binary() else p
+
+    def predict(self, X) -> np.ndarray:
+        """0/1 predictions of shape (n_samples, n_labels) at ``threshold_`` (1-D class labels for binary y)."""
+        pred = (self._label_proba(X) >= self.threshold_).astype(np.int64)
+        return self.binary_classes_[pred[:, 0]] if self._is_binary() else pred
+
+    def score(self, X, y, sample_weight=None) -> float:
+        """Example-based F1 of ``predict(X)`` against ``y`` (n_samples, n_labels) — what GridSearchCV maximises."""
+        pred = (self._label_proba(X) >= self.threshold_).astype(np.int64)
+        return metrics.threshold_metrics(self._validate_Y(y, pred.shape[0]), pred)["example_f1"]
+
+    def evaluate(self, X, Y, threshold=None) -> dict[str, float]:
+        """Every PROTOCOL metric at ``threshold`` (default: the fitted ``threshold_``)."""
+        scores = self._label_proba(X)
+        Y = self._validate_Y(Y, scores.shape[0])
+        return metrics.evaluate(Y, scores, self.threshold_ if threshold is None else threshold)
+
+    # -- files ------------------------------------------------------------------------------------------
+    def save(self, path) -> Path:
+        """Write the fitted model to a directory: ``model.safetensors`` + ``config.json`` (no pickle)."""
+        from .io import save_model
+
+        return save_model(self, path)
+
+    @classmethod
+    def load(cls, path) -> MultiLabelClassifier:
+        from .io import load_model
+
+        return load_model(path)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        tags.target_tags.single_output = True  # a 1-D binary y is one label
+        tags.classifier_tags.multi_class = False
+        tags.classifier_tags.multi_label = True
+        tags.input_tags.sparse = True
+        return tags
+
+
+def _registry():
+    from .methods import REGISTRY
+
+    return REGISTRY
+
+
+def _warn_constant_labels(Y: np.ndarray) -> None:
+    pos = Y.sum(axis=0)
+    never, always = np.flatnonzero(pos == 0), np.flatnonzero(pos == Y.shape[0])
+    if len(never) or len(always):
+        warnings.warn(
+            f"{len(never)} label(s) never positive and {len(always)} always positive in the training data "
+            f"(columns {np.concatenate([never, always])[:10].tolist()}…); the model can only learn the constant",
+            stacklevel=3,
+        )
+
+
+def fixed_method_classifier(method: str, class_name: str) -> type[MultiLabelClassifier]:
+    """A MultiLabelClassifier subclass bound to one method whose parameters are explicit sklearn params."""
+    defaults = config_fields(method)
+    base_sig = inspect.signature(MultiLabelClassifier.__init__)
+    params = [p for p in base_sig.parameters.values() if p.name != "method" and p.kind != p.VAR_KEYWORD]
+    params += [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v) for k, v in defaults.items()]
+
+    def __init__(self, **params):
+        for key in set(defaults) - set(params):
+            params[key] = defaults[key]
+        MultiLabelClassifier.__init__(self, method, **params)
+
+    __init__.__signature__ = inspect.Signature(params)
+
+    def get_params(self, deep=True):
+        out = MultiLabelClassifier.get_params(self, deep=deep)
+        out.pop("method", None)
+        return out
+
+    doc = (
+        f"MultiLabelClassifier bound to method {method!r}; its parameters ({', '.join(defaults)}) are "
+        "constructor arguments. See MultiLabelClassifier for the training parameters."
+    )
+    cls = type(class_name, (MultiLabelClassifier,), {"__init__": __init__, "get_params": get_params, "__doc__": doc})
+    cls.__module__ = __name__
+    return cls
+
+
+SKDTEAClassifier = fixed_method_classifier("skdtea", "SKDTEAClassifier")

@@ -1,0 +1,163 @@
+"""Model files: ``model.safetensors`` (tensors only) + ``config.json`` (everything else). Never pickle.
+
+Both files are written to temporary names and renamed into place, so an interrupted save never leaves a
+half-written model where a good one was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from . import __version__
+from .methods import build_method
+from .preprocessing import FeatureScaler
+
+FORMAT = "mlkd-model"
+FORMAT_VERSION = 1
+WEIGHTS, CONFIG = "model.safetensors", "config.json"
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _jsonable(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
+
+
+def save_model(estimator, path) -> Path:
+    """Save a fitted MultiLabelClassifier to directory ``path`` (created if missing)."""
+    from sklearn.utils.validation import check_is_fitted
+
+    check_is_fitted(estimator, "model_")
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"cannot create model directory {path}: {exc.strerror}; expected a writable path") from None
+    if not os.access(path, os.W_OK):
+        raise ValueError(f"model directory {path} is not writable; expected a writable path")
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in estimator.model_.state_dict().items()}
+    tensors["scaler.mean"] = torch.from_numpy(np.ascontiguousarray(estimator.scaler_.mean, dtype=np.float32))
+    tensors["scaler.scale"] = torch.from_numpy(np.ascontiguousarray(estimator.scaler_.scale, dtype=np.float32))
+    binary_classes = estimator.binary_classes_
+    if binary_classes is not None and binary_classes.dtype.kind not in "biufU":
+        raise ValueError(f"cannot save class labels of dtype {binary_classes.dtype}; expected numbers or strings")
+    method_params = estimator.method_params()
+    params = {k: _jsonable(v) for k, v in estimator.get_params(deep=False).items() if k not in method_params}
+    params.pop("method", None)
+    config = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "mlkd_version": __version__,
+        "torch_version": torch.__version__,
+        "estimator": type(estimator).__name__,
+        "method": estimator.method,
+        "params": params,
+        "method_params": {k: _jsonable(v) for k, v in method_params.items()},
+        "n_features": int(estimator.n_features_in_),
+        "n_labels": int(estimator.n_labels_),
+        "label_names": list(estimator.label_names_),
+        "feature_names": [str(f) for f in getattr(estimator, "feature_names_in_", [])],
+        "threshold": _jsonable(estimator.threshold_),  # float, or one per label
+        "binary_classes": None if binary_classes is None else binary_classes.tolist(),
+        "best_epoch": int(estimator.best_epoch_),
+        "history": estimator.history_,
+    }
+    _atomic_write(path / WEIGHTS, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT}))
+
+    def write_json(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(config, f, indent=2)
+
+    _atomic_write(path / CONFIG, write_json)
+    return path
+
+
+def read_config(path) -> dict:
+    path = Path(path)
+    cfg_path = path / CONFIG
+    if not path.is_dir():
+        raise ValueError(f"model directory {path} does not exist; expected a directory written by mlkd fit/save")
+    if not cfg_path.is_file():
+        raise ValueError(f"{cfg_path} is missing; expected a model directory with {CONFIG} and {WEIGHTS}")
+    try:
+        config = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{cfg_path} is not valid JSON ({exc}); expected an mlkd model config") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise ValueError(f"{cfg_path} is not an mlkd model config (format field {FORMAT!r} missing)")
+    version = config.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ValueError(
+            f"{cfg_path} has model format version {version!r}, newer than this mlkd ({__version__}) reads "
+            f"(≤ {FORMAT_VERSION}); upgrade mlkd to load it"
+        )
+    return config
+
+
+def load_model(path):
+    """Load a model directory written by ``save_model``; reads tensors with safetensors only."""
+    from . import estimator as estimators
+
+    path = Path(path)
+    config = read_config(path)
+    weights = path / WEIGHTS
+    if not weights.is_file():
+        raise ValueError(f"{weights} is missing; expected the model weights beside {CONFIG}")
+    try:
+        tensors = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"{weights} is not a valid safetensors file ({exc}); the weights are corrupted") from None
+    try:
+        cls = getattr(estimators, str(config.get("estimator")), None)
+        if not (isinstance(cls, type) and issubclass(cls, estimators.MultiLabelClassifier)):
+            cls = estimators.MultiLabelClassifier
+        if cls is estimators.MultiLabelClassifier:
+            est = cls(config["method"], **config["params"], **config["method_params"])
+        else:  # a class bound to one method (SKDTEAClassifier, …)
+            est = cls(**config["params"], **config["method_params"])
+        model = build_method(config["method"], config["n_features"], config["n_labels"], config["method_params"])
+        state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+        model.load_state_dict(state, strict=True)
+    except (KeyError, TypeError, RuntimeError) as exc:
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(f"{path} does not match its config ({first_line}); the model is corrupted") from None
+    model.eval()
+    est.model_ = model
+    est.scaler_ = FeatureScaler(tensors["scaler.mean"].numpy(), tensors["scaler.scale"].numpy())
+    threshold = config.get("threshold")
+    if not (isinstance(threshold, float) or (isinstance(threshold, list) and len(threshold) == config["n_labels"])):
+        raise ValueError(f"{path / CONFIG} has an invalid threshold {threshold!r}; the model is corrupted")
+    est.threshold_ = threshold if isinstance(threshold, float) else np.asarray(threshold, dtype=np.float32)
+    est.n_features_in_ = config["n_features"]
+    if config.get("feature_names"):
+        est.feature_names_in_ = np.asarray(config["feature_names"], dtype=object)
+    est.n_labels_ = config["n_labels"]
+    est.binary_classes_ = None if config.get("binary_classes") is None else np.asarray(config["binary_classes"])
+    est.classes_ = est.binary_classes_ if est.binary_classes_ is not None else np.arange(est.n_labels_)
+    est.label_names_ = config["label_names"]
+    est.history_ = config.get("history", [])
+    est.best_epoch_ = config.get("best_epoch", -1)
+    return est

@@ -1,0 +1,194 @@
+"""The method interface and the registry.
+
+A method is an ``nn.Module`` that builds its modules from the data shape and its config, maps a batch to a
+dict of named, already-weighted loss terms plus the prediction logits, and never runs a training loop.
+The trainer sums and logs the terms without knowing what they are.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass
+class Batch:
+    """One mini-batch: features, 0/1 targets as float, and the rows' positions in the training set."""
+
+    x: Tensor
+    y: Tensor
+    index: Tensor
+
+
+@dataclass
+class StepContext:
+    """What a method may know about where training is (for schedules and seeded randomness)."""
+
+    epoch: int
+    max_epochs: int
+    generator: torch.Generator
+
+
+@dataclass
+class StepOutput:
+    """Named, already-weighted loss terms (summed by the trainer), prediction logits and optional extras."""
+
+    losses: dict[str, Tensor]
+    logits: Tensor
+    extras: dict[str, Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class MethodConfig:
+    """Base of every method's config; subclasses add fields with defaults and check ranges in ``validate``."""
+
+    def validate(self, n_features: int, n_labels: int) -> None:  # noqa: B027 - optional hook
+        """Raise ValueError naming the parameter, its value and the accepted range."""
+
+
+class Method(nn.Module):
+    """Base class: subclasses set ``name`` and ``Config``, build modules in ``__init__``, implement
+    ``forward`` (prediction logits) and ``step`` (training losses)."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[MethodConfig]]
+
+    def __init__(self, n_features: int, n_labels: int, config: MethodConfig) -> None:
+        super().__init__()
+        self.n_features, self.n_labels, self.config = n_features, n_labels, config
+
+    def forward(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def step(self, batch: Batch, ctx: StepContext) -> StepOutput:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def on_epoch_end(self, ctx: StepContext) -> None:  # noqa: B027 - optional hook
+        """Called by the trainer after each training epoch (buffers, schedules)."""
+
+
+REGISTRY: dict[str, type[Method]] = {}
+
+
+def register(cls: type[Method]) -> type[Method]:
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def method_class(name: str) -> type[Method]:
+    if name not in REGISTRY:
+        raise ValueError(f"unknown method {name!r}; expected one of: {', '.join(sorted(REGISTRY))}")
+    return REGISTRY[name]
+
+
+def config_fields(name: str) -> dict[str, Any]:
+    """The method's parameters and their defaults."""
+    cls = method_class(name).Config
+    return {f.name: f.default for f in dataclasses.fields(cls)}
+
+
+def _coerce(key: str, value: Any, annotation: Any) -> Any:
+    """Turn a CLI string (or a numpy scalar) into the field's declared type."""
+    if isinstance(annotation, str):  # postponed annotations
+        annotation = eval(annotation, vars(typing), {})  # noqa: S307 - our own dataclass annotations
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            if type(None) in args:
+                return None
+        inner = [a for a in args if a is not type(None)]
+        errors = []
+        for a in inner:
+            try:
+                return _coerce(key, value, a)
+            except ValueError as exc:
+                errors.append(str(exc))
+        raise ValueError(errors[0])
+    if origin is typing.Literal:
+        if value not in args:
+            raise ValueError(f"parameter {key!r}={value!r} is not one of {list(args)}")
+        return value
+    try:
+        if annotation is bool:
+            if isinstance(value, str):
+                low = value.lower()
+                if low in ("true", "1", "yes"):
+                    return True
+                if low in ("false", "0", "no"):
+                    return False
+                raise ValueError
+            if isinstance(value, (bool, int)) and value in (0, 1):
+                return bool(value)
+            raise ValueError
+        if annotation is int:
+            if isinstance(value, bool):
+                raise ValueError
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if annotation is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if annotation is str:
+            if not isinstance(value, str):
+                raise ValueError
+            return value
+    except (TypeError, ValueError):
+        name = getattr(annotation, "__name__", str(annotation))
+        raise ValueError(f"parameter {key!r}={value!r} is not a valid {name}") from None
+    return value
+
+
+def make_config(name: str, params: dict[str, Any] | None = None) -> MethodConfig:
+    """Build and type-check a method's config; unknown parameters are an error that lists the known ones."""
+    cls = method_class(name).Config
+    params = dict(params or {})
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise ValueError(
+            f"unknown parameter(s) {', '.join(map(repr, unknown))} for method {name!r}; "
+            f"expected some of: {', '.join(sorted(known))}"
+        )
+    return cls(**{k: _coerce(k, v, hints[k]) for k, v in params.items()})
+
+
+def build_method(
+    name: str, n_features: int, n_labels: int, params: dict[str, Any] | None = None, seed: int | None = None
+) -> Method:
+    """Build a method from its registry name, the data shape and its (validated) parameters.
+
+    With ``seed`` the initial weights are drawn from that seed (the caller's global RNG is left untouched).
+    """
+    config = make_config(name, params)
+    config.validate(n_features, n_labels)
+    if seed is None:
+        return method_class(name)(n_features, n_labels, config)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return method_class(name)(n_features, n_labels, config)
+
+
+def check_range(name: str, value: float | None, low: float, high: float, *, low_open=False, high_open=False):
+    """ValueError unless ``low ≤ value ≤ high`` (with open ends where asked)."""
+    if value is None:
+        return
+    below = value <= low if low_open else value < low
+    above = value >= high if high_open else value > high
+    if below or above:
+        lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
+        raise ValueError(f"parameter {name!r}={value!r} is out of range; expected a value in {lo}{low}, {high}{hi}")
+
+
+def check_choice(name: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise ValueError(f"parameter {name!r}={value!r} is not valid; expected one of {list(choices)}")

@@ -1,0 +1,233 @@
+"""The scikit-learn estimators: three-line use, sklearn tooling, model files, bad input."""
+
+import json
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import MinMaxScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from mlkd import MultiLabelClassifier, SKDTEAClassifier, load_model
+from mlkd.methods import config_fields
+
+from .helpers import TINY, linear_problem
+
+# Checks that cannot pass by design; each reason is what a reviewer would need to accept it.
+EXPECTED_FAILED_CHECKS = {
+    "check_no_attributes_set_in_init": (
+        "MultiLabelClassifier takes method parameters as **kwargs (they depend on `method`); the per-method "
+        "classes such as SKDTEAClassifier declare them explicitly and pass this check"
+    ),
+    "check_classifier_multioutput": (
+        "predict() applies the validation-tuned threshold (PROTOCOL.md §4), not 0.5, so it can differ from "
+        "predict_proba() > 0.5 by design"
+    ),
+    "check_classifiers_train": (
+        "same reason: it asserts argmax(predict_proba) == predict, i.e. a 0.5 threshold; the check's other "
+        "assertions (accuracy > 0.83, shapes, errors) hold and test_fixed_threshold_agrees_with_argmax runs them"
+    ),
+}
+
+
+def _expected_failures(estimator):
+    if type(estimator) is MultiLabelClassifier:
+        return EXPECTED_FAILED_CHECKS
+    return {k: v for k, v in EXPECTED_FAILED_CHECKS.items() if k != "check_no_attributes_set_in_init"}
+
+
+@parametrize_with_checks(
+    [
+        SKDTEAClassifier(hidden=16, max_epochs=30, patience=10, batch_size=32),
+        MultiLabelClassifier("bce", hidden=16, max_epochs=30, patience=10, batch_size=32),
+    ],
+    expected_failed_checks=_expected_failures,
+)
+def test_sklearn_estimator_checks(estimator, check):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        check(estimator)
+
+
+@pytest.fixture(scope="module")
+def data():
+    X, Y = linear_problem(n=360, d=10, L=5, seed=4)
+    return X[:300], Y[:300], X[300:], Y[300:]
+
+
+@pytest.fixture(scope="module")
+def fitted(data):
+    X, Y, _, _ = data
+    return SKDTEAClassifier(hidden=32, max_epochs=40, random_state=0).fit(X, Y)
+
+
+def test_three_lines_fit_predict(fitted, data):
+    _, _, Xt, Yt = data
+    proba = fitted.predict_proba(Xt)
+    pred = fitted.predict(Xt)
+    assert proba.shape == pred.shape == Yt.shape
+    assert np.all((proba >= 0) & (proba <= 1))
+    assert np.array_equal(pred, (proba >= fitted.threshold_).astype(int))
+    assert 0.0 < fitted.threshold_ < 1.0
+    assert fitted.score(Xt, Yt) > 0.6  # example-F1; an all-ones guess scores ≈ 0.45 here
+    assert fitted.evaluate(Xt, Yt)["mAP"] > 0.8
+
+
+def test_fit_is_deterministic_for_a_seed(data):
+    X, Y, Xt, _ = data
+    a = MultiLabelClassifier("skdtea", hidden=16, max_epochs=5, random_state=3).fit(X, Y).predict_proba(Xt)
+    b = MultiLabelClassifier("skdtea", hidden=16, max_epochs=5, random_state=3).fit(X, Y).predict_proba(Xt)
+    c = MultiLabelClassifier("skdtea", hidden=16, max_epochs=5, random_state=4).fit(X, Y).predict_proba(Xt)
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_explicit_validation_set_is_used(data):
+    X, Y, Xt, Yt = data
+    clf = MultiLabelClassifier("bce", **TINY).fit(X, Y, X_val=Xt, Y_val=Yt)
+    from mlkd.metrics import mean_average_precision
+
+    best = clf.history_[clf.best_epoch_]["val_score"]
+    assert best == pytest.approx(mean_average_precision(Yt, clf.predict_proba(Xt)))
+
+
+def test_per_label_and_fixed_thresholds(data):
+    X, Y, Xt, _ = data
+    per_label = MultiLabelClassifier("bce", threshold="tuned-per-label", **TINY).fit(X, Y)
+    assert per_label.threshold_.shape == (Y.shape[1],)
+    fixed = MultiLabelClassifier("bce", threshold=0.3, **TINY).fit(X, Y)
+    assert fixed.threshold_ == 0.3
+    assert np.array_equal(fixed.predict(Xt), (fixed.predict_proba(Xt) >= 0.3).astype(int))
+
+
+def test_sklearn_tooling_pipeline_gridsearch_cross_val(data):
+    X, Y, _, _ = data
+    pipe = make_pipeline(MinMaxScaler(), MultiLabelClassifier("ls", **TINY))
+    assert pipe.fit(X, Y).predict(X).shape == Y.shape
+    grid = GridSearchCV(SKDTEAClassifier(**TINY), {"alpha": [0.0, 0.5]}, cv=2).fit(X, Y)
+    assert grid.best_params_["alpha"] in (0.0, 0.5)
+    grid2 = GridSearchCV(MultiLabelClassifier("skdtea", **TINY), {"tau": [1.0, 2.0]}, cv=2).fit(X, Y)
+    assert grid2.best_estimator_.tau in (1.0, 2.0)
+    scores = cross_val_score(MultiLabelClassifier("bce", **TINY), X, Y, cv=3)
+    assert scores.shape == (3,) and np.all((scores >= 0) & (scores <= 1))
+
+
+def test_skdtea_classifier_exposes_every_method_flag_as_a_parameter():
+    params = SKDTEAClassifier().get_params()
+    for flag in ("alpha", "tau", "label_noise", "detach_teacher", "shared_decoder", "teacher_input", "alignment",
+                 "warmup", "lambda_rec"):
+        assert params[flag] == config_fields("skdtea")[flag]
+    assert "method" not in params
+    assert clone(SKDTEAClassifier(alpha=0.2)).alpha == 0.2
+
+
+def test_fixed_threshold_agrees_with_argmax_and_learns_blobs():
+    from sklearn.datasets import make_blobs
+
+    X, y = make_blobs(n_samples=300, centers=2, random_state=0)
+    for est in (SKDTEAClassifier(hidden=16, max_epochs=30, threshold=0.5), MultiLabelClassifier("bce", **TINY)):
+        est.set_params(threshold=0.5).fit(X, y)
+        assert np.array_equal(est.classes_[np.argmax(est.predict_proba(X), axis=1)], est.predict(X))
+        assert (est.predict(X) == y).mean() > 0.83
+
+
+def test_binary_1d_target_is_a_single_label(data):
+    X, Y, Xt, _ = data
+    y = np.where(Y[:, 0] == 1, "yes", "no")
+    clf = MultiLabelClassifier("bce", **TINY).fit(X, y)
+    assert set(clf.predict(Xt)) <= {"yes", "no"} and clf.predict_proba(Xt).shape == (len(Xt), 2)
+
+
+def test_save_load_round_trip_gives_identical_predictions(fitted, data, tmp_path):
+    _, _, Xt, _ = data
+    fitted.save(tmp_path / "m")
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "model.safetensors"]
+    loaded = load_model(tmp_path / "m")
+    assert np.array_equal(loaded.predict_proba(Xt), fitted.predict_proba(Xt))
+    assert np.array_equal(loaded.predict(Xt), fitted.predict(Xt))
+    assert loaded.get_params() == fitted.get_params()
+    assert SKDTEAClassifier.load(tmp_path / "m").threshold_ == fitted.threshold_
+
+
+def test_loading_never_unpickles(fitted, tmp_path):
+    fitted.save(tmp_path / "m")
+
+    class Boom:
+        def __reduce__(self):
+            return (print, ("pickle executed!",))
+
+    (tmp_path / "m" / "model.safetensors").write_bytes(pickle.dumps(Boom()))
+    with pytest.raises(ValueError, match="not a valid safetensors file"):
+        load_model(tmp_path / "m")
+
+
+def test_model_dir_problems_are_clear_errors(fitted, tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        load_model(tmp_path / "absent")
+    fitted.save(tmp_path / "m")
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    cfg["format_version"] = 99
+    (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="format version 99, newer than this mlkd"):
+        load_model(tmp_path / "m")
+    fitted.save(tmp_path / "n")
+    (tmp_path / "n" / "model.safetensors").unlink()
+    with pytest.raises(ValueError, match="model.safetensors is missing"):
+        load_model(tmp_path / "n")
+    fitted.save(tmp_path / "o")
+    data = (tmp_path / "o" / "model.safetensors").read_bytes()
+    (tmp_path / "o" / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="corrupted"):
+        load_model(tmp_path / "o")
+
+
+def _bad(X, Y, **kw):
+    return lambda: MultiLabelClassifier(**{**TINY, **kw}).fit(X, Y)
+
+
+X0, Y0 = linear_problem(n=40, d=4, L=3)
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (_bad(np.where(np.eye(40, 4) > 0, np.nan, X0), Y0), "NaN"),
+        (_bad(np.where(np.eye(40, 4) > 0, np.inf, X0), Y0), "infinity"),
+        (_bad(X0, Y0 * 2), "Y must contain only 0 and 1; found other values such as \\[2\\]"),
+        (_bad(X0, Y0[:-1]), "different numbers of rows \\(40 and 39\\)"),
+        (_bad(X0[:1], Y0[:1]), "1 sample"),
+        (_bad(X0, Y0[:, :0]), "no label columns"),
+        (_bad(X0, np.arange(40) % 3), "Only binary classification is supported for a 1-D y"),
+        (_bad(X0, np.linspace(0, 1, 40)), "Unknown label type: continuous"),
+        (_bad(X0, Y0, method="nope"), "unknown method 'nope'"),
+        (_bad(X0, Y0, alhpa=0.1), "unknown parameter\\(s\\) 'alhpa'"),
+        (_bad(X0, Y0, alpha=2.0), "'alpha'=2.0 is out of range"),
+        (_bad(X0, Y0, lr=-1.0), "'lr'=-1.0 is invalid"),
+        (_bad(X0, Y0, threshold="best"), "threshold='best' is invalid"),
+        (_bad(X0, Y0, validation_fraction=0.9), "validation_fraction=0.9 is invalid"),
+    ],
+)
+def test_bad_input_is_a_clear_value_error(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_predict_before_fit_and_wrong_feature_count(fitted, data):
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError):
+        SKDTEAClassifier().predict(data[2])
+    with pytest.raises(ValueError, match="X has 3 features, but SKDTEAClassifier is expecting 10"):
+        fitted.predict(data[2][:, :3])
+
+
+def test_constant_labels_are_accepted_with_a_warning(data):
+    X, Y, Xt, _ = data
+    Y = Y.copy()
+    Y[:, 1] = 0
+    with pytest.warns(UserWarning, match="1 label\\(s\\) never positive"):
+        clf = MultiLabelClassifier("bce", **TINY).fit(X, Y)
+    assert clf.predict_proba(Xt)[:, 1].max() < 0.5

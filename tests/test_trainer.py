@@ -1,0 +1,110 @@
+"""The trainer: determinism, early stopping with best-state restore, per-term logging, clear failures."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mlkd.methods import Method, MethodConfig, StepOutput, build_method
+from mlkd.metrics import mean_average_precision
+from mlkd.trainer import TrainConfig, Trainer, predict_logits
+
+from .helpers import linear_problem
+
+
+def _fit(seed, epochs=6, name="skdtea"):
+    X, Y = linear_problem(n=200, seed=1)
+    m = build_method(name, X.shape[1], Y.shape[1], {"hidden": 32}, seed=seed)
+    res = Trainer(TrainConfig(max_epochs=epochs, seed=seed, batch_size=32)).fit(m, X[:150], Y[:150], X[150:], Y[150:])
+    return m, res, predict_logits(m, X)
+
+
+def test_same_seed_gives_bit_identical_predictions():
+    _, r1, p1 = _fit(seed=7)
+    _, r2, p2 = _fit(seed=7)
+    assert torch.equal(p1, p2)
+    assert [h["total"] for h in r1.history] == [h["total"] for h in r2.history]
+    _, _, p3 = _fit(seed=8)
+    assert not torch.equal(p1, p3)
+
+
+def test_trainer_leaves_the_global_rng_untouched():
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    _fit(seed=1, epochs=2)
+    assert torch.equal(before, torch.random.get_rng_state())
+
+
+def test_every_loss_term_is_logged_per_epoch_and_total_is_their_sum():
+    _, res, _ = _fit(seed=0, epochs=3)
+    assert len(res.history) == 3
+    for row in res.history:
+        assert {"student", "reconstruction", "total", "val_score", "seconds"} <= set(row)
+        assert row["total"] == pytest.approx(row["student"] + row["reconstruction"], rel=1e-5)
+
+
+def test_early_stopping_restores_the_best_validation_state():
+    X, Y = linear_problem(n=200, seed=2)
+    m = build_method("bce", X.shape[1], Y.shape[1], {"hidden": 64, "dropout": 0.0}, seed=0)
+    cfg = TrainConfig(max_epochs=200, patience=3, seed=0, lr=2e-2, batch_size=16)  # overfits fast
+    res = Trainer(cfg).fit(m, X[:100], Y[:100], X[100:], Y[100:])
+    assert res.stopped_early and res.epochs_run == res.best_epoch + 1 + cfg.patience
+    val_scores = [h["val_score"] for h in res.history]
+    assert res.best_score == max(val_scores) == val_scores[res.best_epoch]
+    restored = mean_average_precision(Y[100:], torch.sigmoid(predict_logits(m, X[100:])).numpy())
+    assert restored == pytest.approx(res.best_score, abs=1e-6)
+
+
+def test_without_validation_it_trains_for_max_epochs():
+    X, Y = linear_problem(n=60)
+    m = build_method("bce", X.shape[1], Y.shape[1], {"hidden": 8}, seed=0)
+    res = Trainer(TrainConfig(max_epochs=4)).fit(m, X, Y)
+    assert res.epochs_run == 4 and not res.stopped_early
+
+
+class _Diverging(Method):
+    name = "diverging"
+    Config = MethodConfig
+
+    def __init__(self, n_features, n_labels, config):
+        super().__init__(n_features, n_labels, config)
+        self.lin = torch.nn.Linear(n_features, n_labels)
+
+    def forward(self, x):
+        return self.lin(x)
+
+    def step(self, batch, ctx):
+        z = self.lin(batch.x)
+        return StepOutput({"bad": F.binary_cross_entropy_with_logits(z, batch.y) * float("nan")}, z)
+
+
+def test_divergence_is_reported_with_a_clear_error():
+    X, Y = linear_problem(n=40)
+    with pytest.raises(FloatingPointError, match="diverged at epoch 0.*lower 'lr'"):
+        Trainer(TrainConfig(max_epochs=3)).fit(_Diverging(X.shape[1], Y.shape[1], MethodConfig()), X, Y)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [("batch_size", 0, "batch_size"), ("lr", -1.0, "lr"), ("optimizer", "sgd", "optimizer"), ("monitor", "f1", "mon")],
+)
+def test_invalid_training_settings_are_rejected(field, value, match):
+    with pytest.raises(ValueError, match=match):
+        Trainer(TrainConfig(**{field: value}))
+
+
+def test_batches_come_from_a_shuffled_index_covering_every_row_each_epoch():
+    seen = []
+
+    class Spy(_Diverging):
+        def step(self, batch, ctx):
+            seen.append(batch.index.clone())
+            z = self.lin(batch.x)
+            return StepOutput({"bce": F.binary_cross_entropy_with_logits(z, batch.y)}, z)
+
+    X, Y = linear_problem(n=50)
+    Trainer(TrainConfig(max_epochs=2, batch_size=16)).fit(Spy(X.shape[1], Y.shape[1], MethodConfig()), X, Y)
+    epoch1, epoch2 = torch.cat(seen[:4]), torch.cat(seen[4:])
+    assert sorted(epoch1.tolist()) == list(range(50)) == sorted(epoch2.tolist())
+    assert not torch.equal(epoch1, epoch2) and not torch.equal(epoch1, torch.arange(50))
+    assert np.all([len(s) for s in seen[:3]] == np.array([16, 16, 16]))
