@@ -65,6 +65,7 @@ class DatasetInfo:
     n_features: int  # after one-hot encoding nominal attributes and dropping identifiers
     n_labels: int
     domain: str
+    cardinality: float = float("nan")  # mean labels per example, train and test together
     notes: str = ""
 
     @property

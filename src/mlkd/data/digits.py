@@ -1,8 +1,11 @@
 """digits-ml: a small, deterministic multi-label image data set built from scikit-learn's digits.
 
 Each example is a ``canvas`` x ``canvas`` image holding 1..``max_digits`` handwritten 8x8 digits
-(scikit-learn's ``load_digits``, values 0..16 scaled to [0, 1]) pasted at random positions and
-overlaid with ``np.maximum``; its labels are the digit classes present (10 labels, ``digit_0`` ..
+(scikit-learn's ``load_digits``, values 0..16 scaled to [0, 1]). With the default ``layout="grid"`` they
+sit in distinct cells of an 8x8 grid over the canvas (2x2 cells on the default 16x16 canvas), cells drawn
+at random per example; ``layout="random"`` pastes them at any pixel offset, overlaid with ``np.maximum``
+(much harder for a fully connected network: on 2000 examples an MLP reaches mAP ≈ 0.35 against a 0.23
+base rate, versus ≈ 0.9 on the grid layout); its labels are the digit classes present (10 labels, ``digit_0`` ..
 ``digit_9``). Needs no download (the digits ship with scikit-learn).
 
 The 1797 source digits are split once, by a fixed permutation, into two halves: the train split of
@@ -59,6 +62,7 @@ def make_digits_ml(
     *,
     source: str = "all",
     name: str = "digits-ml",
+    layout: str = "grid",
 ) -> MultiLabelDataset:
     """Composite multi-digit images with multi-label targets (which digit classes are present).
 
@@ -70,6 +74,7 @@ def make_digits_ml(
         noise: standard deviation of Gaussian pixel noise added after composing (clipped to [0, 1]).
         source: which source digits to draw from: "all", or the "train"/"test" half of
             :func:`digits_source_split`.
+        layout: "grid" (distinct 8x8 cells, needs max_digits <= (canvas // 8)**2) or "random" offsets.
 
     Returns:
         A :class:`MultiLabelDataset` with ``images`` (n, 1, canvas, canvas) float32, ``X`` the
@@ -86,6 +91,13 @@ def make_digits_ml(
         raise ValueError(f"max_digits must be >= 1, got {max_digits}")
     if noise < 0:
         raise ValueError(f"noise must be >= 0, got {noise}")
+    cells_per_side = canvas // _DIGIT
+    if layout not in ("grid", "random"):
+        raise ValueError(f"layout must be 'grid' or 'random', got {layout!r}")
+    if layout == "grid" and max_digits > cells_per_side**2:
+        raise ValueError(
+            f"layout='grid' on a {canvas}x{canvas} canvas has {cells_per_side**2} cells; got max_digits={max_digits}"
+        )
     images, target = _source_digits()
     if source == "all":
         pool = np.arange(images.shape[0])
@@ -97,7 +109,12 @@ def make_digits_ml(
     rng = np.random.default_rng(seed)
     n_digits = rng.integers(1, max_digits + 1, size=n_samples)
     picks = pool[rng.integers(0, pool.size, size=(n_samples, max_digits))]
-    offsets = rng.integers(0, canvas - _DIGIT + 1, size=(n_samples, max_digits, 2))
+    if layout == "grid":
+        # distinct cells per example: the first max_digits of a random permutation of the cells
+        cells = rng.permuted(np.tile(np.arange(cells_per_side**2), (n_samples, 1)), axis=1)[:, :max_digits]
+        offsets = np.stack([cells // cells_per_side, cells % cells_per_side], axis=-1) * _DIGIT
+    else:
+        offsets = rng.integers(0, canvas - _DIGIT + 1, size=(n_samples, max_digits, 2))
 
     out = np.zeros((n_samples, canvas, canvas), dtype=np.float32)
     Y = np.zeros((n_samples, N_CLASSES), dtype=np.uint8)

@@ -1,0 +1,790 @@
+"""The ``mlkd`` command: list data sets, fit / predict / evaluate a model directory, run the demo.
+
+Every command reports bad input as one line ``mlkd: error: <what was wrong; what was expected>`` on
+stderr and exits with status 2; nothing below ``main`` prints or exits on its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from xml.sax.saxutils import quoteattr
+
+import numpy as np
+import torch
+
+from . import __version__
+from . import data as mlkd_data
+from . import methods as mlkd_methods
+from . import metrics as mlkd_metrics
+from .estimator import MultiLabelClassifier
+
+EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED = 0, 2, 130
+ARFF_SUFFIXES = (".arff", ".arff.gz", ".arff.bz2", ".arff.xz")
+EMBEDDED = "digits-ml"
+
+#: Demo defaults, chosen so that ``mlkd demo`` finishes in well under a minute on 2 CPU cores.
+DEMO_DATASET = EMBEDDED
+DEMO_METHODS = ("bce", "ls", "skdtea")
+DEMO_MAX_EPOCHS = 40
+DEMO_HIDDEN = 128
+
+
+# ---------------------------------------------------------------------------------------------------
+# argument parsing
+# ---------------------------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are the same one line as every other mlkd error."""
+
+    def error(self, message):
+        raise _UsageError(f"{message}; see '{self.prog} --help'")
+
+
+class _UsageError(ValueError):
+    pass
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def _param(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"bad --param {text!r}; expected KEY=VALUE such as hidden=256")
+    return key, value.strip()
+
+
+def _threshold(text: str) -> str | float:
+    if text in ("tuned", "tuned-per-label"):
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}; expected 'tuned', 'tuned-per-label' or a number in (0, 1)")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}; expected a positive integer")
+    return value
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}; expected an integer >= 0")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value > 0 or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r}; expected a positive number")
+    return value
+
+
+def _method_list(text: str) -> list[str]:
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"{text!r}; expected comma-separated method names such as bce,ls,skdtea")
+    return names
+
+
+DATA_HELP = "a data set name (see 'mlkd datasets') or a path to a multi-label ARFF file (.arff, .arff.gz, .arff.bz2)"
+
+
+def _add_label_options(p: argparse.ArgumentParser, default_note: str) -> None:
+    g = p.add_argument_group("labels of an ARFF file (ignored for data set names)")
+    x = g.add_mutually_exclusive_group()
+    x.add_argument("--label-file", metavar="XML", help=f"MULAN label file naming the label attributes {default_note}")
+    x.add_argument("--n-labels", type=_positive_int, metavar="N", help="the last N attributes are the labels")
+
+
+def _add_data_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data-dir", metavar="DIR", help="directory holding the MULAN data set folders (default: $MLKD_DATA)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="mlkd",
+        description="Multi-label classification with (self-)knowledge distillation.",
+        formatter_class=_Formatter,
+        epilog=(
+            "examples:\n"
+            "  mlkd demo                                  # three methods on the embedded digits-ml set\n"
+            "  mlkd datasets                              # which benchmark sets are available\n"
+            "  mlkd fit emotions --method skdtea          # train, save to runs/emotions-skdtea\n"
+            "  mlkd evaluate runs/emotions-skdtea emotions  # metrics on the test split\n"
+            "  mlkd predict runs/emotions-skdtea new.arff --out predictions.csv\n\n"
+            "Run 'mlkd COMMAND --help' for each command's options."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"mlkd {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    # datasets ----------------------------------------------------------------------------------------
+    p = sub.add_parser(
+        "datasets",
+        help="list the benchmark data sets and whether their files are found",
+        description="List the benchmark data sets (catalogue sizes) and whether their files are found.",
+        formatter_class=_Formatter,
+        epilog=(
+            "examples:\n"
+            "  mlkd datasets\n"
+            "  mlkd datasets --data-dir ~/data/mulan\n"
+            "  MLKD_DATA=~/data/mulan mlkd datasets\n\n"
+            "The directory holds one folder per data set with <name>-train.arff, <name>-test.arff and\n"
+            "<name>.xml, as in the MULAN repository. digits-ml is embedded and needs no files."
+        ),
+    )
+    _add_data_dir(p)
+    p.set_defaults(func=cmd_datasets)
+
+    # fit ---------------------------------------------------------------------------------------------
+    p = sub.add_parser(
+        "fit",
+        help="train a model and save it to a directory",
+        description=(
+            "Train a model on DATA and save it (model.safetensors + config.json) to a directory.\n"
+            "A data set name trains on its official train split; an ARFF file trains on all its rows.\n"
+            "A fixed 1/6 of the training rows is held out for early stopping and threshold tuning."
+        ),
+        formatter_class=_Formatter,
+        epilog=(
+            "examples:\n"
+            "  mlkd fit emotions --method skdtea\n"
+            "  mlkd fit yeast -m ls --param epsilon=0.2 --param hidden=256 --seed 1 --out runs/yeast-ls\n"
+            "  mlkd fit my-data.arff --label-file my-data.xml --method bce --threshold tuned-per-label\n"
+            "  mlkd fit my-data.arff --n-labels 5 --method tea --max-epochs 50 --force\n\n"
+            f"methods and their parameters (--param KEY=VALUE) with defaults:\n{_methods_help()}"
+        ),
+    )
+    p.add_argument("data", metavar="DATA", help=DATA_HELP)
+    p.add_argument("--method", "-m", required=True, metavar="M", help="training method (the methods are listed below)")
+    p.add_argument(
+        "--param",
+        "-p",
+        action="append",
+        default=[],
+        type=_param,
+        metavar="KEY=VALUE",
+        help="a method parameter, repeatable (e.g. --param alpha=0.3 --param hidden=256)",
+    )
+    p.add_argument("--out", "-o", metavar="DIR", help="model directory (default: runs/<data>-<method>)")
+    p.add_argument("--force", action="store_true", help="overwrite the model files in an existing non-empty --out")
+    p.add_argument(
+        "--seed",
+        type=_nonneg_int,
+        default=0,
+        metavar="N",
+        help="seed for initialisation and batch order (default: 0)",
+    )
+    p.add_argument(
+        "--max-epochs",
+        type=_positive_int,
+        default=200,
+        metavar="N",
+        help="training epochs at most (default: 200)",
+    )
+    p.add_argument(
+        "--patience",
+        type=_positive_int,
+        default=20,
+        metavar="N",
+        help="stop after N epochs without validation improvement (default: 20)",
+    )
+    p.add_argument("--batch-size", type=_positive_int, default=64, metavar="N", help="mini-batch size (default: 64)")
+    p.add_argument("--lr", type=_positive_float, default=1e-3, metavar="F", help="learning rate (default: 0.001)")
+    p.add_argument(
+        "--threads",
+        type=_positive_int,
+        metavar="N",
+        help="CPU threads for torch (default: torch's choice, one per core); 1 is often fastest for small "
+        "data sets and on shared machines",
+    )
+    p.add_argument(
+        "--threshold",
+        type=_threshold,
+        default="tuned",
+        metavar="T",
+        help="'tuned' (default: one threshold maximising validation example-F1), 'tuned-per-label', "
+        "or a fixed number in (0, 1)",
+    )
+    _add_label_options(p, "")
+    _add_data_dir(p)
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_fit)
+
+    # predict -----------------------------------------------------------------------------------------
+    p = sub.add_parser(
+        "predict",
+        help="write a model's predictions for DATA as CSV",
+        description=(
+            "Write predictions of a saved model for DATA as CSV: a header of label names, then one row per\n"
+            "example with 0/1 at the model's fitted threshold (or probabilities with --proba).\n"
+            "A data set name predicts its test split; an ARFF file predicts all its rows."
+        ),
+        formatter_class=_Formatter,
+        epilog=(
+            "examples:\n"
+            "  mlkd predict runs/emotions-skdtea emotions > predictions.csv\n"
+            "  mlkd predict runs/emotions-skdtea new.arff --proba --out probabilities.csv\n\n"
+            "An ARFF file's labels are found by the model's label names unless --label-file/--n-labels say\n"
+            "otherwise; its features must be those the model was trained on."
+        ),
+    )
+    p.add_argument("model_dir", metavar="MODEL_DIR", help="a directory written by 'mlkd fit'")
+    p.add_argument("data", metavar="DATA", help=DATA_HELP)
+    p.add_argument("--out", "-o", metavar="FILE.csv", help="output file (default: standard output)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
+    p.add_argument("--proba", action="store_true", help="write probabilities instead of 0/1 predictions")
+    _add_label_options(p, "(default: the model's label names)")
+    _add_data_dir(p)
+    p.set_defaults(func=cmd_predict)
+
+    # evaluate ----------------------------------------------------------------------------------------
+    p = sub.add_parser(
+        "evaluate",
+        help="every metric of a saved model on DATA, at threshold 0.5 and at the fitted threshold",
+        description=(
+            "Print every metric of a saved model on DATA, at threshold 0.5 and at the model's fitted\n"
+            "(validation-tuned) threshold. A data set name evaluates on its test split; an ARFF file on all\n"
+            "its rows."
+        ),
+        formatter_class=_Formatter,
+        epilog=(
+            "examples:\n"
+            "  mlkd evaluate runs/emotions-skdtea emotions\n"
+            "  mlkd evaluate runs/emotions-skdtea emotions --json > metrics.json\n"
+            "  mlkd evaluate runs/mine my-test.arff --label-file my-data.xml"
+        ),
+    )
+    p.add_argument("model_dir", metavar="MODEL_DIR", help="a directory written by 'mlkd fit'")
+    p.add_argument("data", metavar="DATA", help=DATA_HELP)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _add_label_options(p, "(default: the model's label names)")
+    _add_data_dir(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    # demo --------------------------------------------------------------------------------------------
+    p = sub.add_parser(
+        "demo",
+        help="compare methods on a small data set in under a minute",
+        description=(
+            "Fit several methods on a data set's train split (a fixed 1/6 held out for early stopping and\n"
+            "threshold tuning), evaluate each once on the test split and print one table. The default data\n"
+            f"set ({DEMO_DATASET}) is embedded: no files needed. The demo uses a smaller network than 'fit'\n"
+            f"(hidden={DEMO_HIDDEN}) and at most {DEMO_MAX_EPOCHS} epochs by default, to finish quickly."
+        ),
+        formatter_class=_Formatter,
+        epilog=(
+            "examples:\n"
+            "  mlkd demo\n"
+            "  mlkd demo --dataset emotions --methods bce,skdtea --seed 1\n"
+            "  mlkd demo --max-epochs 100 --hidden 512     # the 'fit' network size, slower"
+        ),
+    )
+    p.add_argument(
+        "--dataset",
+        "-d",
+        default=DEMO_DATASET,
+        metavar="NAME",
+        help=f"data set name (default: {DEMO_DATASET})",
+    )
+    p.add_argument(
+        "--methods",
+        type=_method_list,
+        default=list(DEMO_METHODS),
+        metavar="M1,M2,...",
+        help="comma-separated methods (default: bce,ls,skdtea)",
+    )
+    p.add_argument(
+        "--seed",
+        type=_nonneg_int,
+        default=0,
+        metavar="N",
+        help="seed for initialisation and batch order (default: 0)",
+    )
+    p.add_argument(
+        "--max-epochs",
+        type=_positive_int,
+        default=DEMO_MAX_EPOCHS,
+        metavar="N",
+        help=f"training epochs at most (default: {DEMO_MAX_EPOCHS})",
+    )
+    p.add_argument(
+        "--hidden",
+        type=_positive_int,
+        default=DEMO_HIDDEN,
+        metavar="N",
+        help=f"hidden width, for the methods that have a 'hidden' parameter (default: {DEMO_HIDDEN})",
+    )
+    _add_data_dir(p)
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+# ---------------------------------------------------------------------------------------------------
+# shared helpers
+# ---------------------------------------------------------------------------------------------------
+def _show_progress(quiet: bool) -> bool:
+    return not quiet and sys.stderr.isatty()
+
+
+def _info(info, key, default=None):
+    """A catalogue entry's field, whether the entry is a mapping or an object."""
+    if isinstance(info, dict):
+        return info.get(key, default)
+    return getattr(info, key, default)
+
+
+def _dataset_name(spec: str) -> str | None:
+    """The catalogue name ``spec`` stands for (names are case-insensitive), else None."""
+    key = spec.strip().lower()
+    return key if key in mlkd_data.DATASET_NAMES else None
+
+
+def _is_arff_path(spec: str) -> bool:
+    """A data set name wins over a file of the same name; anything else that looks like a file is one."""
+    if _dataset_name(spec):
+        return False
+    low = spec.lower()
+    return low.endswith(ARFF_SUFFIXES) or os.sep in spec or "/" in spec or Path(spec).expanduser().is_file()
+
+
+def _check_dataset_name(spec: str, allow_path: bool = True) -> str:
+    name = _dataset_name(spec)
+    if name is None:
+        also = " or a path to an .arff file" if allow_path else ""
+        raise ValueError(f"unknown data set {spec!r}; expected one of {', '.join(mlkd_data.DATASET_NAMES)}{also}")
+    return name
+
+
+def _data_stem(spec: str) -> str:
+    name = Path(spec).name
+    for suffix in sorted(ARFF_SUFFIXES, key=len, reverse=True):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(spec).stem
+
+
+def _load(spec: str, split: str, *, data_dir=None, label_file=None, n_labels=None):
+    """(dataset, description) for a data set name (its ``split``) or an ARFF file (all rows)."""
+    if not _is_arff_path(spec):
+        name = _check_dataset_name(spec)
+        ds = getattr(mlkd_data.load_dataset(name, data_dir=data_dir), split)
+        return ds, f"{name} {split} split ({ds.n_samples} rows)"
+    ds = mlkd_data.read_arff(Path(spec).expanduser(), label_file=label_file, n_labels=n_labels)
+    return ds, f"{spec} ({ds.n_samples} rows)"
+
+
+def _load_for_model(args, model, split: str):
+    """Load DATA for predict/evaluate; an ARFF file's labels default to the model's label names."""
+    if _is_arff_path(args.data) and args.label_file is None and args.n_labels is None:
+        with tempfile.TemporaryDirectory(prefix="mlkd-") as tmp:
+            xml = Path(tmp) / "labels.xml"
+            xml.write_text(_label_xml(model.label_names_), encoding="utf-8")
+            try:
+                ds, what = _load(args.data, split, label_file=xml)
+            except ValueError as exc:
+                msg = str(exc).replace(str(xml), f"the labels of model {args.model_dir}")
+                raise ValueError(f"{msg} (or pass --label-file / --n-labels)") from None
+    else:
+        ds, what = _load(args.data, split, data_dir=args.data_dir, label_file=args.label_file, n_labels=args.n_labels)
+    if ds.n_features != model.n_features_in_:
+        raise ValueError(
+            f"{args.data} has {ds.n_features} features but model {args.model_dir} was trained on "
+            f"{model.n_features_in_}; expected data with the training data's attributes"
+        )
+    return ds, what
+
+
+def _label_xml(names) -> str:
+    rows = "".join(f"<label name={quoteattr(n)}></label>\n" for n in names)
+    return f'<?xml version="1.0" encoding="utf-8"?>\n<labels xmlns="http://mulan.sourceforge.net/labels">\n{rows}</labels>\n'
+
+
+def _load_model(model_dir: str) -> MultiLabelClassifier:
+    path = Path(model_dir).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(
+            f"model directory {model_dir} does not exist; expected a directory written by 'mlkd fit'"
+        )
+    return MultiLabelClassifier.load(path)
+
+
+def _check_writable_target(path: Path, what: str) -> None:
+    """Fail before any work when ``path`` could not be created: its nearest existing ancestor must be a
+    writable directory."""
+    parent = path
+    while not parent.exists():
+        if parent.parent == parent:
+            break
+        parent = parent.parent
+    if parent.exists() and not parent.is_dir():
+        raise ValueError(f"cannot write {what} {path}: {parent} is a file; expected a directory path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot write {what} {path}: {parent} is not writable; expected a writable location")
+
+
+def _threshold_text(threshold) -> str:
+    t = np.asarray(threshold, dtype=float)
+    if t.ndim == 0:
+        return f"{float(t):.2f}"
+    return f"per-label (mean {t.mean():.2f}, range {t.min():.2f}-{t.max():.2f})"
+
+
+def _fmt(value: float, width: int = 0) -> str:
+    text = "nan" if value is None or not math.isfinite(value) else f"{value:.4f}"
+    return text.rjust(width)
+
+
+def _table(header: list[str], rows: list[list[str]], right: set[int] | None = None) -> str:
+    right = set(range(1, len(header))) if right is None else right
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells):
+        return "  ".join(
+            str(c).rjust(w) if i in right else str(c).ljust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
+
+    return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)])
+
+
+def _jsonable(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (np.floating, np.integer)):
+        return _jsonable(value.item())
+    if isinstance(value, np.ndarray):
+        return [_jsonable(v) for v in value.tolist()]
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+# ---------------------------------------------------------------------------------------------------
+# commands
+# ---------------------------------------------------------------------------------------------------
+def cmd_datasets(args) -> int:
+    directory = Path(args.data_dir).expanduser() if args.data_dir else mlkd_data.data_dir()
+    infos = {name: mlkd_data.DATASETS.get(name) or _embedded_info(name) for name in mlkd_data.DATASET_NAMES}
+    with_cardinality = any(_info(info, "cardinality") is not None for info in mlkd_data.DATASETS.values())
+    header = ["name", "domain", "train", "test", "features", "labels"]
+    header += ["cardinality"] * with_cardinality + ["status"]
+    rows = []
+    for name, info in infos.items():
+        if name == EMBEDDED:
+            status = "embedded"
+        else:
+            status = mlkd_data.dataset_status(name, data_dir=args.data_dir)
+        row = [name, _info(info, "domain", "") or ""]
+        row += [_info(info, k, "") for k in ("n_train", "n_test", "n_features", "n_labels")]
+        if with_cardinality:
+            card = _info(info, "cardinality")
+            row.append("" if card is None else f"{card:.2f}")
+        rows.append([*row, status])
+    print(_table(header, rows, right=set(range(2, len(header) - 1))))
+    print()
+    print(f"data directory: {directory}")
+    print("  set it with the environment variable MLKD_DATA=DIR or with --data-dir DIR; it holds one folder per")
+    print("  data set (<name>-train.arff, <name>-test.arff, <name>.xml) as in the MULAN repository.")
+    return EXIT_OK
+
+
+def _embedded_info(name: str) -> dict:
+    """Shapes of a data set the catalogue does not list (the embedded one), read from the data itself."""
+    bench = mlkd_data.load_dataset(name)
+    train, test = bench.train, bench.test
+    return {
+        "domain": "image (embedded)" if train.images is not None else "embedded",
+        "n_train": train.n_samples,
+        "n_test": test.n_samples,
+        "n_features": train.n_features,
+        "n_labels": train.n_labels,
+        "cardinality": train.cardinality,
+    }
+
+
+def _parse_params(method: str, pairs: list[tuple[str, str]]) -> dict:
+    mlkd_methods.method_class(method)  # unknown method → ValueError listing the known ones
+    raw: dict[str, str] = {}
+    for key, value in pairs:
+        if key in raw:
+            raise ValueError(f"parameter {key!r} given twice with --param; expected each parameter once")
+        raw[key] = value
+    config = mlkd_methods.make_config(method, raw)
+    return {k: getattr(config, k) for k in raw}
+
+
+def _methods_help() -> str:
+    import textwrap
+
+    lines = []
+    for name in sorted(mlkd_methods.REGISTRY):
+        fields = ", ".join(f"{k}={v}" for k, v in mlkd_methods.config_fields(name).items())
+        lines.append(textwrap.fill(fields, width=100, initial_indent=f"  {name}: ", subsequent_indent="    "))
+    return "\n".join(lines)
+
+
+def cmd_fit(args) -> int:
+    params = _parse_params(args.method, args.param)
+    out = Path(args.out or Path("runs") / f"{_data_stem(args.data)}-{args.method}").expanduser()
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; expected a directory for the model")
+    if out.is_dir() and any(out.iterdir()) and not args.force:
+        raise ValueError(f"model directory {out} exists and is not empty; pass --force to overwrite it or choose --out")
+    _check_writable_target(out, "model directory")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    ds, what = _load(args.data, "train", data_dir=args.data_dir, label_file=args.label_file, n_labels=args.n_labels)
+    clf = MultiLabelClassifier(
+        args.method,
+        max_epochs=args.max_epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        patience=args.patience,
+        threshold=args.threshold,
+        random_state=args.seed,
+        verbose=_show_progress(args.quiet),
+        **params,
+    )
+    start = time.perf_counter()
+    clf.fit(ds.X, ds.Y, label_names=ds.label_names)
+    seconds = time.perf_counter() - start
+    clf.save(out)
+
+    best = clf.history_[clf.best_epoch_] if 0 <= clf.best_epoch_ < len(clf.history_) else {}
+    val = best.get("val_score")
+    val_text = (
+        "no validation hold-out"
+        if val is None
+        else (f"validation {clf.monitor} {val:.4f}" if clf.monitor == "mAP" else f"validation BCE {-val:.4f}")
+    )
+    kind = clf.threshold if isinstance(clf.threshold, str) else "fixed"
+    print(
+        f"fit {args.method} on {what}, {ds.n_features} features, {ds.n_labels} labels: "
+        f"{len(clf.history_)} epochs, best epoch {clf.best_epoch_ + 1}, {val_text}, "
+        f"threshold {_threshold_text(clf.threshold_)} ({kind}), {seconds:.1f} s; saved to {out}"
+    )
+    return EXIT_OK
+
+
+def cmd_predict(args) -> int:
+    out = Path(args.out).expanduser() if args.out else None
+    if out is not None:
+        if out.is_dir():
+            raise ValueError(f"--out {out} is a directory; expected a file name such as predictions.csv")
+        if out.exists() and not args.force:
+            raise ValueError(f"--out {out} exists; pass --force to overwrite it or choose another file")
+        _check_writable_target(out, "predictions")
+    model = _load_model(args.model_dir)
+    ds, _ = _load_for_model(args, model, "test")
+    if args.proba:
+        values = model.predict_proba(ds.X)
+        cell = "{:.6g}".format
+    else:
+        values = model.predict(ds.X)
+        cell = str
+
+    def write(f):
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(model.label_names_)
+        writer.writerows([cell(v) for v in row] for row in values.tolist())
+
+    if out is None:
+        write(sys.stdout)
+        return EXIT_OK
+    fd, tmp = tempfile.mkstemp(dir=out.parent if str(out.parent) else ".", prefix=f".{out.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            write(f)
+        os.replace(tmp, out)
+    except OSError as exc:
+        raise ValueError(
+            f"cannot write predictions to {out}: {exc.strerror or exc}; expected a writable file"
+        ) from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    print(
+        f"wrote {values.shape[0]} rows x {values.shape[1]} labels "
+        f"({'probabilities' if args.proba else '0/1'}) to {out}",
+        file=sys.stderr,
+    )
+    return EXIT_OK
+
+
+def cmd_evaluate(args) -> int:
+    model = _load_model(args.model_dir)
+    ds, what = _load_for_model(args, model, "test")
+    if ds.n_labels != model.n_labels_:
+        raise ValueError(
+            f"{args.data} has {ds.n_labels} labels but model {args.model_dir} predicts {model.n_labels_}; "
+            "expected the training data's labels"
+        )
+    proba = model.predict_proba(ds.X)
+    at_half = mlkd_metrics.evaluate(ds.Y, proba, 0.5)
+    at_tuned = mlkd_metrics.evaluate(ds.Y, proba, model.threshold_)
+    if args.json:
+        print(
+            json.dumps(
+                _jsonable(
+                    {
+                        "model": str(args.model_dir),
+                        "method": model.method,
+                        "data": args.data,
+                        "split": None if _is_arff_path(args.data) else "test",
+                        "n_samples": ds.n_samples,
+                        "thresholds": {"@0.5": 0.5, "@tuned": model.threshold_},
+                        "metrics": {"@0.5": at_half, "@tuned": at_tuned},
+                    }
+                ),
+                indent=2,
+            )
+        )
+        return EXIT_OK
+    tuned = f"@tuned ({_threshold_text(model.threshold_)})"
+    rows = []
+    for key, info in mlkd_metrics.METRICS.items():
+        if key not in at_tuned:
+            continue
+        rows.append(
+            [
+                info.display_name,
+                "higher" if info.higher_is_better else "lower",
+                _fmt(at_half[key]),
+                _fmt(at_tuned[key]),
+            ]
+        )
+    print(f"model {args.model_dir} ({model.method}) on {what}")
+    print(_table(["metric", "better", "@0.5", tuned], rows))
+    print(
+        f"@0.5: threshold 0.5; @tuned: the model's fitted threshold {_threshold_text(model.threshold_)}, "
+        "tuned on validation data at fit time."
+    )
+    ranking = [i.display_name for k, i in mlkd_metrics.METRICS.items() if not i.needs_threshold]
+    print(f"{', '.join(ranking)} use the scores only: the same at both thresholds.")
+    return EXIT_OK
+
+
+def cmd_demo(args) -> int:
+    for method in args.methods:
+        mlkd_methods.method_class(method)
+    name = _check_dataset_name(args.dataset, allow_path=False)
+    bench = mlkd_data.load_dataset(name, data_dir=args.data_dir)
+    train, test = bench.train, bench.test
+    # Small networks train fastest on one thread; several threads stall badly when the cores are shared.
+    torch.set_num_threads(1)
+    settings = f"seed {args.seed}, max_epochs {args.max_epochs}, hidden {args.hidden}, 1 CPU thread"
+    print(
+        f"demo: {name} ({train.n_samples} train / {test.n_samples} test rows, {train.n_features} "
+        f"features, {train.n_labels} labels); {settings}",
+        flush=True,
+    )
+    keys = ["example_f1", "micro_f1", "macro_f1", "mAP", "ranking_loss", "hamming_loss"]
+    header = ["method", *(mlkd_metrics.METRICS[k].display_name for k in keys), "threshold", "seconds"]
+    rows = []
+    for method in args.methods:
+        params = {"hidden": args.hidden} if "hidden" in mlkd_methods.config_fields(method) else {}
+        clf = MultiLabelClassifier(
+            method,
+            max_epochs=args.max_epochs,
+            random_state=args.seed,
+            verbose=_show_progress(args.quiet),
+            **params,
+        )
+        start = time.perf_counter()
+        clf.fit(train.X, train.Y, label_names=train.label_names)
+        seconds = time.perf_counter() - start
+        scores = clf.evaluate(test.X, test.Y)  # the test split, touched once per method
+        rows.append([method, *(_fmt(scores[k]) for k in keys), _threshold_text(clf.threshold_), f"{seconds:.1f}"])
+    print(_table(header, rows))
+    print("F1s and Hamming loss at each method's tuned threshold (one global threshold maximising example-F1 on")
+    print("a fixed 1/6 validation hold-out of train, which also drove early stopping); mAP and ranking loss")
+    print("use the scores. The test split was touched once per method, after training.")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------------
+# entry point
+# ---------------------------------------------------------------------------------------------------
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _error_text(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror and exc.filename:
+        return f"{exc.filename}: {exc.strerror}"
+    if isinstance(exc, UnicodeError):
+        return f"cannot decode or encode text ({exc})"
+    return str(exc) or type(exc).__name__
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"mlkd: warning: {_one_line(message)}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``mlkd`` command line; returns the exit status (0 ok, 2 bad input, 130 interrupted)."""
+    parser = build_parser()
+    try:
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            warnings.simplefilter("default")
+            try:
+                args = parser.parse_args(argv)
+            except SystemExit as exc:  # --help / --version
+                return int(exc.code or 0)
+            return args.func(args)
+    except (ValueError, OSError, FloatingPointError) as exc:  # FileNotFoundError is an OSError
+        if isinstance(exc, BrokenPipeError):
+            return _broken_pipe()
+        print(f"mlkd: error: {_one_line(_error_text(exc))}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("mlkd: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _broken_pipe() -> int:
+    """stdout was closed by a reader (``mlkd predict ... | head``): stop quietly."""
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return 141
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,312 @@
+"""The ``mlkd`` command line.
+
+``fit``, ``predict``, ``demo`` and two kinds of bad input run as a user runs them, ``python -m mlkd ...`` in
+a subprocess (one BLAS thread each). Each subprocess pays a torch import of seconds, so the other cases
+(every --help, datasets, evaluate, every kind of bad input) go through ``mlkd.cli.main(argv)`` in this
+process (the ``call`` fixture): the same code, whose exit status and stderr are checked the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SRC = REPO / "src"
+TINY = ["--max-epochs", "3", "--param", "hidden=16"]
+COMMANDS = ("datasets", "fit", "predict", "evaluate", "demo")
+MULAN = (
+    "emotions",
+    "scene",
+    "yeast",
+    "enron",
+    "medical",
+    "genbase",
+    "bibtex",
+    "delicious",
+    "corel5k",
+    "tmc2007",
+    "flags",
+)
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(SRC), *filter(None, [env.get("PYTHONPATH")])])
+    if not env.get("MLKD_DATA", "").strip():
+        env["MLKD_DATA"] = str(REPO.parent / "shared" / "datasets" / "mulan")
+    # concurrent subprocesses on few cores: multi-threaded BLAS would stall them all
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", COLUMNS="100")
+    return env
+
+
+def _run_many(*commands, cwd=None, timeout=300) -> list[subprocess.CompletedProcess]:
+    """Run ``python -m mlkd <args>`` for each argument list at the same time; results in order."""
+    env = _env()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "mlkd", *map(str, args)],
+            cwd=cwd,
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for args in commands
+    ]
+    results = []
+    for args, proc in zip(commands, procs, strict=True):
+        out, err = proc.communicate(timeout=timeout)
+        results.append(subprocess.CompletedProcess(args, proc.returncode, out, err))
+    return results
+
+
+def _run(*args, cwd=None) -> subprocess.CompletedProcess:
+    return _run_many(args, cwd=cwd)[0]
+
+
+@pytest.fixture
+def call(capsys, monkeypatch):
+    """``call(*args, cwd=None)``: ``mlkd.cli.main(args)`` in this process, as a CompletedProcess."""
+    import torch
+
+    from mlkd.cli import main
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models; several threads only stall on shared cores
+
+    def run(*args, cwd=None):
+        if cwd is not None:
+            monkeypatch.chdir(cwd)
+        capsys.readouterr()
+        rc = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(list(args), rc, out, err)
+
+    yield run
+    torch.set_num_threads(threads)
+
+
+def _ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert result.returncode == 0, f"{result.args}: rc={result.returncode}\n{result.stderr}"
+    return result
+
+
+def _assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, f"{result.args}: rc={result.returncode}\n{result.stderr}"
+    assert "Traceback" not in result.stderr, result.stderr
+    assert len(lines) == 1 and lines[0].startswith("mlkd: error: "), f"{result.args}:\n{result.stderr}"
+    for fragment in fragments:
+        assert fragment.lower() in lines[0].lower(), f"{result.args}: {fragment!r} not in {lines[0]!r}"
+
+
+def _write_arff(path: Path, n=60, d=5, L=3, seed=0) -> Path:
+    """A small learnable multi-label ARFF: the labels are the last L attributes."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d))
+    Y = (X[:, :L] + 0.3 * rng.normal(size=(n, L)) > 0).astype(int)
+    Y[0] = 1  # every label has a positive and a negative
+    Y[1] = 0
+    lines = ["@relation tiny"]
+    lines += [f"@attribute f{j} numeric" for j in range(d)]
+    lines += [f"@attribute lab{k} {{0,1}}" for k in range(L)]
+    lines.append("@data")
+    lines += [",".join([*(f"{v:.4f}" for v in x), *map(str, y)]) for x, y in zip(X, Y, strict=True)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """A model fitted by ``mlkd fit`` on a tiny ARFF (labels given as --n-labels)."""
+    root = tmp_path_factory.mktemp("cli")
+    arff = _write_arff(root / "tiny-train.arff")
+    test = _write_arff(root / "tiny-test.arff", n=30, seed=1)
+    result = _ok(_run("fit", arff, "--method", "bce", "--n-labels", "3", *TINY, "--quiet", cwd=root))
+    return root, root / "runs" / "tiny-train-bce", test, result
+
+
+# -------------------------------------------------------------------------------------------------
+HELP_MUST_MENTION = {
+    "datasets": ["--data-dir", "MLKD_DATA"],
+    "fit": [
+        "DATA",
+        "--method",
+        "--param",
+        "--out",
+        "--force",
+        "--seed",
+        "--max-epochs",
+        "--batch-size",
+        "--lr",
+        "--threshold",
+        "--threads",
+        "--label-file",
+        "--n-labels",
+        "--data-dir",
+        "--quiet",
+        "skdtea:",
+    ],
+    "predict": ["MODEL_DIR", "DATA", "--out", "--proba", "--label-file", "--n-labels"],
+    "evaluate": ["MODEL_DIR", "DATA", "--json", "--label-file", "--n-labels"],
+    "demo": ["--dataset", "--methods", "--seed", "--max-epochs", "--quiet", "digits-ml"],
+}
+
+
+def test_help_of_every_command_shows_its_arguments_and_an_example(call):
+    top = _ok(call("--help"))
+    assert all(c in top.stdout for c in COMMANDS) and "examples:" in top.stdout
+    for command, words in HELP_MUST_MENTION.items():
+        result = _ok(call(command, "--help"))
+        assert result.stderr == "" and f"usage: mlkd {command}" in result.stdout
+        assert "examples:" in result.stdout and f"mlkd {command}" in result.stdout.split("examples:")[1]
+        for word in words:
+            assert word in result.stdout, f"{command} --help does not mention {word!r}"
+
+
+def test_datasets_lists_every_set_with_its_status(call, tmp_path):
+    data = Path(_env()["MLKD_DATA"])
+    if not (data / "emotions").is_dir():
+        pytest.skip(f"MULAN data not found in {data}; set MLKD_DATA")
+    found = call("datasets", "--data-dir", data)
+    missing = call("datasets", "--data-dir", tmp_path)
+    for result, status in ((found, "found"), (missing, "missing")):
+        rows = {line.split()[0]: line.split()[-1] for line in _ok(result).stdout.splitlines() if line.strip()}
+        for name in MULAN:
+            assert rows.get(name) == status, f"{name}: {rows.get(name)} in\n{result.stdout}"
+        assert rows.get("digits-ml") == "embedded"
+        assert "MLKD_DATA" in result.stdout and "--data-dir" in result.stdout
+    assert f"data directory: {tmp_path}" in missing.stdout
+
+
+def test_fit_predict_evaluate_round_trip(fitted, call):
+    root, model, test, fit = fitted
+    assert (model / "model.safetensors").is_file() and (model / "config.json").is_file()
+    summary = fit.stdout.strip().splitlines()
+    assert len(summary) == 1 and "epochs" in summary[0] and "threshold" in summary[0]
+    assert str(Path("runs") / "tiny-train-bce") in summary[0]
+
+    # the test ARFF's labels are found by the model's label names: no --n-labels needed
+    pred = _ok(_run("predict", model, test))
+    lines = pred.stdout.strip().splitlines()
+    assert lines[0] == "lab0,lab1,lab2" and len(lines) == 31
+    assert all(set(row.split(",")) <= {"0", "1"} and len(row.split(",")) == 3 for row in lines[1:])
+
+    from mlkd.metrics import METRICS
+
+    table = _ok(call("evaluate", model, test))
+    for info in METRICS.values():
+        assert info.display_name in table.stdout
+    assert "@0.5" in table.stdout and "@tuned" in table.stdout
+
+    _ok(call("predict", model, test, "--proba", "--out", root / "proba.csv"))
+    rows = (root / "proba.csv").read_text().strip().splitlines()
+    assert rows[0] == "lab0,lab1,lab2" and len(rows) == 31
+    values = [float(v) for row in rows[1:] for v in row.split(",")]
+    assert all(0 <= v <= 1 for v in values) and len(set(values)) > 2
+    report = json.loads(_ok(call("evaluate", model, test, "--json")).stdout)
+    assert set(report["metrics"]["@tuned"]) == set(METRICS) == set(report["metrics"]["@0.5"])
+    assert 0 < report["thresholds"]["@tuned"] < 1
+
+
+def test_a_data_set_name_trains_on_train_and_predicts_the_test_split(call, tmp_path):
+    data = Path(_env()["MLKD_DATA"])
+    if not (data / "flags").is_dir():
+        pytest.skip(f"MULAN data not found in {data}; set MLKD_DATA")
+    out = tmp_path / "flags-model"
+    fit = _ok(call("fit", "flags", "-m", "skdtea", *TINY, "--out", out, "--data-dir", data, "--threads", "1"))
+    assert "flags train split (129 rows)" in fit.stdout
+    rows = _ok(call("predict", out, "flags", "--data-dir", data)).stdout.strip().splitlines()
+    assert len(rows) == 1 + 65 and len(rows[0].split(",")) == 7
+    report = json.loads(_ok(call("evaluate", out, "flags", "--json", "--data-dir", data)).stdout)
+    assert report["split"] == "test" and report["n_samples"] == 65
+
+
+def test_fit_never_overwrites_a_non_empty_directory_without_force(fitted, call):
+    root, model, _, _ = fitted
+    fit = ["fit", root / "tiny-train.arff", "--method", "bce", "--n-labels", "3", *TINY, "--quiet"]
+    weights = (model / "model.safetensors").read_bytes()
+    _assert_one_line_error(call(*fit, cwd=root), "not empty", "--force")
+    assert (model / "model.safetensors").read_bytes() == weights
+    mine = root / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    _assert_one_line_error(call(*fit, "--out", mine), "not empty", "--force")
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+    _ok(call(*fit, "--out", mine, "--force"))
+    assert (mine / "notes.txt").read_text() == "keep me" and (mine / "config.json").is_file()
+
+
+def test_demo_prints_one_row_per_method():
+    result = _ok(_run("demo", "--methods", "bce,skdtea", "--max-epochs", "2", "--hidden", "16", "--quiet"))
+    lines = result.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("method"))
+    for name in ("Example-F1", "Micro-F1", "Macro-F1", "mAP", "Ranking loss", "Hamming loss", "seconds"):
+        assert name in lines[header]
+    assert [line.split()[0] for line in lines[header + 2 : header + 4]] == ["bce", "skdtea"]
+    footer = " ".join(lines[header + 4 :])
+    assert "tuned threshold" in footer and "touched once" in footer
+
+
+@pytest.fixture
+def bad_inputs(fitted, tmp_path):
+    """Every kind of bad input: name -> (argv, fragments the one-line message must contain)."""
+    root, model, test, _ = fitted
+    arff = root / "tiny-train.arff"
+    garbage = tmp_path / "garbage.arff"
+    garbage.write_text("this is not an ARFF file\n")
+    other = _write_arff(tmp_path / "other.arff", d=4)  # 4 features; the model has 5
+    corrupted = tmp_path / "corrupted"
+    corrupted.mkdir()
+    (corrupted / "config.json").write_bytes((model / "config.json").read_bytes())
+    (corrupted / "model.safetensors").write_bytes((model / "model.safetensors").read_bytes()[:100])
+    not_json = tmp_path / "not-json"
+    not_json.mkdir()
+    (not_json / "config.json").write_text("{oops")
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    fit = ["fit", arff, "--n-labels", "3", *TINY]
+    return {
+        "unknown data set": (["fit", "no-such-set", "--method", "bce"], ["no-such-set", "emotions"]),
+        "data set files missing": (
+            ["fit", "emotions", "--method", "bce", "--data-dir", tmp_path],
+            ["emotions"],
+        ),
+        "unknown method": ([*fit, "--method", "no-such-method"], ["no-such-method", "skdtea"]),
+        "bad --param syntax": ([*fit, "--method", "bce", "--param", "hidden"], ["KEY=VALUE"]),
+        "unknown parameter": ([*fit, "--method", "bce", "--param", "nope=1"], ["nope", "hidden"]),
+        "invalid parameter": ([*fit, "--method", "bce", "--param", "hidden=abc"], ["hidden"]),
+        "bad threshold": ([*fit, "--method", "bce", "--threshold", "2"], ["tuned"]),
+        "missing --method": (["fit", arff], ["--method"]),
+        "unknown command": (["train", arff], ["train"]),
+        "unreadable ARFF": (["fit", garbage, "--method", "bce", "--n-labels", "1"], [str(garbage)]),
+        "missing ARFF": (["fit", tmp_path / "absent.arff", "--method", "bce"], ["absent.arff"]),
+        "missing model dir": (["predict", tmp_path / "no-model", test], ["no-model"]),
+        "model dir without model": (["evaluate", tmp_path, test], ["config.json"]),
+        "corrupted weights": (["predict", corrupted, test], ["corrupted"]),
+        "corrupted config": (["evaluate", not_json, test], ["config.json"]),
+        "feature mismatch": (["predict", model, other], ["4 features", "5"]),
+        "unwritable --out": (["predict", model, test, "--out", a_file / "p.csv"], ["a-file"]),
+        "demo unknown method": (["demo", "--methods", "bce,nope"], ["nope"]),
+        "demo unknown data set": (["demo", "--dataset", "nope"], ["nope"]),
+    }
+
+
+def test_bad_input_is_one_line_on_stderr_and_exit_status_2(bad_inputs, call, tmp_path):
+    for what, (args, fragments) in bad_inputs.items():
+        result = call(*args, cwd=tmp_path)
+        assert result.stdout == "", what
+        _assert_one_line_error(result, *fragments)
+    # and the same as a real process: a usage error (argparse), a feature mismatch
+    real = ["bad --param syntax", "feature mismatch"]
+    for what, result in zip(real, _run_many(*(bad_inputs[k][0] for k in real), cwd=tmp_path), strict=True):
+        assert result.stdout == "", what
+        _assert_one_line_error(result, *bad_inputs[what][1])
