@@ -9,7 +9,16 @@ Three lines for a practitioner::
 
 __version__ = "0.1.0"
 
-from .estimator import MultiLabelClassifier, SKDTEAClassifier  # noqa: E402
+from .estimator import (  # noqa: E402
+    C2AEClassifier,
+    KDTEAClassifier,
+    MPVAEClassifier,
+    MultiLabelClassifier,
+    SKDTEAClassifier,
+)
 from .io import load_model, save_model  # noqa: E402
 
-__all__ = ["MultiLabelClassifier", "SKDTEAClassifier", "load_model", "save_model", "__version__"]
+__all__ = [
+    "MultiLabelClassifier", "SKDTEAClassifier", "C2AEClassifier", "MPVAEClassifier", "KDTEAClassifier",
+    "load_model", "save_model", "__version__",
+]

@@ -23,6 +23,7 @@ from . import metrics
 from .data.splits import validation_split
 from .methods import build_method, config_fields, method_class
 from .preprocessing import FeatureScaler
+from .stages import run_stages
 from .trainer import TrainConfig, Trainer, predict_logits
 
 #: Validation hold-outs are drawn with this fixed seed: seeds change initialisation and batch order, never
@@ -40,9 +41,11 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
     Parameters
     ----------
     method : str, default="skdtea"
-        A registered method name (``mlkd.methods.REGISTRY``): "bce", "ls", "tea", "skdtea", …
-    max_epochs, batch_size, lr, weight_decay, optimizer, patience, monitor, device :
-        Training settings (see ``mlkd.trainer.TrainConfig``).
+        A registered method name (``mlkd.methods.REGISTRY``): "bce", "ls", "tea", "skdtea", "c2ae", "mpvae",
+        "kdtea", …
+    max_epochs, batch_size, lr, weight_decay, optimizer, patience, monitor, device, momentum, lr_decay :
+        Training settings (see ``mlkd.trainer.TrainConfig``). A method's official optimiser is a dict of
+        these, e.g. ``MultiLabelClassifier("c2ae", **c2ae_official_train_config())``.
     validation_fraction : float, default=1/6
         Share of the training rows held out (iterative-stratified, fixed split) for early stopping and
         threshold tuning when ``fit`` is not given ``X_val``/``Y_val``.
@@ -59,7 +62,9 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
     Attributes
     ----------
     model_ : torch.nn.Module — the trained method; threshold_ : float or ndarray of shape (n_labels,);
-    n_features_in_, n_labels_, label_names_, history_ (one dict per epoch), best_epoch_.
+    n_features_in_, n_labels_, label_names_, history_ (one dict per epoch), best_epoch_;
+    stage_results_ : dict of stage name → TrainResult (a multi-stage method such as "kdtea" trains its
+    teacher first; history_ is the last stage's). Only the last stage's model is kept and saved.
     """
 
     def __init__(
@@ -78,6 +83,8 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
         random_state=0,
         device=_D.device,
         verbose=False,
+        momentum=_D.momentum,
+        lr_decay=_D.lr_decay,
         **method_params,
     ):
         self.method = method
@@ -93,6 +100,8 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
         self.device = device
         self.verbose = verbose
+        self.momentum = momentum
+        self.lr_decay = lr_decay
         self._method_param_names = sorted(method_params)
         for key, value in method_params.items():
             setattr(self, key, value)
@@ -125,6 +134,7 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
                 max_epochs=int(self.max_epochs), batch_size=int(self.batch_size), lr=float(self.lr),
                 weight_decay=float(self.weight_decay), optimizer=self.optimizer, patience=int(self.patience),
                 monitor=self.monitor, seed=int(self.random_state), device=self.device, progress=bool(self.verbose),
+                momentum=float(self.momentum), lr_decay=float(self.lr_decay),
             )
         except (TypeError, ValueError) as exc:
             raise ValueError(f"invalid training parameter: {exc}") from None
@@ -239,7 +249,17 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
         self.scaler_ = FeatureScaler().fit(X_tr)
         X_tr = self.scaler_.transform(X_tr)
         X_val = self.scaler_.transform(X_val) if X_val is not None else None
-        result = Trainer(cfg).fit(model, X_tr, Y_tr, X_val, Y_val)
+        stages = type(model).stages(model.config)
+        if stages:  # a multi-stage method (teacher first): every stage trains on the same scaled data
+            if stages[-1].method != self.method:
+                raise ValueError(f"method {self.method!r} declares stages whose last one trains "
+                                 f"{stages[-1].method!r}; expected it to train {self.method!r} itself")
+            outcomes = run_stages(stages, X_tr, Y_tr, X_val, Y_val, cfg)
+            model, result = outcomes[stages[-1].name]
+            self.stage_results_ = {name: outcome.result for name, outcome in outcomes.items()}
+        else:
+            result = Trainer(cfg).fit(model, X_tr, Y_tr, X_val, Y_val)
+            self.stage_results_ = {self.method: result}
         self.model_ = model
         self.history_ = result.history
         self.best_epoch_ = result.best_epoch
@@ -361,3 +381,6 @@ def fixed_method_classifier(method: str, class_name: str) -> type[MultiLabelClas
 
 
 SKDTEAClassifier = fixed_method_classifier("skdtea", "SKDTEAClassifier")
+C2AEClassifier = fixed_method_classifier("c2ae", "C2AEClassifier")
+MPVAEClassifier = fixed_method_classifier("mpvae", "MPVAEClassifier")
+KDTEAClassifier = fixed_method_classifier("kdtea", "KDTEAClassifier")

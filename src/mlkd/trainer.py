@@ -26,7 +26,9 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 1e-4
-    optimizer: str = "adamw"  # "adam" | "adamw"
+    optimizer: str = "adamw"  # "adam" | "adamw" | "rmsprop" (RMS-normalised momentum SGD, C2AE's official)
+    momentum: float = 0.9  # used by "rmsprop" only
+    lr_decay: float = 1.0  # learning rate at epoch e is lr·lr_decay**e; 1.0 keeps it constant
     patience: int = 20  # epochs without validation improvement before stopping
     monitor: str = "mAP"  # validation score for early stopping: "mAP" (higher better) or "loss" (BCE, lower)
     seed: int = 0
@@ -39,7 +41,9 @@ class TrainConfig:
             ("batch_size", self.batch_size >= 1, "an integer ≥ 1"),
             ("lr", 0 < self.lr < 10, "a float in (0, 10)"),
             ("weight_decay", 0 <= self.weight_decay < 10, "a float in [0, 10)"),
-            ("optimizer", self.optimizer in ("adam", "adamw"), "'adam' or 'adamw'"),
+            ("optimizer", self.optimizer in ("adam", "adamw", "rmsprop"), "'adam', 'adamw' or 'rmsprop'"),
+            ("momentum", 0 <= self.momentum < 1, "a float in [0, 1)"),
+            ("lr_decay", 0 < self.lr_decay <= 1, "a float in (0, 1]"),
             ("patience", self.patience >= 1, "an integer ≥ 1"),
             ("monitor", self.monitor in ("mAP", "loss"), "'mAP' or 'loss'"),
         ]
@@ -108,8 +112,7 @@ class Trainer:
             Xv = torch.as_tensor(np.asarray(X_val, dtype=np.float32), device=dev)
             Yv = torch.as_tensor(np.asarray(Y_val, dtype=np.float32), device=dev)
         params = [p for p in method.parameters() if p.requires_grad]
-        opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-        optimizer = opt_cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        optimizer = _make_optimizer(params, cfg)
         shuffle_gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
         method_gen = torch.Generator(device=dev).manual_seed(cfg.seed + 1)
         n = X_t.shape[0]
@@ -121,6 +124,9 @@ class Trainer:
         for epoch in bar:
             t0 = time.perf_counter()
             ctx = StepContext(epoch=epoch, max_epochs=cfg.max_epochs, generator=method_gen)
+            if cfg.lr_decay != 1.0:
+                for group in optimizer.param_groups:
+                    group["lr"] = cfg.lr * cfg.lr_decay**epoch
             method.train()
             perm = torch.randperm(n, generator=shuffle_gen).to(dev)
             sums: dict[str, torch.Tensor] = {}
@@ -168,6 +174,14 @@ class Trainer:
         result.epochs_run = len(result.history)
         result.seconds = time.perf_counter() - start
         return result
+
+
+def _make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "rmsprop":
+        # alpha=0.9: C2AE's running RMS r ← sqrt(0.9·r² + 0.1·g²); weight_decay is coupled L2 there.
+        return torch.optim.RMSprop(params, lr=cfg.lr, alpha=0.9, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    return opt_cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 @torch.no_grad()

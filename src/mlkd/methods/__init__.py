@@ -1,6 +1,6 @@
 """Methods and their registry. Importing this package registers every built-in method."""
 
-from . import bce, ls, skdtea, tea  # noqa: F401 - registration side effect
+from . import bce, c2ae, kdtea, ls, mpvae, skdtea, tea  # noqa: F401 - registration side effect
 from .base import (
     REGISTRY,
     Batch,

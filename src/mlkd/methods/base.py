@@ -72,6 +72,53 @@ class Method(nn.Module):
     def on_epoch_end(self, ctx: StepContext) -> None:  # noqa: B027 - optional hook
         """Called by the trainer after each training epoch (buffers, schedules)."""
 
+    # -- multi-stage training (see mlkd.stages) ---------------------------------------------------------
+    #: True for a method whose ``step`` reads a frozen teacher; the stage runner then requires ``teacher=``.
+    needs_teacher: ClassVar[bool] = False
+
+    @classmethod
+    def stages(cls, config: MethodConfig) -> list | None:
+        """The ``mlkd.stages.Stage`` list that trains this method (teacher first, this method last), or None
+        for a single ``Trainer.fit``. The estimator runs it with ``mlkd.stages.run_stages``."""
+        return None
+
+    @property
+    def teacher(self) -> Method | None:
+        """The frozen teacher attached by ``attach_teacher`` (None if there is none)."""
+        return self.__dict__.get("_frozen_teacher")
+
+    def attach_teacher(self, teacher: nn.Module | None) -> None:
+        """Attach (or with None, detach) a frozen teacher: no gradients, always in eval mode, moved with this
+        module by ``.to()``, and absent from ``parameters()`` and ``state_dict()`` so saved files hold only
+        the predictor."""
+        if teacher is not None:
+            teacher.requires_grad_(False)
+            teacher.eval()
+        # Stored outside nn.Module's registries on purpose: a registered submodule would be trained and saved.
+        self.__dict__["_frozen_teacher"] = teacher
+
+    def teacher_output(self, x: Tensor) -> Tensor:
+        """The frozen teacher's prediction logits for ``x``, computed under no_grad."""
+        if self.teacher is None:
+            raise ValueError(
+                f"method {self.name!r} needs a trained teacher; train it through mlkd.stages.run_stages "
+                f"({type(self).__name__}.stages(config)) or MultiLabelClassifier(method={self.name!r})"
+            )
+        with torch.no_grad():
+            return self.teacher(x)
+
+    def train(self, mode: bool = True) -> Method:
+        super().train(mode)
+        if self.teacher is not None:
+            self.teacher.eval()  # the teacher never trains, and its dropout stays off
+        return self
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        if self.teacher is not None:
+            self.teacher._apply(fn, recurse)  # .to(device) and dtype casts take the teacher along
+        return self
+
 
 REGISTRY: dict[str, type[Method]] = {}
 

@@ -1,0 +1,98 @@
+"""The stage runner: multi-stage training (teacher → student, round after round) is data run by one trainer."""
+
+import pytest
+import torch
+
+import mlkd.stages as stages_module
+from mlkd.stages import Stage, StageOutcome, run_stages
+from mlkd.trainer import TrainConfig, TrainResult
+
+from .helpers import linear_problem
+
+X, Y = linear_problem(n=80, d=6, L=4, seed=5)
+BASE = TrainConfig(max_epochs=2, batch_size=32, seed=0)
+SMALL = {"hidden": 8}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_stages_run_in_order_and_every_result_is_returned(monkeypatch):
+    built = []
+    original = stages_module.build_method
+
+    def recording(name, *args, **kwargs):
+        built.append(name)
+        return original(name, *args, **kwargs)
+
+    monkeypatch.setattr(stages_module, "build_method", recording)
+    stages = [
+        Stage("round0", "bce", SMALL),
+        Stage("teacher", "tea", SMALL, train={"max_epochs": 3}),
+        Stage("student", "kdtea", SMALL, teacher="teacher", train={"max_epochs": 1}),
+    ]
+    out = run_stages(stages, X[:60], Y[:60], X[60:], Y[60:], BASE)
+    assert built == ["bce", "tea", "kdtea"]
+    assert list(out) == ["round0", "teacher", "student"]
+    assert all(isinstance(o, StageOutcome) and isinstance(o.result, TrainResult) for o in out.values())
+    assert [o.result.epochs_run for o in out.values()] == [2, 3, 1]  # base config, then each stage's overrides
+    assert all("val_score" in o.result.history[-1] for o in out.values())
+    model, result = out["student"]
+    assert model.name == "kdtea" and "distillation" in result.history[0]
+
+
+def test_fresh_stages_draw_different_initial_weights():
+    out = run_stages([Stage("a", "bce", SMALL), Stage("b", "bce", SMALL)], X, Y, config=TrainConfig(max_epochs=1))
+    a, b = (o.model.state_dict() for o in out.values())
+    assert not torch.equal(a["net.0.weight"], b["net.0.weight"])
+
+
+def test_init_from_copies_the_earlier_stage_weights():
+    stages = [
+        Stage("a", "bce", SMALL),
+        Stage("b", "bce", SMALL, init_from="a", train={"lr": 1e-9, "max_epochs": 1}),  # a step this small ≈ none
+    ]
+    out = run_stages(stages, X, Y, config=BASE)
+    a, b = out["a"].model.state_dict(), out["b"].model.state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert out["a"].model is not out["b"].model
+
+
+def test_init_from_a_different_architecture_is_a_value_error():
+    stages = [Stage("a", "bce", SMALL), Stage("b", "bce", {"hidden": 16}, init_from="a")]
+    with pytest.raises(ValueError, match="cannot init_from 'a': the architectures differ"):
+        run_stages(stages, X, Y, config=TrainConfig(max_epochs=1))
+
+
+@pytest.mark.parametrize(
+    ("stages", "match"),
+    [
+        ([Stage("s", "kdtea", SMALL, teacher="t"), Stage("t", "tea", SMALL)], "teacher='t', which is not an earlier"),
+        ([Stage("a", "bce", SMALL), Stage("b", "bce", SMALL, init_from="nope")], "init_from='nope', which is not an"),
+        ([Stage("a", "bce"), Stage("a", "ls")], "stage name 'a' is used twice"),
+        ([Stage("s", "kdtea", SMALL)], "method 'kdtea' needs a teacher"),
+        ([Stage("a", "bce"), Stage("b", "nope")], "unknown method 'nope'"),
+        ([Stage("a", "bce"), Stage("b", "bce", {"alhpa": 1})], r"unknown parameter\(s\) 'alhpa'"),
+        ([Stage("a", "bce"), Stage("b", "bce", train={"epochs": 3})], r"stage 'b': unknown training setting\(s\)"),
+        ([Stage("a", "bce"), Stage("b", "bce", train={"lr": -1.0})], "'lr'=-1.0 is invalid"),
+        ([], "empty stage list"),
+    ],
+)
+def test_bad_stage_lists_fail_before_anything_trains(monkeypatch, stages, match):
+    def no_training(*args, **kwargs):
+        raise AssertionError("a stage trained before the stage list was validated")
+
+    monkeypatch.setattr(stages_module.Trainer, "fit", no_training)
+    with pytest.raises(ValueError, match=match):
+        run_stages(stages, X, Y, config=BASE)
+
+
+def test_teacher_is_attached_only_while_its_student_trains():
+    out = run_stages([Stage("t", "bce", SMALL), Stage("s", "kdtea", SMALL, teacher="t")], X, Y, config=BASE)
+    assert out["s"].model.teacher is None
+    assert all(p.requires_grad for p in out["t"].model.parameters())  # unfrozen again once it has taught
