@@ -141,7 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
             "  mlkd datasets                              # which benchmark sets are available\n"
             "  mlkd fit emotions --method skdtea          # train, save to runs/emotions-skdtea\n"
             "  mlkd evaluate runs/emotions-skdtea emotions  # metrics on the test split\n"
-            "  mlkd predict runs/emotions-skdtea new.arff --out predictions.csv\n\n"
+            "  mlkd predict runs/emotions-skdtea new.arff --out predictions.csv\n"
+            "  mlkd bench results.db -d emotions,flags -m bce -m skdtea   # a resumable benchmark grid\n"
+            "  mlkd report results.db --out report/       # tables, Friedman/Nemenyi, figures\n\n"
             "Run 'mlkd COMMAND --help' for each command's options."
         ),
     )
@@ -348,6 +350,58 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_dir(p)
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_demo)
+
+    # distill (teacher → student KD, METHODS.md §3) -----------------------------------------------------
+    p = sub.add_parser(
+        "distill",
+        help="train a teacher (or load one) and distill it into a small student; save the student",
+        description=(
+            "Distill a teacher into a small student with L2D (MLD + label-wise embedding distillation) or a\n"
+            "KD baseline, and save the student (model.safetensors + config.json) to a directory.\n"
+            "The teacher is trained first on the same rows (--teacher-spec), or loaded from a model directory\n"
+            "(--teacher) saved by 'mlkd fit' / MultiLabelClassifier.save; it is frozen while the student trains.\n"
+            "A fixed 1/6 of the training rows is held out for early stopping and threshold tuning."
+        ),
+        formatter_class=_Formatter,
+        epilog=(
+            "examples:\n"
+            "  mlkd distill emotions --out runs/emotions-l2d                      # wide MLP -> small MLP, L2D\n"
+            "  mlkd distill emotions --teacher runs/emotions-labelwise --student-spec hidden=64\n"
+            "  mlkd distill yeast --teacher-spec hidden=2048 max_epochs=100 --student-spec logit_loss=kd\n"
+            "  mlkd distill digits-ml --student-spec backbone=cnn feature_loss=none   # CNN teacher/student\n\n"
+            "--teacher-spec keys: backbone, hidden, depth, embed_dim (the teacher's network) and max_epochs,\n"
+            "lr (its training). --student-spec keys: any 'distill' parameter below, and the training settings\n"
+            f"{', '.join(DISTILL_TRAIN_KEYS)}.\n\n"
+            "distill parameters with defaults:\n"
+            + _methods_help_for("distill")
+        ),
+    )
+    p.add_argument("data", metavar="DATA", help=DATA_HELP)
+    t = p.add_mutually_exclusive_group()
+    t.add_argument("--teacher", metavar="MODEL_DIR", help="a saved model directory to use as the frozen teacher")
+    t.add_argument(
+        "--teacher-spec", nargs="+", action="extend", default=[], type=_param, metavar="KEY=VALUE",
+        help="the teacher to train first (default: the backbone's teacher size)",
+    )
+    p.add_argument(
+        "--student-spec", nargs="+", action="extend", default=[], type=_param, metavar="KEY=VALUE",
+        help="the student's distill parameters and training settings",
+    )
+    p.add_argument("--out", "-o", metavar="DIR", help="student model directory (default: runs/<data>-distill)")
+    p.add_argument("--force", action="store_true", help="overwrite the model files in an existing non-empty --out")
+    p.add_argument("--seed", type=_nonneg_int, default=0, metavar="N", help="seed (default: 0)")
+    p.add_argument("--threads", type=_positive_int, metavar="N", help="CPU threads for torch (default: 1)")
+    p.add_argument("--threshold", type=_threshold, default="tuned", metavar="T",
+                   help="'tuned' (default), 'tuned-per-label', or a fixed number in (0, 1)")
+    _add_label_options(p, "")
+    _add_data_dir(p)
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_distill)
+
+    # bench, report (mlkd.bench) ----------------------------------------------------------------------
+    from .bench.cli import add_commands as add_bench_commands
+
+    add_bench_commands(sub, _Formatter)
     return parser
 
 
@@ -734,6 +788,88 @@ def cmd_demo(args) -> int:
     print("F1s and Hamming loss at each method's tuned threshold (one global threshold maximising example-F1 on")
     print("a fixed 1/6 validation hold-out of train, which also drove early stopping); mAP and ranking loss")
     print("use the scores. The test split was touched once per method, after training.")
+    return EXIT_OK
+
+
+DISTILL_TRAIN_KEYS = ("max_epochs", "batch_size", "lr", "weight_decay", "patience", "optimizer")
+DISTILL_TEACHER_KEYS = ("backbone", "hidden", "depth", "embed_dim", "max_epochs", "lr")
+
+
+def _methods_help_for(method: str) -> str:
+    import textwrap
+
+    fields = ", ".join(f"{k}={v}" for k, v in mlkd_methods.config_fields(method).items())
+    return textwrap.fill(fields, width=100, initial_indent="  ", subsequent_indent="  ")
+
+
+def _spec(pairs: list[tuple[str, str]], flag: str) -> dict[str, str]:
+    spec: dict[str, str] = {}
+    for key, value in pairs:
+        if key in spec:
+            raise ValueError(f"{flag} key {key!r} given twice; expected each key once")
+        spec[key] = value
+    return spec
+
+
+def cmd_distill(args) -> int:
+    from .io import read_config
+
+    teacher = _spec(args.teacher_spec, "--teacher-spec")
+    unknown = sorted(set(teacher) - set(DISTILL_TEACHER_KEYS))
+    if unknown:
+        raise ValueError(f"unknown --teacher-spec key(s) {', '.join(map(repr, unknown))}; "
+                         f"expected some of: {', '.join(DISTILL_TEACHER_KEYS)}")
+    student = _spec(args.student_spec, "--student-spec")
+    if "teacher_dir" in student or any(f"teacher_{k}" in student for k in DISTILL_TEACHER_KEYS):
+        raise ValueError("--student-spec sets a teacher parameter; expected the teacher in --teacher / --teacher-spec")
+    train = {k: student.pop(k) for k in DISTILL_TRAIN_KEYS if k in student}
+    raw = {**student, **{f"teacher_{k}": v for k, v in teacher.items()}}
+    if args.teacher is not None:
+        read_config(Path(args.teacher).expanduser())  # a bad teacher directory fails before any work
+        raw["teacher_dir"] = str(Path(args.teacher).expanduser())
+    params = _parse_params("distill", list(raw.items()))
+    train_cfg = {}
+    for key, text in train.items():  # ranges are checked by the estimator before any training
+        kind = str if key == "optimizer" else float if key in ("lr", "weight_decay") else int
+        try:
+            train_cfg[key] = kind(text)
+        except ValueError:
+            raise ValueError(f"--student-spec {key}={text!r} is not a valid {kind.__name__}") from None
+    out = Path(args.out or Path("runs") / f"{_data_stem(args.data)}-distill").expanduser()
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; expected a directory for the model")
+    if out.is_dir() and any(out.iterdir()) and not args.force:
+        raise ValueError(f"model directory {out} exists and is not empty; pass --force to overwrite it or choose --out")
+    _check_writable_target(out, "model directory")
+    ds, what = _load(args.data, "train", data_dir=args.data_dir, label_file=args.label_file, n_labels=args.n_labels)
+    clf = MultiLabelClassifier(
+        "distill", threshold=args.threshold, random_state=args.seed, verbose=_show_progress(args.quiet),
+        num_threads=args.threads or 1, **train_cfg, **params,
+    )
+    start = time.perf_counter()
+    clf.fit(ds.X, ds.Y, label_names=ds.label_names)
+    seconds = time.perf_counter() - start
+    clf.save(out)
+
+    from .backbones import count_parameters
+
+    teacher_model = getattr(clf, "stage_models_", {}).get("teacher")
+    t_result = clf.stage_results_.get("teacher")
+    n_teacher = f"{count_parameters(teacher_model):,}" if teacher_model is not None else "?"
+    if args.teacher is not None:
+        t_text = f"teacher loaded from {args.teacher} ({n_teacher} parameters)"
+    else:
+        t_text = (f"teacher trained {t_result.epochs_run} epochs, validation mAP {_fmt(t_result.best_score)} "
+                  f"({n_teacher} parameters)")
+    best = clf.history_[clf.best_epoch_] if 0 <= clf.best_epoch_ < len(clf.history_) else {}
+    val = best.get("val_score")
+    val_text = "no validation hold-out" if val is None else f"validation mAP {val:.4f}"
+    print(
+        f"distill on {what}, {ds.n_features} features, {ds.n_labels} labels: {t_text}; student "
+        f"({params.get('logit_loss', 'mld')} + {params.get('feature_loss', 'led')}) {len(clf.history_)} epochs, "
+        f"{val_text} ({count_parameters(clf.model_):,} parameters), threshold {_threshold_text(clf.threshold_)}, "
+        f"{seconds:.1f} s; saved to {out}"
+    )
     return EXIT_OK
 
 

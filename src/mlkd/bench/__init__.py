@@ -1,0 +1,22 @@
+"""Benchmarks under PROTOCOL.md: a resumable grid into an SQLite results database, and a report from it.
+
+>>> from mlkd.bench import Grid, make_executor, run_grid, make_report
+>>> grid = Grid.build(["emotions", "flags"], ["bce", "skdtea:alpha=0.3"], seeds=[0, 1, 2], params={"hidden": 16})
+>>> run_grid(grid.cells(), "results.db", make_executor("process", jobs=2), progress=True)
+>>> make_report("results.db", "report/")        # report/index.md, report/tables.md, report/figures/*.png
+
+The same from the shell: ``mlkd bench results.db ...`` and ``mlkd report results.db --out report``.
+"""
+
+from .executors import EXECUTORS, ProcessExecutor, RayExecutor, SequentialExecutor, make_executor
+from .grid import Cell, Grid, MethodSpec, cell_key, parse_seeds, resolved_config
+from .report import Report, load_results, make_report
+from .run import GridRun, plan, run_grid
+from .runner import run_cell
+from .store import COLUMNS, METRIC_COLUMNS, ResultsDB
+
+__all__ = [
+    "COLUMNS", "EXECUTORS", "METRIC_COLUMNS", "Cell", "Grid", "GridRun", "MethodSpec", "ProcessExecutor",
+    "RayExecutor", "Report", "ResultsDB", "SequentialExecutor", "cell_key", "load_results", "make_executor",
+    "make_report", "parse_seeds", "plan", "resolved_config", "run_cell", "run_grid",
+]

@@ -1,0 +1,177 @@
+"""Where cells run: in this process, in N local worker processes, or on a Ray cluster.
+
+Every executor yields ``(cell, row_or_exception)`` as cells finish; only the caller (the parent process)
+writes to the results database. Each worker sets ``torch.set_num_threads(threads)`` so that N workers on
+C cores (``threads = max(1, C // N)``) do not oversubscribe them; the numbers of a cell do not depend on
+the executor for the same ``threads``.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from .grid import Cell
+from .runner import run_cell
+
+EXECUTORS = ("sequential", "process", "ray")
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def default_threads(jobs: int) -> int:
+    return max(1, available_cores() // max(1, jobs))
+
+
+class SequentialExecutor:
+    """Cells one after another in this process."""
+
+    name = "sequential"
+
+    def __init__(self, threads: int | None = None) -> None:
+        self.threads = threads
+
+    def run(self, cells: Iterable[Cell]) -> Iterator[tuple[Cell, dict | BaseException]]:
+        for cell in cells:
+            try:
+                yield cell, run_cell(cell, self.threads)
+            except Exception as exc:  # a failed cell is recorded; the grid goes on
+                yield cell, exc
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    warnings.simplefilter("ignore")
+
+
+def _worker_run(cell: Cell) -> dict:
+    return run_cell(cell, None)  # threads were set once by _init_worker
+
+
+class ProcessExecutor:
+    """Cells in ``jobs`` local worker processes (spawned: no fork of a process that holds torch threads)."""
+
+    name = "process"
+
+    def __init__(self, jobs: int, threads: int | None = None) -> None:
+        self.jobs = int(jobs)
+        self.threads = threads or default_threads(self.jobs)
+
+    def run(self, cells: Iterable[Cell]) -> Iterator[tuple[Cell, dict | BaseException]]:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        cells = list(cells)
+        if not cells:
+            return
+        pool = ProcessPoolExecutor(max_workers=min(self.jobs, len(cells)), mp_context=mp.get_context("spawn"),
+                                   initializer=_init_worker, initargs=(self.threads,))
+        try:
+            futures = {pool.submit(_worker_run, cell): cell for cell in cells}
+            for future in as_completed(futures):
+                cell = futures[future]
+                try:
+                    yield cell, future.result()
+                except Exception as exc:
+                    yield cell, exc
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _ray_run_cell(cell: Cell, threads: int) -> dict:
+    warnings.simplefilter("ignore")
+    return run_cell(cell, threads)
+
+
+class RayExecutor:
+    """Cells as Ray tasks of ``threads`` CPUs each.
+
+    Uses the Ray instance this process is already connected to; else connects to ``address`` (an existing
+    cluster: ``"auto"``, ``"ray://head:10001"``, ``"10.0.0.5:6379"``), else starts a local one with ``jobs``
+    CPUs (all cores if None) and shuts it down afterwards. When it connects, it ships this process's mlkd
+    source to the workers (Ray ``py_modules``), so cluster nodes need mlkd's dependencies and the data
+    (``$MLKD_DATA`` on each node, or a ``--data-dir`` valid there), not mlkd itself. A caller that ran
+    ``ray.init`` itself makes mlkd importable on the workers (installed, or its own ``runtime_env``).
+    """
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, jobs: int | None = None, threads: int = 1) -> None:
+        self.address = address
+        self.jobs = jobs
+        self.threads = int(threads)
+        check_ray()
+
+    def run(self, cells: Iterable[Cell]) -> Iterator[tuple[Cell, dict | BaseException]]:
+        import ray
+
+        cells = list(cells)
+        if not cells:
+            return
+        started = False
+        if not ray.is_initialized():
+            # Ship this process's mlkd source to the workers: they run the code the grid was resolved with.
+            env = {"py_modules": [str(Path(__file__).resolve().parents[1])]}
+            if self.address:
+                ray.init(address=self.address, runtime_env=env, logging_level="warning", log_to_driver=False)
+            else:
+                ray.init(num_cpus=self.jobs, include_dashboard=False, runtime_env=env, logging_level="warning",
+                         log_to_driver=False)
+            started = True
+        task = ray.remote(_ray_run_cell).options(num_cpus=self.threads, max_retries=0)
+        pending = {task.remote(cell, self.threads): cell for cell in cells}
+        try:
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                for ref in done:
+                    cell = pending.pop(ref)
+                    try:
+                        yield cell, ray.get(ref)
+                    except Exception as exc:  # RayTaskError wraps the cell's own exception
+                        yield cell, getattr(exc, "cause", None) or exc
+        finally:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            if started:
+                ray.shutdown()
+
+
+def check_ray() -> None:
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise ValueError("the ray executor needs Ray, which is not installed; expected it installed with "
+                         "pip install 'mlkd[ray]' (or use --executor process)") from None
+
+
+def make_executor(name: str | None = None, jobs: int | None = None, threads: int | None = None,
+                  address: str | None = None):
+    """``"sequential"``, ``"process"`` (``jobs`` workers, default one per core) or ``"ray"`` (``address``, or a
+    local instance of ``jobs`` CPUs, default all). ``name=None``: "process" if ``jobs`` > 1, else "sequential".
+    ``threads``: torch threads per worker (default ``max(1, cores // jobs)``; sequential: torch's choice).
+    """
+    name = name or ("process" if jobs and jobs > 1 else "sequential")
+    if name not in EXECUTORS:
+        raise ValueError(f"unknown executor {name!r}; expected one of: {', '.join(EXECUTORS)}")
+    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
+        raise ValueError(f"jobs={jobs!r} is invalid; expected an integer >= 1")
+    if name == "sequential" and jobs not in (None, 1):
+        raise ValueError(f"jobs={jobs} needs a parallel executor; expected --executor process or ray with --jobs")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads={threads!r} is invalid; expected an integer >= 1")
+    if address and name != "ray":
+        raise ValueError("--address names a Ray cluster; expected it only with --executor ray")
+    if name == "sequential":
+        return SequentialExecutor(threads)
+    if name == "process":
+        return ProcessExecutor(jobs or available_cores(), threads)
+    return RayExecutor(address, None if address else jobs, threads or 1)

@@ -1,0 +1,596 @@
+"""``mlkd report``: a folder of Markdown tables and PNG figures from a results database.
+
+``index.md`` holds the average ranks, the Friedman tests with their Nemenyi critical-difference diagrams, and
+links to every figure; ``tables.md`` holds one mean ± std table per metric (data sets × methods, best in
+bold, average ranks at the bottom). Figures are drawn with matplotlib's object API (Agg canvas, no pyplot
+state), so a report can be made inside any program.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from ..metrics import METRICS
+from . import stats
+from .store import ResultsDB
+
+MARKER = "<!-- written by mlkd report -->"
+#: Metrics drawn in the per-data-set bar charts.
+BAR_METRICS = ("example_f1_tuned", "micro_f1_tuned", "macro_f1_tuned", "mAP_tuned", "lrap_tuned")
+#: Metrics whose CD diagrams index.md shows inline (the Friedman table links every diagram).
+HEADLINE = ("example_f1_tuned", "micro_f1_tuned", "macro_f1_tuned", "mAP_tuned")
+CURVE_KEYS = ("dataset", "method", "label", "seed", "noise", "key")
+
+
+class Variant(NamedTuple):
+    """A metric at one threshold: its results column, display name, direction."""
+
+    column: str
+    name: str
+    higher_is_better: bool
+
+
+def metric_variants(metrics: Iterable[str] | None = None) -> list[Variant]:
+    """Threshold metrics at 0.5 and at the tuned threshold; ranking metrics once (they use the scores only)."""
+    chosen = list(METRICS) if metrics is None else list(metrics)
+    unknown = [m for m in chosen if m not in METRICS]
+    if unknown or not chosen:
+        raise ValueError(f"unknown metric(s) {', '.join(map(repr, unknown))}; expected some of: {', '.join(METRICS)}")
+    out = []
+    for key, info in METRICS.items():
+        if key not in chosen:
+            continue
+        if info.needs_threshold:
+            out += [Variant(f"{key}_05", f"{info.display_name} @0.5", info.higher_is_better),
+                    Variant(f"{key}_tuned", f"{info.display_name} @tuned", info.higher_is_better)]
+        else:
+            out.append(Variant(f"{key}_tuned", info.display_name, info.higher_is_better))
+    return out
+
+
+@dataclass
+class Comparison:
+    """One metric's Friedman test and Nemenyi CD over the data sets where every method has a value."""
+
+    variant: Variant
+    datasets: list[str]
+    avg_ranks: np.ndarray | None = None
+    friedman: stats.FriedmanResult | None = None
+    cd: float | None = None
+    figure: str | None = None
+    note: str = ""
+
+
+@dataclass
+class Report:
+    """What ``make_report`` wrote."""
+
+    out: Path
+    index: Path
+    figures: list[Path] = field(default_factory=list)
+    comparisons: list[Comparison] = field(default_factory=list)
+    metrics: list[str] | None = None
+
+
+def load_results(db_path) -> list[dict]:
+    """Every row of an mlkd results database; ValueError if it is not one or has no finished cell."""
+    with ResultsDB(db_path) as db:
+        rows = db.rows()
+    if not rows:
+        raise ValueError(f"results database {db_path} has no finished cells; expected one written by "
+                         "'mlkd bench' with at least one cell done")
+    return rows
+
+
+def make_report(db_path, out=None, curves: Iterable[str] = (), metrics: Iterable[str] | None = None,
+                alpha: float = 0.05) -> Report:
+    """Write the report of ``db_path`` to ``out`` (default ``<db name>-report`` beside it).
+
+    ``curves``: filters choosing cells whose training curves get a figure of their own, each
+    ``KEY=GLOB[,KEY=GLOB...]`` over dataset, method, label, seed, noise, key (``"all"``: every cell), e.g.
+    ``"dataset=emotions,method=skdtea,seed=0"``. Every data set also gets an overview of its methods'
+    curves (lowest seed). ``metrics``: names from ``mlkd.metrics.METRICS`` to report (default: all).
+    Raises ValueError for a database that is not mlkd's or is empty, a bad filter or metric name, or an
+    output folder that cannot be written.
+    """
+    db_path = Path(db_path).expanduser()
+    variants = metric_variants(metrics)
+    rows = load_results(db_path)
+    filters = [_parse_filter(f) for f in curves]
+    out = Path(out).expanduser() if out is not None else db_path.with_name(db_path.stem + "-report")
+    _prepare_out(out)
+    figures_dir = out / "figures"
+    table = _Table(rows)
+    report = Report(out=out, index=out / "index.md", metrics=None if metrics is None else list(metrics))
+
+    for variant in variants:
+        comp = _compare(table, variant, alpha)
+        if comp.avg_ranks is not None and comp.cd is not None:
+            path = figures_dir / f"cd_{variant.column}.png"
+            cd_diagram(table.methods, comp.avg_ranks, comp.cd, path,
+                       f"{variant.name}: Nemenyi CD (α = {alpha}), N = {len(comp.datasets)} data sets")
+            comp.figure = _rel(path, out)
+            report.figures.append(path)
+        report.comparisons.append(comp)
+
+    bars = {}
+    for dataset in table.datasets:
+        path = figures_dir / f"bars_{_slug(dataset)}.png"
+        bar_chart(table, dataset, path, [v.column for v in variants])
+        bars[dataset] = path
+        report.figures.append(path)
+    overview = {}
+    for dataset in table.datasets:
+        cells = [table.first_seed(dataset, m) for m in table.methods]
+        cells = [c for c in cells if c is not None and c.get("history")]
+        if cells:
+            path = figures_dir / f"curves_{_slug(dataset)}.png"
+            curves_overview(cells, table, path, dataset)
+            overview[dataset] = path
+            report.figures.append(path)
+    chosen = [r for r in rows if any(_matches(r, f) for f in filters)]
+    cell_curves = []
+    for row in chosen:
+        if row.get("history"):
+            name = f"curve_{_slug(row['dataset'])}_{table.slug(row)}_seed{row['seed']}_{row['key'][:6]}.png"
+            path = figures_dir / name
+            cell_curve(row, table.name(row), path)
+            cell_curves.append((row, path))
+            report.figures.append(path)
+    heatmaps = []
+    for dataset in table.datasets:
+        for method in table.methods:
+            row = table.first_seed(dataset, method, need="examples")
+            if row is not None:
+                path = figures_dir / f"soft_targets_{_slug(dataset)}_{table.slug(row)}.png"
+                soft_target_heatmap(row, table.name(row), path)
+                heatmaps.append((row, path))
+                report.figures.append(path)
+
+    (out / "tables.md").write_text(_tables_md(table, db_path, variants), encoding="utf-8")
+    report.index.write_text(_index_md(table, report, db_path, bars, overview, cell_curves, heatmaps, filters, alpha),
+                            encoding="utf-8")
+    return report
+
+
+# ---------------------------------------------------------------------------------------------------
+# aggregation
+# ---------------------------------------------------------------------------------------------------
+class _Table:
+    """Rows grouped by (data set, method config); a method config is a label, disambiguated by hash if needed."""
+
+    def __init__(self, rows: list[dict]) -> None:
+        self.rows = rows
+        hashes: dict[str, list[str]] = {}
+        for r in rows:
+            seen = hashes.setdefault(r["label"], [])
+            if r["config_hash"] not in seen:
+                seen.append(r["config_hash"])
+        self._names = {}
+        for label, hs in hashes.items():
+            for h in hs:  # a label run with two configs (a default changed between runs) is two methods
+                self._names[(label, h)] = label if len(hs) == 1 else f"{label} [{h[:6]}]"
+        self.methods = list(dict.fromkeys(self.name(r) for r in rows))
+        self.datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+        self.cells: dict[tuple[str, str], list[dict]] = {}
+        for r in rows:
+            self.cells.setdefault((r["dataset"], self.name(r)), []).append(r)
+        self.seeds = sorted({r["seed"] for r in rows})
+        slugs: dict[str, str] = {}
+        for name in self.methods:
+            s = _slug(name)
+            slugs[name] = s if s not in slugs.values() else f"{s}-{len(slugs)}"
+        self._slugs = slugs
+
+    def name(self, row: dict) -> str:
+        return self._names[(row["label"], row["config_hash"])]
+
+    def slug(self, row: dict) -> str:
+        return self._slugs[self.name(row)]
+
+    def values(self, dataset: str, method: str, column: str) -> np.ndarray:
+        vals = np.array([r[column] for r in self.cells.get((dataset, method), [])], dtype=float)
+        return vals[np.isfinite(vals)]
+
+    def mean_std(self, dataset: str, method: str, column: str) -> tuple[float, float, int]:
+        v = self.values(dataset, method, column)
+        if v.size == 0:
+            return math.nan, math.nan, 0
+        return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0, int(v.size)
+
+    def means(self, column: str) -> np.ndarray:
+        """(n_datasets, n_methods) means; NaN where a cell has no value."""
+        return np.array([[self.mean_std(d, m, column)[0] for m in self.methods] for d in self.datasets])
+
+    def first_seed(self, dataset: str, method: str, need: str = "history") -> dict | None:
+        cells = [r for r in self.cells.get((dataset, method), []) if r.get(need)]
+        return min(cells, key=lambda r: r["seed"]) if cells else None
+
+
+def _compare(table: _Table, variant: Variant, alpha: float) -> Comparison:
+    means = table.means(variant.column)
+    complete = np.isfinite(means).all(axis=1)
+    datasets = [d for d, ok in zip(table.datasets, complete, strict=True) if ok]
+    comp = Comparison(variant, datasets)
+    k, n = len(table.methods), len(datasets)
+    dropped = [d for d, ok in zip(table.datasets, complete, strict=True) if not ok]
+    notes = [f"left out (a method has no value): {', '.join(dropped)}"] if dropped else []
+    if n == 0:
+        comp.note = "; ".join(notes + ["no data set has a value for every method"])
+        return comp
+    ranks = stats.rank_matrix(means[complete], variant.higher_is_better)
+    comp.avg_ranks = stats.average_ranks(ranks)
+    if k < 2 or n < 2:
+        notes.append(f"too small for the Friedman test and a CD diagram: {k} method(s) × {n} data set(s); "
+                     "they need >= 2 methods and >= 2 data sets")
+    else:
+        comp.friedman = stats.friedman(ranks)
+        comp.cd = stats.critical_difference(k, n, alpha)
+        if k < stats.MIN_METHODS or n < stats.MIN_DATASETS:
+            notes.append(f"below PROTOCOL.md's {stats.MIN_METHODS} methods × {stats.MIN_DATASETS} data sets: "
+                         "indicative only")
+    comp.note = "; ".join(notes)
+    return comp
+
+
+# ---------------------------------------------------------------------------------------------------
+# Markdown
+# ---------------------------------------------------------------------------------------------------
+def _num(x: float, spec: str | None = None) -> str:
+    if x is None or not math.isfinite(x):
+        return "–"
+    return format(x, spec) if spec else f"{x:.3f}" if abs(x) < 100 else f"{x:.1f}"
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    def esc(c):
+        return str(c).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(map(esc, header)) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+    lines += ["| " + " | ".join(map(esc, r)) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _metric_table(table: _Table, variant: Variant) -> str:
+    means = table.means(variant.column)
+    rows = []
+    for i, dataset in enumerate(table.datasets):
+        finite = means[i][np.isfinite(means[i])]
+        best = (finite.max() if variant.higher_is_better else finite.min()) if finite.size else None
+        cells = [dataset]
+        for j, method in enumerate(table.methods):
+            m, s, n = table.mean_std(dataset, method, variant.column)
+            text = "–" if n == 0 else f"{_num(m)} ± {_num(s)}" + (f" (n={n})" if n != len(table.seeds) else "")
+            cells.append(f"**{text}**" if best is not None and n and means[i, j] == best else text)
+        rows.append(cells)
+    complete = np.isfinite(means).all(axis=1)
+    if complete.any():
+        avg = stats.average_ranks(stats.rank_matrix(means[complete], variant.higher_is_better))
+        rows.append([f"*average rank* (N={int(complete.sum())})", *(f"*{r:.2f}*" for r in avg)])
+    return _md_table(["data set", *table.methods], rows)
+
+
+def _tables_md(table: _Table, db_path: Path, variants: list[Variant]) -> str:
+    parts = [f"# Results tables\n\n{MARKER}\n",
+             f"From `{db_path}`: mean ± std over seeds {_seed_text(table.seeds)} (std with ddof=1; `(n=…)` when a "
+             "cell has fewer seeds than the grid). Best mean per data set in **bold**; average rank (1 = best, "
+             "ties averaged) over the data sets where every method has a value. `@0.5`: threshold 0.5; "
+             "`@tuned`: one global threshold maximising validation example-F1 (PROTOCOL.md §4). Ranking "
+             "metrics use the scores only. ↑ higher is better, ↓ lower is better.\n"]
+    for variant in variants:
+        arrow = "↑" if variant.higher_is_better else "↓"
+        parts.append(f"## {variant.name} {arrow}\n\n{_metric_table(table, variant)}\n")
+    parts.append("## Fit seconds per cell\n\n" + _md_table(
+        ["data set", *table.methods],
+        [[d, *(f"{_num(table.mean_std(d, m, 'fit_seconds')[0])}" for m in table.methods)] for d in table.datasets],
+    ) + "\n")
+    return "\n".join(parts)
+
+
+def _seed_text(seeds: list[int]) -> str:
+    return ", ".join(map(str, seeds))
+
+
+def _index_md(table, report, db_path, bars, overview, cell_curves, heatmaps, filters, alpha) -> str:
+    out = report.out
+    rows = table.rows
+    versions = sorted({f"mlkd {r['mlkd_version']}, torch {r['torch_version']}, Python {r['python_version']}"
+                       for r in rows})
+    lines = [
+        "# Benchmark report", "", MARKER, "",
+        f"Regenerate: `mlkd report {db_path} --out {out}" + "".join(f" --curves '{f['_text']}'" for f in filters)
+        + (f" --metrics {','.join(report.metrics)}" if report.metrics else "") + "`",
+        "",
+        f"- results: `{db_path}` — {len(rows)} cells: {len(table.datasets)} data sets × {len(table.methods)} "
+        f"methods × seeds {_seed_text(table.seeds)}",
+        f"- data sets: {', '.join(table.datasets)}",
+        f"- methods: {', '.join(f'`{m}`' for m in table.methods)}",
+        f"- software: {'; '.join(versions)}",
+        "- protocol: PROTOCOL.md — fixed (seed 0) iterative-stratified 1/6 validation split of train; seeds change "
+        "initialisation and batch order; test touched once. `@0.5`: threshold 0.5; `@tuned`: one global "
+        "threshold maximising validation example-F1.",
+        "",
+        "[All tables: mean ± std per data set × method](tables.md)",
+        "",
+        "## Average ranks (1 = best)",
+        "",
+    ]
+    rank_rows = []
+    for comp in report.comparisons:
+        if comp.avg_ranks is None:
+            rank_rows.append([comp.variant.name, *(["–"] * len(table.methods)), "0"])
+            continue
+        best = comp.avg_ranks.min()
+        rank_rows.append([comp.variant.name,
+                          *((f"**{r:.2f}**" if r == best else f"{r:.2f}") for r in comp.avg_ranks),
+                          str(len(comp.datasets))])
+    lines += [_md_table(["metric", *table.methods, "N"], rank_rows), ""]
+
+    lines += [f"## Friedman test and Nemenyi critical difference (α = {alpha})", ""]
+    k, n = len(table.methods), len(table.datasets)
+    if k < 2 or n < 2:
+        lines += [f"Not computed: the grid has {k} method(s) × {n} data set(s); the Friedman test and the CD diagram "
+                  "need at least 2 methods and 2 data sets (PROTOCOL.md asks for >= 4 methods × >= 5 data sets).", ""]
+    else:
+        if k < stats.MIN_METHODS or n < stats.MIN_DATASETS:
+            lines += [f"The grid has {k} methods × {n} data sets, below PROTOCOL.md's {stats.MIN_METHODS} × "
+                      f"{stats.MIN_DATASETS}: the tests below are indicative only.", ""]
+        lines += ["χ²_F: Friedman statistic (tie-corrected), p from χ²(k−1); F_F: Iman–Davenport, p from "
+                  "F(k−1, (k−1)(N−1)); CD = q_α·sqrt(k(k+1)/(6N)) (Demšar 2006). Methods whose average ranks differ "
+                  "by more than CD differ significantly.", ""]
+        frows = []
+        for comp in report.comparisons:
+            f = comp.friedman
+            fig = f"[diagram]({comp.figure})" if comp.figure else "–"
+            if f is None:
+                frows.append([comp.variant.name, str(len(comp.datasets)), "–", "–", "–", "–", "–", fig, comp.note])
+            else:
+                frows.append([comp.variant.name, str(f.n_datasets), f"{f.statistic:.3f}", f"{f.pvalue:.3g}",
+                              "∞" if math.isinf(f.iman_davenport) else f"{f.iman_davenport:.3f}",
+                              _num(f.iman_davenport_pvalue, ".3g"), f"{comp.cd:.3f}", fig, comp.note])
+        lines += [_md_table(["metric", "N", "χ²_F", "p", "F_F", "p (F_F)", "CD", "figure", "note"], frows), ""]
+        shown = [c for c in report.comparisons if c.figure and c.variant.column in HEADLINE]
+        if shown:
+            lines += ["### Critical-difference diagrams", "", "Headline metrics; the table links the others.", ""]
+            lines += [f"![{c.variant.name}]({c.figure})" for c in shown] + [""]
+
+    lines += ["## Per data set: metrics", ""]
+    lines += [f"![{d}]({_rel(p, out)})" for d, p in bars.items()] + [""]
+    lines += ["## Training curves", "",
+              "Each data set's methods (lowest seed): training loss and validation score per epoch.", ""]
+    lines += [f"![{d} curves]({_rel(p, out)})" for d, p in overview.items()] + [""]
+    if cell_curves:
+        lines += ["### Chosen cells (every loss term)", ""]
+        lines += [f"- [{r['dataset']} · {table.name(r)} · seed {r['seed']}]({_rel(p, out)})" for r, p in cell_curves]
+        lines += [""]
+    elif not filters:
+        lines += ["Pass `--curves dataset=NAME,method=NAME,seed=N` for one figure per chosen cell with every loss "
+                  "term.", ""]
+    else:
+        lines += ["No cell matched the `--curves` filter(s).", ""]
+    lines += ["## Soft targets vs ground truth", ""]
+    if heatmaps:
+        lines += ["A few validation rows (lowest seed): the 0/1 labels, the soft targets the prediction branch "
+                  "trained on, the teacher's probabilities and the model's predicted probabilities.", ""]
+        lines += [f"![{r['dataset']} {table.name(r)}]({_rel(p, out)})" for r, p in heatmaps] + [""]
+    else:
+        lines += ["No method of this grid records soft targets (skdtea does).", ""]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------
+# figures
+# ---------------------------------------------------------------------------------------------------
+def _figure(width: float, height: float, layout: str | None = "constrained"):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), layout=layout)
+
+
+def _integer_epochs(*axes) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _save(fig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, format="png")
+
+
+def cd_diagram(names: list[str], avg_ranks, cd: float | None, path, title: str = "") -> Path:
+    """A Demšar critical-difference diagram: the rank axis (1 = best, left), each method at its average rank,
+    the CD interval, and thick bars joining methods that are not significantly different."""
+    path = Path(path)
+    r = np.asarray(avg_ranks, dtype=float)
+    k = len(names)
+    order = np.argsort(r, kind="stable")
+    groups = stats.cliques(r, cd) if cd is not None else []
+    left = list(order[: (k + 1) // 2])
+    right = list(order[(k + 1) // 2 :])[::-1]
+    step, top = 0.35, 1.35 + 0.15 * len(groups)
+    height = top + step * max(len(left), len(right)) + 0.3
+    fig = _figure(7.0, 0.45 * height + 0.5, layout=None)
+    ax = fig.add_axes((0.01, 0.01, 0.98, 0.98 - 0.3 / (0.45 * height + 0.5)))
+    ax.set_xlim(0, 1)
+    ax.set_ylim(height, 0)
+    ax.axis("off")
+    lo, hi = 0.25, 0.75
+
+    def x(rank):
+        return lo + (rank - 1) / max(k - 1, 1) * (hi - lo)
+
+    ax.plot([x(1), x(max(k, 2))], [1, 1], color="black", lw=1.2)
+    for t in range(1, max(k, 2) + 1):
+        ax.plot([x(t), x(t)], [1, 0.9], color="black", lw=1)
+        ax.text(x(t), 0.82, str(t), ha="center", va="bottom", fontsize=9)
+    if cd is not None:
+        end = min(1 + cd, max(k, 2))
+        ax.plot([x(1), x(end)], [0.35, 0.35], color="black", lw=1.5)
+        for e in (1, end):
+            ax.plot([x(e), x(e)], [0.28, 0.42], color="black", lw=1)
+        ax.text((x(1) + x(end)) / 2, 0.25, f"CD = {cd:.2f}", ha="center", va="bottom", fontsize=9)
+    for i, g in enumerate(groups):
+        y = 1.2 + 0.15 * i
+        ax.plot([x(r[list(g)].min()) - 0.006, x(r[list(g)].max()) + 0.006], [y, y], color="black", lw=3.5,
+                solid_capstyle="round")
+    for side, members in (("left", left), ("right", right)):
+        for i, m in enumerate(members):
+            y = top + step * i
+            end = lo - 0.04 if side == "left" else hi + 0.04
+            ax.plot([x(r[m]), x(r[m]), end], [1, y, y], color="0.3", lw=0.9)
+            text = f"{names[m]} ({r[m]:.2f})"
+            ax.text(end - 0.01 if side == "left" else end + 0.01, y, text, va="center",
+                    ha="right" if side == "left" else "left", fontsize=9)
+    if title:
+        ax.set_title(title, fontsize=10)
+    _save(fig, path)
+    return path
+
+
+def bar_chart(table: _Table, dataset: str, path: Path, columns: Iterable[str] = BAR_METRICS) -> Path:
+    """Grouped bars: a few metrics (x) × methods (bars), mean ± std over seeds."""
+    columns = [c for c in BAR_METRICS if c in set(columns)] or [c for c in columns][:5]
+    columns = [c for c in columns if any(table.mean_std(dataset, m, c)[2] for m in table.methods)]
+    names = {v.column: v.name for v in metric_variants()}
+    k = len(table.methods)
+    fig = _figure(max(6.0, 1.2 * len(columns) + 0.25 * k * len(columns)), 3.6)
+    ax = fig.add_subplot()
+    width = 0.8 / max(k, 1)
+    xs = np.arange(len(columns))
+    for j, method in enumerate(table.methods):
+        ms = [table.mean_std(dataset, method, c) for c in columns]
+        ax.bar(xs + (j - (k - 1) / 2) * width, [m for m, _, _ in ms], width, yerr=[s for _, s, _ in ms],
+               capsize=2, label=method)
+    ax.set_xticks(xs, [names[c] for c in columns], fontsize=8)
+    ax.set_ylim(bottom=0)
+    ax.set_ylabel("test score")
+    ax.set_title(f"{dataset}: mean ± std over seeds", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    _save(fig, path)
+    return path
+
+
+def curves_overview(cells: list[dict], table: _Table, path: Path, dataset: str) -> Path:
+    fig = _figure(9.0, 3.4)
+    loss_ax, val_ax = fig.subplots(1, 2)
+    for row in cells:
+        hist = row["history"]
+        epochs = [h["epoch"] + 1 for h in hist]
+        line = loss_ax.plot(epochs, [h.get("total") for h in hist], label=table.name(row))[0]
+        val_ax.plot(epochs, [h.get("val_score") for h in hist], color=line.get_color(), label=table.name(row))
+        best = row["best_epoch"]
+        if 0 <= best < len(hist):
+            val_ax.plot([best + 1], [hist[best].get("val_score")], "o", color=line.get_color(), ms=4)
+    loss_ax.set(xlabel="epoch", ylabel="training loss (total)", title=f"{dataset}: training loss")
+    val_ax.set(xlabel="epoch", ylabel="validation mAP", title="validation score (dot: kept epoch)")
+    val_ax.legend(fontsize=7)
+    _integer_epochs(loss_ax, val_ax)
+    _save(fig, path)
+    return path
+
+
+def cell_curve(row: dict, name: str, path: Path) -> Path:
+    """Every logged loss term and the validation score of one cell, per epoch."""
+    hist = row["history"]
+    epochs = [h["epoch"] + 1 for h in hist]
+    terms = [k for k in hist[0] if k not in ("epoch", "val_score", "seconds")]
+    fig = _figure(9.0, 3.4)
+    loss_ax, val_ax = fig.subplots(1, 2)
+    for term in terms:
+        loss_ax.plot(epochs, [h.get(term) for h in hist], label=term, lw=2 if term == "total" else 1)
+    loss_ax.set(xlabel="epoch", ylabel="loss", title=f"{row['dataset']} · {name} · seed {row['seed']}")
+    loss_ax.legend(fontsize=7)
+    val_ax.plot(epochs, [h.get("val_score") for h in hist], color="C3")
+    if 0 <= row["best_epoch"] < len(hist):
+        val_ax.axvline(row["best_epoch"] + 1, color="0.6", ls="--", lw=1)
+    val_ax.set(xlabel="epoch", ylabel="validation mAP", title="validation score (dashed: kept epoch)")
+    _integer_epochs(loss_ax, val_ax)
+    _save(fig, path)
+    return path
+
+
+def soft_target_heatmap(row: dict, name: str, path: Path) -> Path:
+    """Heat maps over (validation rows × labels): ground truth, soft targets, teacher and predicted probabilities."""
+    ex = row["examples"]
+    panels = [("ground truth y", ex["y"]), ("soft targets q", ex["soft_targets"])]
+    panels += [(t, ex[k]) for k, t in (("teacher_probs", "teacher σ(t/τ)"), ("probabilities", "prediction σ(s)"))
+               if k in ex]
+    n_rows, n_labels = np.asarray(ex["y"]).shape
+    fig = _figure(min(3.0 + 0.35 * n_labels, 14.0) * len(panels) / 2, 1.2 + 0.3 * n_rows)
+    axes = fig.subplots(1, len(panels), sharey=True)
+    image = None
+    for ax, (title, values) in zip(axes, panels, strict=True):
+        image = ax.imshow(np.asarray(values, dtype=float), vmin=0, vmax=1, cmap="viridis", aspect="auto",
+                          interpolation="nearest")
+        ax.set_title(title, fontsize=9)
+        ax.set_xticks(range(n_labels), ex.get("label_names", ex["labels"]), rotation=90, fontsize=6)
+        ax.set_xlabel("label", fontsize=8)
+    axes[0].set_yticks(range(n_rows), [str(i) for i in ex["rows"]], fontsize=7)
+    axes[0].set_ylabel("validation row")
+    fig.colorbar(image, ax=list(axes), shrink=0.8)
+    fig.suptitle(f"{row['dataset']} · {name} · seed {row['seed']}", fontsize=10)
+    _save(fig, path)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------------
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.]+", "-", text.replace("=", "")).strip("-") or "x"
+
+
+def _rel(path: Path, out: Path) -> str:
+    return path.relative_to(out).as_posix()
+
+
+def _parse_filter(text: str) -> dict:
+    text = str(text).strip()
+    if text.lower() in ("all", "*"):
+        return {"_text": text}
+    out = {"_text": text}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        key = key.strip()
+        if not sep or key not in CURVE_KEYS:
+            raise ValueError(f"bad --curves filter {text!r}; expected KEY=GLOB pairs separated by commas with KEY one "
+                             f"of {', '.join(CURVE_KEYS)} (e.g. dataset=emotions,method=skdtea,seed=0) or 'all'")
+        out[key] = value.strip()
+    return out
+
+
+def _matches(row: dict, flt: dict) -> bool:
+    return all(fnmatch.fnmatchcase(str(row[k]), v) for k, v in flt.items() if k != "_text")
+
+
+def _prepare_out(out: Path) -> None:
+    """Check ``out`` can be written before any work; clear the figures of an earlier report there."""
+    probe = out
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"report folder {out} is a file; expected a directory")
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot write report folder {out}: {probe} is not a writable directory; expected a "
+                         "writable location (--out DIR)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "figures").mkdir(exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"cannot create report folder {out}: {exc.strerror or exc}; expected a writable location") \
+            from None
+    index = out / "index.md"
+    if index.is_file() and MARKER in index.read_text(encoding="utf-8", errors="replace"):
+        for old in (out / "figures").glob("*.png"):  # figures of the earlier report; the new one redraws its own
+            old.unlink()

@@ -1,0 +1,76 @@
+"""Run a grid into a results database, resumably: finished cells are skipped, each new one written at once."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from .executors import make_executor
+from .grid import Cell
+from .store import ResultsDB
+
+
+@dataclass
+class GridRun:
+    """What a ``run_grid`` call did: cells in the grid, already done before, written now, failed now."""
+
+    total: int
+    skipped: int
+    written: int = 0
+    failed: list[tuple[Cell, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def plan(cells: list[Cell], db_path) -> list[tuple[Cell, bool]]:
+    """``(cell, done)`` for every cell; a database that does not exist yet has nothing done."""
+    from pathlib import Path
+
+    done = set()
+    if Path(db_path).expanduser().exists():
+        with ResultsDB(db_path) as db:
+            done = db.done_keys()
+    return [(cell, cell.key in done) for cell in cells]
+
+
+def run_grid(cells: list[Cell], db_path, executor=None, progress: bool = False, log=None) -> GridRun:
+    """Run the cells not yet in ``db_path`` with ``executor`` (default sequential) and write each at once.
+
+    Re-running the same call after an interruption (even SIGKILL) runs only the cells still missing.
+    A cell that raises is recorded in the ``failures`` table and retried by the next run; the others go on.
+    ``log`` (e.g. ``print``) receives one line before and after the run.
+    """
+    from tqdm.auto import tqdm
+
+    executor = executor or make_executor("sequential")
+    start = time.perf_counter()
+    with ResultsDB(db_path, create=True) as db:
+        done = db.done_keys()
+        todo = [c for c in cells if c.key not in done]
+        summary = GridRun(total=len(cells), skipped=len(cells) - len(todo))
+        if log:
+            log(f"{summary.total} cells: {summary.skipped} already done in {db.path}, {len(todo)} to run "
+                f"({executor.name} executor)")
+        bar = tqdm(total=len(todo), desc="cells", unit="cell", disable=not progress or not todo, dynamic_ncols=True)
+        try:
+            for cell, outcome in executor.run(todo):
+                if isinstance(outcome, BaseException):
+                    error = f"{type(outcome).__name__}: {outcome}"
+                    db.record_failure(cell, " ".join(error.split()), _now())
+                    summary.failed.append((cell, error))
+                else:
+                    summary.written += db.insert(outcome)
+                bar.update(1)
+                bar.set_postfix_str(f"{cell.dataset} {cell.label} seed {cell.seed}", refresh=False)
+        finally:
+            bar.close()
+        summary.seconds = time.perf_counter() - start
+        if log:
+            log(f"wrote {summary.written} cells to {db.path} in {summary.seconds:.1f} s"
+                + (f"; {len(summary.failed)} failed (see its failures table; a rerun retries them)"
+                   if summary.failed else ""))
+    return summary
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")

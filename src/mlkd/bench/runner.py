@@ -1,0 +1,125 @@
+"""One cell under PROTOCOL.md: fixed seeded validation split, fit, test touched once, every metric twice."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+import warnings
+from datetime import datetime, timezone
+
+import numpy as np
+
+from ..estimator import SPLIT_SEED
+from .grid import PROTOCOL, Cell
+
+#: How many validation rows / labels the soft-target heat map keeps (the row stays small).
+EXAMPLE_ROWS = 8
+EXAMPLE_LABELS = 20
+
+
+def run_cell(cell: Cell, threads: int | None = None) -> dict:
+    """Fit ``cell`` and evaluate it on the test split once; returns a results row (see ``store.COLUMNS``).
+
+    ``threads`` sets ``torch.set_num_threads`` first (None leaves it alone).
+    """
+    import torch
+
+    from .. import __version__
+    from ..data import load_dataset, validation_split
+    from ..estimator import MultiLabelClassifier
+    from ..metrics import evaluate
+    from ..trainer import resolve_device
+
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+    data = load_dataset(cell.dataset, data_dir=cell.data_dir)
+    X, Y = data.train.X, data.train.Y
+    # The split is fixed: seeds change initialisation and batch order only (PROTOCOL.md §2, §6).
+    tr, va = validation_split(Y, fraction=PROTOCOL["validation_fraction"], seed=SPLIT_SEED)
+    # num_threads=None: the fit keeps the thread count the executor set for this worker
+    clf = MultiLabelClassifier(cell.method, random_state=cell.seed, threshold=PROTOCOL["threshold"],
+                               num_threads=None, **cell.train, **cell.params)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # constant-label warnings of small sets repeat for every cell
+        start = time.perf_counter()
+        clf.fit(X[tr], Y[tr], X[va], Y[va])
+        fit_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    scores = clf.predict_proba(data.test.X)  # the test split, touched once
+    predict_seconds = time.perf_counter() - start
+    row = {
+        "key": cell.key,
+        "dataset": cell.dataset,
+        "method": cell.method,
+        "label": cell.label,
+        "config": cell.config,
+        "config_hash": cell.config_hash,
+        "seed": cell.seed,
+        "noise": cell.noise,
+        "threshold": float(np.mean(clf.threshold_)),
+        "val_score": clf.history_[clf.best_epoch_].get("val_score"),
+        "epochs_run": len(clf.history_),
+        "best_epoch": int(clf.best_epoch_),
+        "fit_seconds": fit_seconds,
+        "predict_seconds": predict_seconds,
+        "n_train": len(tr),
+        "n_val": len(va),
+        "n_test": data.test.n_samples,
+        "threads": torch.get_num_threads(),
+        "device": str(resolve_device(clf.device)),
+        "mlkd_version": __version__,
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpu",
+        "history": clf.history_,
+        "examples": soft_target_examples(clf, X[va], Y[va], data.train.label_names),
+    }
+    for suffix, threshold in (("05", 0.5), ("tuned", clf.threshold_)):
+        row.update({f"{k}_{suffix}": v for k, v in evaluate(data.test.Y, scores, threshold).items()})
+    row["timestamp"] = datetime.now(timezone.utc).isoformat(timespec="microseconds")
+    return row
+
+
+def soft_target_examples(clf, X_val: np.ndarray, Y_val: np.ndarray, label_names=None) -> dict | None:
+    """Ground truth vs the soft targets a method trains on, for a few validation rows (None if it makes none).
+
+    Runs the trained model's ``step`` once in eval mode (SKDTEA: no label corruption, no dropout) on the
+    first ``EXAMPLE_ROWS`` validation rows with a positive label; keeps the ``EXAMPLE_LABELS`` labels that
+    are positive there or have the highest teacher probabilities.
+    """
+    import torch
+
+    from ..methods import Batch, StepContext
+
+    rows = np.flatnonzero(Y_val.any(axis=1))[:EXAMPLE_ROWS]
+    if rows.size == 0:
+        return None
+    model = clf.model_
+    device = next(model.parameters()).device
+    x = torch.as_tensor(clf.scaler_.transform(X_val[rows]), dtype=torch.float32, device=device)
+    y = torch.as_tensor(Y_val[rows], dtype=torch.float32, device=device)
+    ctx = StepContext(epoch=max(clf.best_epoch_, 0), max_epochs=clf.max_epochs,
+                      generator=torch.Generator(device=device).manual_seed(0))
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model.step(Batch(x, y, torch.as_tensor(rows, device=device)), ctx)
+    except Exception as exc:  # a diagnostic only: never lose a cell's numbers over it
+        warnings.warn(f"no soft-target examples for {clf.method!r}: {exc}", stacklevel=2)
+        return None
+    if "soft_targets" not in out.extras:
+        return None
+    arrays = {"soft_targets": out.extras["soft_targets"], "probabilities": torch.sigmoid(out.logits)}
+    if "teacher_probs" in out.extras:
+        arrays["teacher_probs"] = out.extras["teacher_probs"]
+    arrays = {k: v.float().cpu().numpy() for k, v in arrays.items()}
+    truth = Y_val[rows].astype(bool)
+    strength = arrays.get("teacher_probs", arrays["soft_targets"]).max(axis=0)
+    order = np.lexsort((-strength, ~truth.any(axis=0)))  # labels positive here first, then strongest teacher
+    labels = np.sort(order[:EXAMPLE_LABELS])
+    names = list(label_names) if label_names is not None else [f"label_{j}" for j in range(Y_val.shape[1])]
+    out_dict = {"rows": rows.tolist(), "labels": labels.tolist(), "label_names": [str(names[j]) for j in labels],
+                "y": Y_val[rows][:, labels].astype(int).tolist()}
+    out_dict.update({k: np.round(v[:, labels], 4).tolist() for k, v in arrays.items()})
+    return out_dict

@@ -1,0 +1,202 @@
+"""mlkd bench: cell identity, up-front validation, resuming after SIGKILL, executors giving the same numbers."""
+
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from mlkd.bench import METRIC_COLUMNS, Grid, ResultsDB, SequentialExecutor, make_executor, run_grid
+from mlkd.bench import executors as bench_executors
+from mlkd.bench.grid import TRAIN_KEYS, MethodSpec, resolved_config
+from mlkd.cli import main
+from tests.conftest import REPO
+
+TINY = {"hidden": 16, "max_epochs": 2}
+COMPARED = (*METRIC_COLUMNS, "threshold", "val_score", "epochs_run", "best_epoch", "config_hash", "key")
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def _grid(data_dir, **kw):
+    spec = dict(datasets=["flags"], methods=["bce", "skdtea:alpha=0.3"], seeds=[0, 1], params=TINY)
+    spec.update(kw)
+    return Grid.build(data_dir=data_dir, **spec)
+
+
+@pytest.fixture(scope="module")
+def sequential_rows(mulan_dir):
+    threads = torch.get_num_threads()
+    try:
+        out = dict(SequentialExecutor(threads=1).run(_grid(str(mulan_dir)).cells()))
+    finally:
+        torch.set_num_threads(threads)
+    assert not [r for r in out.values() if isinstance(r, BaseException)]
+    return {cell.key: row for cell, row in out.items()}
+
+
+# -- grid: identity and validation ---------------------------------------------------------------------
+def test_cell_key_follows_the_resolved_config_not_its_spelling():
+    a = MethodSpec.parse("skdtea:alpha=0.3,tau=1")
+    b = MethodSpec.parse({"name": "skdtea", "params": {"tau": 1.0, "alpha": 3e-1}})
+    default = Grid.build(["emotions"], [a], seeds=[0]).cells()[0]
+    same = Grid.build(["emotions"], [b], seeds=[0]).cells()[0]
+    assert default.key == same.key and default.label == "skdtea:alpha=0.3,tau=1"
+    # a training default written out explicitly is the same cell; a changed one is a new cell
+    explicit = Grid.build(["emotions"], [a], seeds=[0], params={"max_epochs": 200}).cells()[0]
+    changed = Grid.build(["emotions"], [a], seeds=[0], params={"max_epochs": 3}).cells()[0]
+    assert explicit.key == default.key != changed.key
+    config = resolved_config("skdtea", {"alpha": "0.3"})
+    assert config["params"]["alpha"] == 0.3 and config["params"]["hidden"] == 512 and set(config["train"]) == set(
+        TRAIN_KEYS)
+    cells = Grid.build(["emotions", "flags"], ["bce", "bce:hidden=512", "skdtea"], seeds=[0, 1, 2]).cells()
+    assert len(cells) == 2 * 2 * 3  # bce:hidden=512 is bce's default: one cell, not two
+    # --param goes to the methods that have it and to training; a method's own spec wins
+    cell = Grid.build(["flags"], ["skdtea:hidden=8"], seeds=[0], params={"hidden": 16, "lr": 0.01}).cells()[0]
+    assert cell.params == {"hidden": 8} and cell.train == {"lr": 0.01}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["-d", "emotions,nope", "-m", "bce"], "unknown data set 'nope'"),
+    (["-d", "emotions", "-m", "bcx"], "unknown method 'bcx'"),
+    (["-d", "emotions", "-m", "skdtea:alpa=0.3"], "unknown parameter(s) 'alpa' for method 'skdtea'"),
+    (["-d", "emotions", "-m", "skdtea:alpha=2"], "'alpha'=2.0 is out of range"),
+    (["-d", "emotions", "-m", "bce", "-p", "colour=red"], "unknown parameter 'colour'"),
+    (["-d", "emotions", "-m", "bce", "-p", "lr=-1"], "'lr'=-1.0 is invalid"),
+    (["-d", "emotions", "-m", "bce", "--noise", "0.2"], "not available yet"),
+    (["-d", "emotions", "-m", "bce", "--seeds", "a-b"], "bad seeds"),
+    (["-d", "emotions", "-m", "bce:hidden=8", "-m", "{bad"], "bad method spec"),
+])
+def test_bad_grid_is_one_line_error_before_any_cell(tmp_path, capsys, argv, message):
+    db = tmp_path / "results.db"
+    assert main(["bench", str(db), *argv]) == 2
+    err = capsys.readouterr().err
+    assert re.fullmatch(r"mlkd: error: [^\n]+\n", err) and message in err
+    assert not db.exists()  # nothing ran, nothing was created
+
+
+def test_grid_file_and_help_example_parse(tmp_path):
+    from mlkd.bench.cli import GRID_EXAMPLE
+
+    path = tmp_path / "grid.toml"
+    path.write_text(GRID_EXAMPLE)
+    grid = Grid.from_file(path, seeds=[0])
+    assert [s.label for s in grid.methods] == ["bce", "ls:epsilon=0.1", "skdtea-a0.3"]
+    assert len(grid.cells()) == 3 * 3 and grid.params == {"hidden": 256, "max_epochs": 100}
+    (tmp_path / "bad.json").write_text('{"datasets": ["flags"], "method": ["bce"]}')
+    with pytest.raises(ValueError, match="unknown key.*'method'"):
+        Grid.from_file(tmp_path / "bad.json")
+
+
+# -- resume ----------------------------------------------------------------------------------------
+def _rows(db):
+    con = sqlite3.connect(db)
+    try:
+        return con.execute("SELECT key, dataset, label, seed, timestamp FROM results").fetchall()
+    except sqlite3.OperationalError:  # the writer has not made the table yet
+        return []
+    finally:
+        con.close()
+
+
+def test_killed_run_resumes_without_duplicates_losses_or_redone_cells(tmp_path, mulan_dir, monkeypatch, capsys):
+    db = tmp_path / "results.db"
+    argv = ["bench", str(db), "-d", "flags", "-m", "bce", "--seeds", "0-5", "-p", "hidden=16", "-p", "max_epochs=25",
+            "--threads", "1", "--quiet"]
+    env = {**os.environ, "MLKD_DATA": str(mulan_dir), "PYTHONPATH": str(REPO / "src")}
+    proc = subprocess.Popen([sys.executable, "-m", "mlkd", *argv], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline and not (db.exists() and _rows(db)):
+        time.sleep(0.02)
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+    before = {r[0]: r for r in _rows(db)}
+    assert 1 <= len(before) < 6, "the run should have been killed with cells still to do"
+
+    monkeypatch.setenv("MLKD_DATA", str(mulan_dir))
+    assert main(argv) == 0  # the same command again
+    assert f"6 cells: {len(before)} already done" in capsys.readouterr().err
+    after = _rows(db)
+    assert len(after) == 6 == len({r[0] for r in after}) == len({r[1:4] for r in after})
+    assert sorted(r[3] for r in after) == list(range(6))
+    assert all(before[r[0]] == r for r in after if r[0] in before)  # finished cells untouched (timestamps too)
+    assert sqlite3.connect(db).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+    assert main([*argv, "--dry-run"]) == 0
+    assert "6 cells: 6 done, 0 to run" in capsys.readouterr().out
+
+
+def test_a_failing_cell_is_recorded_and_retried(tmp_path, mulan_dir, monkeypatch):
+    real = bench_executors.run_cell
+
+    def flaky(cell, threads=None):
+        if cell.seed == 1:
+            raise FloatingPointError("diverged")
+        return real(cell, threads)
+
+    monkeypatch.setattr(bench_executors, "run_cell", flaky)
+    cells = _grid(str(mulan_dir), methods=["bce"], params={"hidden": 16, "max_epochs": 1}).cells()
+    first = run_grid(cells, tmp_path / "r.db", SequentialExecutor(threads=1))
+    assert first.written == 1 and [c.seed for c, _ in first.failed] == [1]
+    with ResultsDB(tmp_path / "r.db") as db:
+        assert [f["seed"] for f in db.failures()] == [1] and "diverged" in db.failures()[0]["error"]
+    monkeypatch.setattr(bench_executors, "run_cell", real)
+    second = run_grid(cells, tmp_path / "r.db", SequentialExecutor(threads=1))
+    assert (second.skipped, second.written, second.failed) == (1, 1, [])
+    with ResultsDB(tmp_path / "r.db") as db:
+        assert len(db) == 2 and db.failures() == []
+
+
+# -- rows --------------------------------------------------------------------------------------------
+def test_row_holds_protocol_numbers_history_and_soft_targets(sequential_rows):
+    rows = list(sequential_rows.values())
+    skdtea = next(r for r in rows if r["method"] == "skdtea")
+    assert 0 < skdtea["threshold"] < 1 and skdtea["epochs_run"] == len(skdtea["history"]) == 2
+    assert {"student", "reconstruction", "total", "val_score", "seconds"} <= set(skdtea["history"][0])
+    assert all(0 <= skdtea[c] <= 1 for c in ("example_f1_05", "example_f1_tuned", "mAP_tuned"))
+    ex = skdtea["examples"]
+    assert len(ex["y"]) == len(ex["soft_targets"]) == len(ex["rows"]) and len(ex["y"][0]) == len(ex["labels"])
+    alpha = 0.3  # soft targets q = (1 - α)·y + α·σ(t/τ)
+    for y_row, q_row, t_row in zip(ex["y"], ex["soft_targets"], ex["teacher_probs"], strict=True):
+        assert q_row == pytest.approx([(1 - alpha) * y + alpha * t for y, t in zip(y_row, t_row, strict=True)],
+                                      abs=2e-4)
+    assert next(r for r in rows if r["method"] == "bce")["examples"] is None
+    assert {r["threads"] for r in rows} == {1} and rows[0]["mlkd_version"] and rows[0]["python_version"]
+
+
+def _check_same(rows, sequential_rows):
+    rows = [r for r in rows if not isinstance(r, BaseException) or pytest.fail(repr(r))]
+    assert {r["key"] for r in rows} == set(sequential_rows)
+    for row in rows:
+        ref = sequential_rows[row["key"]]
+        for column in COMPARED:  # CPU determinism: the same numbers whatever the executor
+            assert row[column] == ref[column] or abs(row[column] - ref[column]) <= 1e-12, column
+
+
+def test_process_executor_gives_the_sequential_numbers(mulan_dir, sequential_rows):
+    executor = make_executor("process", jobs=2, threads=1)
+    _check_same([row for _, row in executor.run(_grid(str(mulan_dir)).cells())], sequential_rows)
+
+
+def test_ray_executor_gives_the_sequential_numbers(mulan_dir, sequential_rows):
+    ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'mlkd[ray]'")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="warning", log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": str(REPO / "src")}})
+    try:
+        executor = make_executor("ray", threads=1)
+        _check_same([row for _, row in executor.run(_grid(str(mulan_dir)).cells())], sequential_rows)
+    finally:
+        ray.shutdown()
