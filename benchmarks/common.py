@@ -32,7 +32,10 @@ def resolved_config(cell: dict) -> dict:
     from mlkd.methods import config_fields
     from mlkd.trainer import TrainConfig
 
-    return {"method": {**config_fields(cell["method"]), **cell["params"]}, "train": asdict(TrainConfig())}
+    train = asdict(TrainConfig())
+    for execution_only in ("num_threads", "device", "progress"):  # how a fit runs, not what it computes
+        train.pop(execution_only)
+    return {"method": {**config_fields(cell["method"]), **cell["params"]}, "train": train}
 
 
 def cell_key(cell: dict) -> str:
@@ -124,3 +127,65 @@ def replace_block(name: str, body: str, path: Path = BENCHMARKS_MD) -> None:
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     path.write_text(text)
+
+
+METRIC_COLS = {
+    "ranking": [("mAP", "mAP ↑", True), ("ranking_loss", "RL ↓", False), ("coverage", "coverage ↓", False),
+                ("one_error", "one-error ↓", False), ("lrap", "LRAP ↑", True)],
+    "threshold": [("example_f1", "ebF1 ↑", True), ("micro_f1", "miF1 ↑", True), ("macro_f1", "maF1 ↑", True),
+                  ("hamming_loss", "HL ↓", False), ("subset_accuracy", "subset acc ↑", True)],
+}
+
+
+def grouped(results, cells):
+    """(dataset, label) → finished rows; cells not run yet are simply absent (tables say how many seeds)."""
+    out: dict[tuple, list[dict]] = {}
+    for c in cells:
+        out.setdefault((c["dataset"], c["label"]), [])
+        if cell_key(c) in results:
+            out[(c["dataset"], c["label"])].append(results[cell_key(c)])
+    return out
+
+
+def metric_table(groups, datasets, labels, key, cols, extra=()):
+    header = ["dataset", "method", *[c[1] for c in cols], *[e[0] for e in extra]]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for ds in datasets:
+        present = [lab for lab in labels if groups.get((ds, lab))]
+        stats = {lab: {m: mean_std([r[key][m] for r in groups[(ds, lab)]]) for m, _, _ in cols} for lab in present}
+        best = {m: (max if hib else min)(stats[lab][m][0] for lab in present) for m, _, hib in cols} if present else {}
+        for lab in labels:
+            rows = groups.get((ds, lab), [])
+            if not rows:
+                lines.append(f"| {ds} | {lab} | " + " | ".join(["not run"] * (len(cols) + len(extra))) + " |")
+                continue
+            cells = [fmt(*stats[lab][m], bold=len(present) > 1 and np.isclose(stats[lab][m][0], best[m]))
+                     for m, _, _ in cols]
+            cells += [e[1](rows) for e in extra]
+            seeds = "" if len(rows) >= 3 else f" ({len(rows)} seed{'s' * (len(rows) > 1)})"
+            lines.append(f"| {ds} | {lab}{seeds} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def delta_table(groups, datasets, base, other, metrics):
+    """other − base per metric (mean over seeds) and whether the gap exceeds the pooled seed std."""
+    lines = ["| dataset | " + " | ".join(f"{name}" for _, name, _ in metrics) + " |", "|---|" + "---|" * len(metrics)]
+    for ds in datasets:
+        row = []
+        for key, _, hib in metrics:
+            sect, m = key
+            b = [r[sect][m] for r in groups.get((ds, base), [])]
+            o = [r[sect][m] for r in groups.get((ds, other), [])]
+            if not b or not o:
+                row.append("not run")
+                continue
+            d = np.mean(o) - np.mean(b)
+            spread = np.sqrt((np.var(o, ddof=1) + np.var(b, ddof=1)) / 2) if min(len(o), len(b)) > 1 else 0.0
+            better = d > 0 if hib else d < 0
+            if min(len(o), len(b)) < 2:
+                tag = "1 seed, no spread"
+            else:
+                tag = ("win" if better else "loss") if abs(d) > spread else "tie"
+            row.append(f"{d:+.4f} ({tag})")
+        lines.append(f"| {ds} | " + " | ".join(row) + " |")
+    return "\n".join(lines)

@@ -13,14 +13,18 @@ import time
 
 import numpy as np
 
-from common import ROOT, cell_key, fmt, mean_std, replace_block, run_grid
-
-METRIC_COLS = {
-    "ranking": [("mAP", "mAP ↑", True), ("ranking_loss", "RL ↓", False), ("coverage", "coverage ↓", False),
-                ("one_error", "one-error ↓", False), ("lrap", "LRAP ↑", True)],
-    "threshold": [("example_f1", "ebF1 ↑", True), ("micro_f1", "miF1 ↑", True), ("macro_f1", "maF1 ↑", True),
-                  ("hamming_loss", "HL ↓", False), ("subset_accuracy", "subset acc ↑", True)],
-}
+from common import (
+    METRIC_COLS,
+    ROOT,
+    cell_key,
+    delta_table,
+    fmt,
+    grouped,
+    mean_std,
+    metric_table,
+    replace_block,
+    run_grid,
+)
 
 # SKDTEA flag ablation: each variant changes one flag from the defaults (METHODS.md §1).
 ABLATION = {
@@ -40,44 +44,6 @@ ABLATION = {
     "alignment=cca": {"alignment": "cca"},
     "warmup=20": {"warmup": 20},
 }
-
-
-def grouped(results, cells):
-    out: dict[tuple, list[dict]] = {}
-    for c in cells:
-        out.setdefault((c["dataset"], c["label"]), []).append(results[cell_key(c)])
-    return out
-
-
-def metric_table(groups, datasets, labels, key, cols, extra=()):
-    header = ["dataset", "method", *[c[1] for c in cols], *[e[0] for e in extra]]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for ds in datasets:
-        stats = {lab: {m: mean_std([r[key][m] for r in groups[(ds, lab)]]) for m, _, _ in cols} for lab in labels}
-        best = {m: (max if hib else min)(stats[lab][m][0] for lab in labels) for m, _, hib in cols}
-        for lab in labels:
-            cells = [fmt(*stats[lab][m], bold=np.isclose(stats[lab][m][0], best[m])) for m, _, _ in cols]
-            cells += [e[1](groups[(ds, lab)]) for e in extra]
-            lines.append(f"| {ds} | {lab} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def delta_table(groups, datasets, base, other, metrics):
-    """other − base per metric (mean over seeds) and whether the gap exceeds the pooled seed std."""
-    lines = ["| dataset | " + " | ".join(f"{name}" for _, name, _ in metrics) + " |", "|---|" + "---|" * len(metrics)]
-    for ds in datasets:
-        row = []
-        for key, _, hib in metrics:
-            sect, m = key
-            b = [r[sect][m] for r in groups[(ds, base)]]
-            o = [r[sect][m] for r in groups[(ds, other)]]
-            d = np.mean(o) - np.mean(b)
-            spread = np.sqrt((np.var(o, ddof=1) + np.var(b, ddof=1)) / 2) if len(o) > 1 else 0.0
-            better = d > 0 if hib else d < 0
-            tag = ("win" if better else "loss") if abs(d) > spread else "tie"
-            row.append(f"{d:+.4f} ({tag})")
-        lines.append(f"| {ds} | " + " | ".join(row) + " |")
-    return "\n".join(lines)
 
 
 def main():

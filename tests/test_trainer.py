@@ -108,3 +108,22 @@ def test_batches_come_from_a_shuffled_index_covering_every_row_each_epoch():
     assert sorted(epoch1.tolist()) == list(range(50)) == sorted(epoch2.tolist())
     assert not torch.equal(epoch1, epoch2) and not torch.equal(epoch1, torch.arange(50))
     assert np.all([len(s) for s in seen[:3]] == np.array([16, 16, 16]))
+
+
+def test_fit_uses_the_configured_thread_count_and_restores_the_callers():
+    seen = []
+
+    class Spy(_Diverging):
+        def step(self, batch, ctx):
+            seen.append(torch.get_num_threads())
+            z = self.lin(batch.x)
+            return StepOutput({"bce": F.binary_cross_entropy_with_logits(z, batch.y)}, z)
+
+    X, Y = linear_problem(n=20)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        Trainer(TrainConfig(max_epochs=1, num_threads=1)).fit(Spy(X.shape[1], Y.shape[1], MethodConfig()), X, Y)
+        assert set(seen) == {1} and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

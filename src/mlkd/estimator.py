@@ -43,7 +43,8 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
     method : str, default="skdtea"
         A registered method name (``mlkd.methods.REGISTRY``): "bce", "ls", "tea", "skdtea", "c2ae", "mpvae",
         "kdtea", …
-    max_epochs, batch_size, lr, weight_decay, optimizer, patience, monitor, device, momentum, lr_decay :
+    max_epochs, batch_size, lr, weight_decay, optimizer, patience, monitor, device, momentum, lr_decay,
+    num_threads :
         Training settings (see ``mlkd.trainer.TrainConfig``). A method's official optimiser is a dict of
         these, e.g. ``MultiLabelClassifier("c2ae", **c2ae_official_train_config())``.
     validation_fraction : float, default=1/6
@@ -56,6 +57,13 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
         Seeds initialisation, dropout and batch order (not the validation split).
     verbose : bool, default=False
         Show a progress bar over epochs.
+    label_noise_kind : None, "symmetric", "missing" or "correlated", default=None
+        Corrupt the training labels with ``mlkd.noise.add_label_noise`` (label-noise experiments). The
+        validation labels (split off internally — on the clean labels, so the split stays fixed — or passed
+        as ``Y_val``) that drive early stopping and the threshold are corrupted too: a user with noisy labels
+        has no clean ones. Labels given to ``evaluate``/``score`` are never touched. Seeded by ``random_state``.
+    label_noise_rate : float in [0, 1], default=0.0
+        The noise rate η (see ``mlkd.noise``); 0 leaves the labels clean.
     **method_params :
         The method's own parameters (``mlkd.methods.config_fields(method)`` lists them with defaults).
 
@@ -64,7 +72,8 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
     model_ : torch.nn.Module — the trained method; threshold_ : float or ndarray of shape (n_labels,);
     n_features_in_, n_labels_, label_names_, history_ (one dict per epoch), best_epoch_;
     stage_results_ : dict of stage name → TrainResult (a multi-stage method such as "kdtea" trains its
-    teacher first; history_ is the last stage's). Only the last stage's model is kept and saved.
+    teacher first; history_ is the last stage's); stage_models_ : dict of stage name → trained model (every
+    round of "multiround", every generation of "ban"). Only the last stage's model (``model_``) is saved.
     """
 
     def __init__(
@@ -85,6 +94,9 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
         verbose=False,
         momentum=_D.momentum,
         lr_decay=_D.lr_decay,
+        num_threads=_D.num_threads,
+        label_noise_kind=None,
+        label_noise_rate=0.0,
         **method_params,
     ):
         self.method = method
@@ -102,6 +114,9 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
         self.verbose = verbose
         self.momentum = momentum
         self.lr_decay = lr_decay
+        self.num_threads = num_threads
+        self.label_noise_kind = label_noise_kind
+        self.label_noise_rate = label_noise_rate
         self._method_param_names = sorted(method_params)
         for key, value in method_params.items():
             setattr(self, key, value)
@@ -135,6 +150,7 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
                 weight_decay=float(self.weight_decay), optimizer=self.optimizer, patience=int(self.patience),
                 monitor=self.monitor, seed=int(self.random_state), device=self.device, progress=bool(self.verbose),
                 momentum=float(self.momentum), lr_decay=float(self.lr_decay),
+                num_threads=None if self.num_threads is None else int(self.num_threads),
             )
         except (TypeError, ValueError) as exc:
             raise ValueError(f"invalid training parameter: {exc}") from None
@@ -225,6 +241,7 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
         method_class(self.method)  # unknown method → ValueError before any work
         cfg = self._train_config()
         self._check_threshold()
+        self._check_label_noise()
         columns = list(Y.columns) if hasattr(Y, "columns") else None
         self.binary_classes_ = None
         X, Y = self._validate_pair(X, Y, fitting=True)
@@ -245,6 +262,7 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
                 stacklevel=2,
             )
             X_tr, Y_tr, X_val, Y_val = X, Y, None, None
+        Y_tr, Y_val = self._corrupt_labels(Y_tr, Y_val, cfg.seed)
         _warn_constant_labels(Y_tr)
         self.scaler_ = FeatureScaler().fit(X_tr)
         X_tr = self.scaler_.transform(X_tr)
@@ -254,12 +272,15 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
             if stages[-1].method != self.method:
                 raise ValueError(f"method {self.method!r} declares stages whose last one trains "
                                  f"{stages[-1].method!r}; expected it to train {self.method!r} itself")
-            outcomes = run_stages(stages, X_tr, Y_tr, X_val, Y_val, cfg)
+            outcomes = run_stages(stages, X_tr, Y_tr, X_val, Y_val, cfg, input_scaler=self.scaler_)
             model, result = outcomes[stages[-1].name]
             self.stage_results_ = {name: outcome.result for name, outcome in outcomes.items()}
+            self.stage_models_ = {name: outcome.model for name, outcome in outcomes.items()}
         else:
+            model.bind_input_scaler(self.scaler_)
             result = Trainer(cfg).fit(model, X_tr, Y_tr, X_val, Y_val)
             self.stage_results_ = {self.method: result}
+            self.stage_models_ = {self.method: model}
         self.model_ = model
         self.history_ = result.history
         self.best_epoch_ = result.best_epoch
@@ -268,6 +289,30 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
         self.label_names_ = list(label_names or columns or [f"label_{i}" for i in range(self.n_labels_)])
         self.threshold_ = self._fit_threshold(X_val, Y_val)
         return self
+
+    def _check_label_noise(self):
+        from .noise import KINDS
+
+        kind, rate = self.label_noise_kind, self.label_noise_rate
+        if kind is not None and kind not in KINDS:
+            raise ValueError(f"label_noise_kind={kind!r} is invalid; expected None or one of {list(KINDS)}")
+        if not isinstance(rate, Real) or isinstance(rate, bool) or not 0 <= rate <= 1:
+            raise ValueError(f"label_noise_rate={rate!r} is invalid; expected a float in [0, 1]")
+        if kind is None and rate > 0:
+            raise ValueError(f"label_noise_rate={rate!r} needs a label_noise_kind; expected one of {list(KINDS)}")
+
+    def _corrupt_labels(self, Y_tr, Y_val, seed: int):
+        """Training and validation labels with the requested noise (one draw over both, so one co-occurrence)."""
+        from .noise import add_label_noise
+
+        kind = self.label_noise_kind
+        if kind is None:
+            return Y_tr, Y_val
+        rate = float(self.label_noise_rate)
+        if Y_val is None:
+            return add_label_noise(Y_tr, kind, rate, seed), None
+        noisy = add_label_noise(np.vstack([Y_tr, Y_val]), kind, rate, seed)
+        return noisy[: len(Y_tr)], noisy[len(Y_tr) :]
 
     def _fit_threshold(self, X_val, Y_val):
         if not isinstance(self.threshold, str):
@@ -384,3 +429,4 @@ SKDTEAClassifier = fixed_method_classifier("skdtea", "SKDTEAClassifier")
 C2AEClassifier = fixed_method_classifier("c2ae", "C2AEClassifier")
 MPVAEClassifier = fixed_method_classifier("mpvae", "MPVAEClassifier")
 KDTEAClassifier = fixed_method_classifier("kdtea", "KDTEAClassifier")
+DistillClassifier = fixed_method_classifier("distill", "DistillClassifier")

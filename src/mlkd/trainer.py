@@ -33,6 +33,10 @@ class TrainConfig:
     monitor: str = "mAP"  # validation score for early stopping: "mAP" (higher better) or "loss" (BCE, lower)
     seed: int = 0
     device: str = "auto"  # "auto" picks CUDA when available
+    # CPU threads for the fit (restored afterwards); None keeps torch's setting. One thread is the fast path
+    # for mlkd's batch sizes: batch-64 matmuls are too small to split, and extra intra-op threads spin-wait
+    # and slow a fit several-fold whenever anything else runs (BENCHMARKS.md, "Speed").
+    num_threads: int | None = 1
     progress: bool = False  # tqdm bar over epochs
 
     def validate(self) -> None:
@@ -46,6 +50,7 @@ class TrainConfig:
             ("lr_decay", 0 < self.lr_decay <= 1, "a float in (0, 1]"),
             ("patience", self.patience >= 1, "an integer ≥ 1"),
             ("monitor", self.monitor in ("mAP", "loss"), "'mAP' or 'loss'"),
+            ("num_threads", self.num_threads is None or self.num_threads >= 1, "None or an integer ≥ 1"),
         ]
         for name, ok, expected in checks:
             if not ok:
@@ -98,9 +103,15 @@ class Trainer:
         """
         cfg = self.config
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(cfg.seed)
-            return self._fit(method, X, Y, X_val, Y_val)
+        threads = torch.get_num_threads()
+        try:
+            if cfg.num_threads is not None:
+                torch.set_num_threads(cfg.num_threads)
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(cfg.seed)
+                return self._fit(method, X, Y, X_val, Y_val)
+        finally:
+            torch.set_num_threads(threads)
 
     def _fit(self, method: Method, X, Y, X_val, Y_val) -> TrainResult:
         cfg, dev = self.config, self.device
