@@ -30,11 +30,12 @@ def resolved_config(cell: dict) -> dict:
     from dataclasses import asdict
 
     from mlkd.methods import config_fields
-    from mlkd.trainer import TrainConfig
+    from mlkd.trainer import EARLY_STOPPING_RULE, TrainConfig
 
     train = asdict(TrainConfig())
     for execution_only in ("num_threads", "device", "progress"):  # how a fit runs, not what it computes
         train.pop(execution_only)
+    train["early_stopping"] = EARLY_STOPPING_RULE
     return {"method": {**config_fields(cell["method"]), **cell["params"]}, "train": train}
 
 

@@ -127,3 +127,13 @@ def test_fit_uses_the_configured_thread_count_and_restores_the_callers():
         assert set(seen) == {1} and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_separable_data_stops_early_instead_of_polishing_the_loss():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 6)).astype(np.float32)
+    Y = (X[:, :3] > 0).astype(np.uint8)  # each label is one feature's sign: separable, mAP reaches 1.0
+    m = build_method("bce", 6, 3, {"hidden": 32, "dropout": 0.0}, seed=0)
+    res = Trainer(TrainConfig(max_epochs=300, patience=5, seed=0)).fit(m, X[:150], Y[:150], X[150:], Y[150:])
+    assert res.best_score > 0.99
+    assert res.stopped_early and res.epochs_run < 150  # BCE moves below 1e-3 per epoch long before 300

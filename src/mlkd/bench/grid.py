@@ -22,7 +22,7 @@ from typing import Any
 
 from ..data import DATASET_NAMES
 from ..methods import REGISTRY, config_fields, make_config, method_class
-from ..trainer import TrainConfig
+from ..trainer import EARLY_STOPPING_RULE, TrainConfig
 
 #: Protocol choices fixed for every cell (PROTOCOL.md §2, §4, §6); part of the resolved config.
 PROTOCOL = {"validation_fraction": 1 / 6, "split_seed": 0, "threshold": "tuned"}
@@ -92,6 +92,7 @@ def resolved_config(method: str, params: dict | None = None, train: dict | None 
         "params": dataclasses.asdict(config),
         "train": {k: v for k, v in dataclasses.asdict(train_config(train)).items() if k in TRAIN_KEYS},
         "protocol": dict(PROTOCOL),
+        "early_stopping": EARLY_STOPPING_RULE,  # a changed rule is a new cell, not a reused one
     }
 
 
