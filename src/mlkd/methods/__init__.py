@@ -1,6 +1,21 @@
 """Methods and their registry. Importing this package registers every built-in method."""
 
-from . import bce, c2ae, kdtea, ls, mpvae, skdtea, tea  # noqa: F401 - registration side effect
+from . import (  # noqa: F401 - registration side effect
+    ban,
+    bce,
+    c2ae,
+    cskd,
+    kdtea,
+    ls,
+    mpvae,
+    multiround,
+    pll,
+    pskd,
+    raskd,
+    skdtea,
+    tea,
+    tfkd,
+)
 from .base import (
     REGISTRY,
     Batch,

@@ -1,0 +1,51 @@
+"""Loss helpers shared by the self-distillation methods: pure functions of tensors (no modules, no state).
+
+Reductions: every helper returns per-entry values or a mean over samples AND labels, the same reduction as
+``F.binary_cross_entropy_with_logits``, so a convex mix ``(1−α)·BCE + α·KD`` weighs comparable quantities
+whatever the number of labels (METHODS.md writes binKL_T as a sum over labels; the mean is that sum / L).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .bce import MLPConfig
+
+
+def bernoulli_kl(teacher_logits: Tensor, student_logits: Tensor, temperature: float = 1.0) -> Tensor:
+    """Per-entry KL(Bern(σ(t/T)) ‖ Bern(σ(s/T))), same shape as the inputs; zero where t == s.
+
+    Computed from log-sigmoids, so it stays finite for saturated logits.
+    """
+    t, s = teacher_logits / temperature, student_logits / temperature
+    p = torch.sigmoid(t)
+    return p * (F.logsigmoid(t) - F.logsigmoid(s)) + (1 - p) * (F.logsigmoid(-t) - F.logsigmoid(-s))
+
+
+def binary_kl(teacher_logits: Tensor, student_logits: Tensor, temperature: float = 1.0, mask: Tensor | None = None):
+    """binKL_T(teacher ‖ student) averaged over samples and labels; entries where ``mask`` is 0 count as 0."""
+    kl = bernoulli_kl(teacher_logits, student_logits, temperature)
+    if mask is not None:
+        kl = kl * mask
+    return kl.mean()
+
+
+def binary_gce(logits: Tensor, targets: Tensor, q: float = 0.7) -> Tensor:
+    """Binary generalised cross-entropy (Zhang & Sabuncu 2018) per label, averaged over samples and labels.
+
+    For target t ∈ [0, 1] and p = σ(z): t·(1 − p^q)/q + (1 − t)·(1 − (1 − p)^q)/q — the multi-class GCE
+    (1 − p_y^q)/q applied to the two outcomes of each label, each weighted by its target mass. q → 0 gives BCE.
+    """
+    p_pos = torch.exp(q * F.logsigmoid(logits))  # p^q, stable for very negative z
+    p_neg = torch.exp(q * F.logsigmoid(-logits))  # (1 − p)^q
+    return (targets * (1 - p_pos) / q + (1 - targets) * (1 - p_neg) / q).mean()
+
+
+def backbone_params(config: MLPConfig) -> dict:
+    """The MLP fields of a method's config: the parameters of a plain "bce" model with the same network."""
+    names = {f.name for f in dataclasses.fields(MLPConfig)}
+    return {k: v for k, v in dataclasses.asdict(config).items() if k in names}

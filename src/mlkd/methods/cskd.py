@@ -1,0 +1,65 @@
+"""CS-KD: class-wise self-knowledge distillation [adapt] (METHODS.md §6, Yun et al. 2020), multi-label.
+
+Instead of a sampler that builds same-class pairs, each example draws, within its batch, a random partner
+that shares at least one positive label with it (uniform over the eligible partners). The KD term pulls its
+prediction towards the partner's detached prediction on the shared positive labels only:
+L = BCE(z, y) + λ·T²·binKL_T(sg(z_partner) ‖ z) masked to shared labels (T² as in the official code;
+binKL averaged over samples and labels, unshared entries counting 0). Examples with no eligible partner in
+the batch get the BCE term only. T = 4, λ = 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ._kd import binary_kl
+from .base import Batch, StepContext, StepOutput, check_range, register
+from .bce import BCE, MLPConfig
+
+
+@dataclass
+class CSKDConfig(MLPConfig):
+    lambda_kd: float = 1.0
+    temperature: float = 4.0
+
+    def validate(self, n_features: int, n_labels: int) -> None:
+        super().validate(n_features, n_labels)
+        check_range("lambda_kd", self.lambda_kd, 0.0, 1e6)
+        check_range("temperature", self.temperature, 0.0, 1e6, low_open=True)
+
+
+def draw_partners(y: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """(partner, has_partner): for each row, a uniformly drawn other row of the batch sharing ≥ 1 positive.
+
+    y : (B, L) 0/1. Random scores are masked by the shared-label matrix and arg-maxed (no loops); a row with
+    no eligible partner gets has_partner False and itself as a placeholder partner.
+    """
+    shares = (y @ y.T) > 0
+    shares.fill_diagonal_(False)
+    scores = torch.rand(shares.shape, generator=generator, device=y.device)
+    scores = scores.masked_fill(~shares, -1.0)
+    has_partner = shares.any(dim=1)
+    partner = torch.where(has_partner, scores.argmax(dim=1), torch.arange(y.shape[0], device=y.device))
+    return partner, has_partner
+
+
+@register
+class CSKD(BCE):
+    name = "cskd"
+    Config = CSKDConfig
+
+    def step(self, batch: Batch, ctx: StepContext) -> StepOutput:
+        c = self.config
+        logits = self.net(batch.x)
+        partner, has_partner = draw_partners(batch.y, ctx.generator)
+        shared = batch.y * batch.y[partner] * has_partner[:, None]
+        kd = binary_kl(logits[partner].detach(), logits, c.temperature, mask=shared)
+        losses = {
+            "bce": F.binary_cross_entropy_with_logits(logits, batch.y),
+            "distillation": c.lambda_kd * c.temperature**2 * kd,
+        }
+        return StepOutput(losses, logits, {"partner": partner, "has_partner": has_partner, "shared_labels": shared})

@@ -1,0 +1,95 @@
+"""Teacher-free KD baselines [adapt] (METHODS.md §6, Yuan et al. 2020), multi-label.
+
+- ``tfkd_self``: two stages. "teacher" trains a plain BCE-MLP; "student" trains a fresh copy (same network,
+  new initial weights) with (1−α)·BCE(z, y) + α·T²·binKL_T(teacher ‖ z); α = 0.9, T = 4.
+- ``tfkd_reg``: one stage; a hand-made virtual teacher p_k = a for positives and 1 − a for negatives
+  (a = 0.99) replaces the trained one: (1−α)·BCE(z, y) + α·T²·binKL_T(logit(p) ‖ z); α = 0.9, T = 1.
+  With T = 1 this is label smoothing towards (1−α)·y + α·p (binKL = BCE(z, p) − H(p)).
+binKL is averaged over samples and labels like BCE (``mlkd.methods._kd``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from ._kd import backbone_params, binary_kl
+from .base import Batch, StepContext, StepOutput, check_range, register
+from .bce import BCE, MLPConfig
+
+
+@dataclass
+class TFKDSelfConfig(MLPConfig):
+    alpha: float = 0.9  # weight of the distillation term; 1 − α weighs the hard-label BCE
+    temperature: float = 4.0
+
+    def validate(self, n_features: int, n_labels: int) -> None:
+        super().validate(n_features, n_labels)
+        check_range("alpha", self.alpha, 0.0, 1.0)
+        check_range("temperature", self.temperature, 0.0, 1e6, low_open=True)
+
+
+@register
+class TFKDSelf(BCE):
+    """Self-training TF-KD: a fresh copy of the network distils from the trained network (its frozen teacher)."""
+
+    name = "tfkd_self"
+    Config = TFKDSelfConfig
+    needs_teacher = True
+
+    @classmethod
+    def stages(cls, config: TFKDSelfConfig) -> list:
+        from ..stages import Stage
+
+        return [
+            Stage("teacher", BCE.name, backbone_params(config)),
+            Stage("student", cls.name, dataclasses.asdict(config), teacher="teacher"),
+        ]
+
+    def step(self, batch: Batch, ctx: StepContext) -> StepOutput:
+        c = self.config
+        teacher_logits = self.teacher_output(batch.x)
+        logits = self.net(batch.x)
+        losses = {
+            "bce": (1 - c.alpha) * F.binary_cross_entropy_with_logits(logits, batch.y),
+            "distillation": c.alpha * c.temperature**2 * binary_kl(teacher_logits, logits, c.temperature),
+        }
+        return StepOutput(losses, logits)
+
+
+@dataclass
+class TFKDRegConfig(MLPConfig):
+    alpha: float = 0.9
+    temperature: float = 1.0
+    a: float = 0.99  # the virtual teacher's probability for a positive label (1 − a for a negative)
+
+    def validate(self, n_features: int, n_labels: int) -> None:
+        super().validate(n_features, n_labels)
+        check_range("alpha", self.alpha, 0.0, 1.0)
+        check_range("temperature", self.temperature, 0.0, 1e6, low_open=True)
+        check_range("a", self.a, 0.5, 1.0, high_open=True)
+
+
+def virtual_teacher_logits(y: Tensor, a: float) -> Tensor:
+    """Logits of the virtual teacher: σ(·) = a on positives, 1 − a on negatives."""
+    return (2 * y - 1) * math.log(a / (1 - a))
+
+
+@register
+class TFKDReg(BCE):
+    name = "tfkd_reg"
+    Config = TFKDRegConfig
+
+    def step(self, batch: Batch, ctx: StepContext) -> StepOutput:
+        c = self.config
+        logits = self.net(batch.x)
+        teacher_logits = virtual_teacher_logits(batch.y, c.a)
+        losses = {
+            "bce": (1 - c.alpha) * F.binary_cross_entropy_with_logits(logits, batch.y),
+            "distillation": c.alpha * c.temperature**2 * binary_kl(teacher_logits, logits, c.temperature),
+        }
+        return StepOutput(losses, logits)
