@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 
 from .estimator import (  # noqa: E402
     C2AEClassifier,
+    DistillClassifier,
     KDTEAClassifier,
     MPVAEClassifier,
     MultiLabelClassifier,
@@ -20,5 +21,5 @@ from .io import load_model, save_model  # noqa: E402
 
 __all__ = [
     "MultiLabelClassifier", "SKDTEAClassifier", "C2AEClassifier", "MPVAEClassifier", "KDTEAClassifier",
-    "load_model", "save_model", "__version__",
+    "DistillClassifier", "load_model", "save_model", "__version__",
 ]

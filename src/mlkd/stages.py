@@ -35,6 +35,7 @@ class Stage:
     train : ``TrainConfig`` fields overriding the run's base config for this stage only.
     teacher : an earlier stage whose trained model is attached frozen (eval mode, no grad, not saved).
     init_from : an earlier stage whose weights are copied into this stage's fresh model (same architecture).
+    fit : False for a stage whose model is used as built, untrained (e.g. a method that loads a saved model).
     """
 
     name: str
@@ -43,6 +44,7 @@ class Stage:
     train: dict[str, Any] = field(default_factory=dict)
     teacher: str | None = None
     init_from: str | None = None
+    fit: bool = True
 
 
 class StageOutcome(NamedTuple):
@@ -92,7 +94,7 @@ def check_stages(stages: list[Stage], n_features: int, n_labels: int, base: Trai
 
 
 def run_stages(
-    stages: list[Stage], X, Y, X_val=None, Y_val=None, config: TrainConfig | None = None
+    stages: list[Stage], X, Y, X_val=None, Y_val=None, config: TrainConfig | None = None, input_scaler=None
 ) -> dict[str, StageOutcome]:
     """Train every stage in order with the one ``Trainer``; returns ``{stage name: (model, TrainResult)}``.
 
@@ -100,7 +102,9 @@ def run_stages(
     validation pair (optional) drives each stage's early stopping. Stage ``i`` draws its initial weights
     from seed ``config.seed + i`` (successive fresh models differ) and trains with its own config's seed.
     A teacher is attached frozen for its student's training and detached afterwards, so each returned
-    model is a plain predictor.
+    model is a plain predictor. ``input_scaler`` (the ``FeatureScaler`` that produced X, if any) is passed
+    to each model's ``Method.bind_input_scaler`` before it trains. A stage with ``fit=False`` is not trained
+    (its TrainResult is empty).
     """
     base = config or TrainConfig()
     n_features, n_labels = X.shape[1], Y.shape[1]
@@ -118,6 +122,12 @@ def run_stages(
                     f"stage {stage.name!r} cannot init_from {stage.init_from!r}: the architectures differ "
                     f"({str(exc).splitlines()[0]}); expected the same modules and shapes"
                 ) from None
+        if input_scaler is not None:
+            model.bind_input_scaler(input_scaler)
+        if not stage.fit:
+            model.eval()
+            outcomes[stage.name] = StageOutcome(model, TrainResult())
+            continue
         teacher = outcomes[stage.teacher].model if stage.teacher is not None else None
         model.attach_teacher(teacher)
         try:

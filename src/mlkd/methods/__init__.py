@@ -6,6 +6,7 @@ from . import (  # noqa: F401 - registration side effect
     c2ae,
     cskd,
     kdtea,
+    l2d,
     ls,
     mpvae,
     multiround,

@@ -72,6 +72,11 @@ class Method(nn.Module):
     def on_epoch_end(self, ctx: StepContext) -> None:  # noqa: B027 - optional hook
         """Called by the trainer after each training epoch (buffers, schedules)."""
 
+    def bind_input_scaler(self, scaler) -> None:  # noqa: B027 - optional hook
+        """Told, before training, the ``FeatureScaler`` that turned raw rows into this method's inputs (the
+        estimator passes it through ``mlkd.stages.run_stages``). A method wrapping a model saved with its own
+        scaling (a teacher loaded from disk) maps its inputs with it; others ignore it."""
+
     # -- multi-stage training (see mlkd.stages) ---------------------------------------------------------
     #: True for a method whose ``step`` reads a frozen teacher; the stage runner then requires ``teacher=``.
     needs_teacher: ClassVar[bool] = False

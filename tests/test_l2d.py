@@ -1,0 +1,235 @@
+"""The L2D family (METHODS.md §3): label-wise heads, CNN backbones, the distill method, teacher_dir, CLI."""
+
+import numpy as np
+import pytest
+import torch
+
+from mlkd.backbones import (
+    LabelQueryAttentionHead,
+    LabelwiseProjectionHead,
+    ModelOutput,
+    build_backbone,
+    count_parameters,
+)
+from mlkd.cli import main
+from mlkd.estimator import DistillClassifier, MultiLabelClassifier
+from mlkd.methods import REGISTRY, Batch, StepContext, build_method
+from mlkd.preprocessing import FeatureScaler
+
+from .helpers import linear_problem
+
+TINY_FIT = dict(hidden=16, teacher_hidden=32, embed_dim=8, max_epochs=3, patience=3)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def batch_of(n=16, d=6, L=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g)
+    y = (torch.rand(n, L, generator=g) < 0.5).float()
+    return Batch(x, y, torch.arange(n))
+
+
+def ctx():
+    return StepContext(epoch=0, max_epochs=10, generator=torch.Generator().manual_seed(0))
+
+
+# -- heads and backbones --------------------------------------------------------------------------------
+def test_projection_head_embeddings_and_logits():
+    torch.manual_seed(0)
+    head = LabelwiseProjectionHead(in_dim=6, n_labels=4, embed_dim=3)
+    h = torch.randn(5, 6)
+    emb, logits = head(h)
+    assert emb.shape == (5, 4, 3) and logits.shape == (5, 4)
+    for k in range(4):  # E_k = W_k h and logit_k = ⟨E_k, w_k⟩ + b_k, label by label
+        torch.testing.assert_close(emb[:, k], h @ head.projection[k].T)
+        torch.testing.assert_close(logits[:, k], emb[:, k] @ head.weight[k] + head.bias[k])
+
+
+def test_attention_head_queries_are_fixed_buffers():
+    torch.manual_seed(0)
+    head = LabelQueryAttentionHead(in_channels=6, n_labels=4, embed_dim=8)
+    tokens = torch.randn(3, 5, 6)
+    emb, logits = head(tokens)
+    assert emb.shape == (3, 4, 8) and logits.shape == (3, 4)
+    torch.testing.assert_close(logits, (emb * head.weight).sum(-1) + head.bias)
+    assert "queries" not in dict(head.named_parameters()) and "queries" in head.state_dict()
+    assert not head.queries.requires_grad
+    logits.sum().backward()
+    assert head.queries.grad is None and head.key.weight.grad is not None
+
+
+def test_cnn_backbones_read_flattened_images_and_differ_tenfold_in_size():
+    torch.manual_seed(0)
+    teacher = build_backbone("cnn", 256, 10, hidden=40, depth=2, embed_dim=32)
+    student = build_backbone("cnn", 256, 10, hidden=16, depth=1, embed_dim=32)
+    out = student(torch.randn(4, 256))
+    assert isinstance(out, ModelOutput)
+    assert out.logits.shape == (4, 10) and out.label_embeddings.shape == (4, 10, 32)
+    assert out.features.shape == (4, 64) and [f.shape[-1] for f in out.intermediates] == [16, 8, 4]
+    assert 0.9e6 < count_parameters(teacher) < 1.3e6 and 0.05e6 < count_parameters(student) < 0.15e6
+
+
+def test_cnn_image_shape_must_match_the_features():
+    with pytest.raises(ValueError, match="image_shape"):
+        build_method("labelwise", 250, 3, {"backbone": "cnn"})
+    with pytest.raises(ValueError, match="image_shape"):
+        build_method("labelwise", 48, 3, {"backbone": "cnn", "image_shape": "1,6,6"})
+    model = build_method("labelwise", 48, 3, {"backbone": "cnn", "image_shape": "3,4,4", "hidden": 4})
+    assert model(torch.randn(2, 48)).shape == (2, 3)
+
+
+# -- the distill method ---------------------------------------------------------------------------------
+def student_with_teacher(**params):
+    student = build_method("distill", 6, 4, {"hidden": 8, "embed_dim": 4, **params}, seed=0)
+    teacher = build_method("labelwise", 6, 4, {"hidden": 32, "embed_dim": 6, "dropout": 0.5}, seed=1)
+    student.attach_teacher(teacher)
+    return student, teacher
+
+
+def test_teacher_gets_no_gradient_stays_in_eval_mode_and_is_not_saved():
+    student, teacher = student_with_teacher()
+    fresh_keys = set(build_method("distill", 6, 4, {"hidden": 8, "embed_dim": 4}).state_dict())
+    student.train()
+    batch = batch_of()
+    out = student.step(batch, ctx())
+    sum(out.losses.values()).backward()
+    assert not teacher.training
+    assert all(p.grad is None for p in teacher.parameters())
+    assert all(p.grad is not None for p in student.parameters())
+    assert set(student.state_dict()) == fresh_keys
+    assert not any(p is q for p in student.parameters() for q in teacher.parameters())
+    torch.testing.assert_close(out.extras["teacher_logits"], teacher(batch.x))  # dropout off: deterministic
+    assert count_parameters(student) < count_parameters(teacher)
+
+
+@pytest.mark.parametrize(
+    "params, terms",
+    [
+        ({}, {"bce", "mld", "cd", "id"}),  # L2D = MLD + LED
+        ({"feature_loss": "none"}, {"bce", "mld"}),  # MLD only
+        ({"lambda_id": 0.0}, {"bce", "mld", "cd"}),  # MLD + CD
+        ({"lambda_cd": 0.0}, {"bce", "mld", "id"}),  # MLD + ID
+        ({"logit_loss": "kd", "feature_loss": "rkd"}, {"bce", "kd", "rkd"}),
+        ({"logit_loss": "mse", "feature_loss": "pkt"}, {"bce", "mse", "pkt"}),
+        ({"logit_loss": "none", "feature_loss": "none"}, {"bce"}),
+    ],
+)
+def test_flags_select_the_loss_terms(params, terms):
+    student, _ = student_with_teacher(**params)
+    out = student.step(batch_of(), ctx())
+    assert set(out.losses) == terms
+    assert all(torch.isfinite(v) and v >= 0 for v in out.losses.values())
+
+
+def test_distill_without_teacher_says_how_to_train_one():
+    student = build_method("distill", 6, 4, {"hidden": 8})
+    with pytest.raises(ValueError, match="needs a trained teacher"):
+        student.step(batch_of(), ctx())
+
+
+def test_bad_flags_are_rejected():
+    for params in ({"logit_loss": "kl"}, {"feature_loss": "fitnet"}, {"T": 0.0}, {"backbone": "vit"}):
+        with pytest.raises(ValueError, match=f"'{next(iter(params))}'"):
+            build_method("distill", 6, 4, params)
+
+
+# -- estimator ------------------------------------------------------------------------------------------
+def test_estimator_fit_save_load_gives_the_same_predictions(tmp_path):
+    X, Y = linear_problem(n=240, d=8, L=4)
+    clf = DistillClassifier(**TINY_FIT).fit(X, Y)
+    assert set(clf.stage_results_) == {"teacher", "student"}
+    assert clf.stage_results_["teacher"].epochs_run == 3
+    assert count_parameters(clf.model_) < count_parameters(clf.stage_models_["teacher"])
+    assert clf.model_.teacher is None
+    loaded = MultiLabelClassifier.load(clf.save(tmp_path / "student"))
+    assert type(loaded) is DistillClassifier
+    np.testing.assert_allclose(loaded.predict_proba(X), clf.predict_proba(X), rtol=1e-6)
+    assert (loaded.predict(X) == clf.predict(X)).all()
+
+
+def test_teacher_dir_loads_a_saved_model_with_its_own_scaling(tmp_path):
+    X, Y = linear_problem(n=240, d=8, L=4)
+    X = X * 3.0 + 1.0
+    saved = MultiLabelClassifier("labelwise", hidden=32, embed_dim=8, max_epochs=3).fit(X[:120], Y[:120])
+    saved.save(tmp_path / "teacher")
+    clf = MultiLabelClassifier("distill", teacher_dir=str(tmp_path / "teacher"), **TINY_FIT).fit(X, Y)
+    assert clf.stage_results_["teacher"].epochs_run == 0  # loaded, not trained
+    teacher = clf.stage_models_["teacher"]
+    assert clf.scaler_.mean[0] != pytest.approx(saved.scaler_.mean[0])  # the two scalings differ …
+    with torch.no_grad():  # … yet the teacher sees the student's inputs as its own
+        proba = torch.sigmoid(teacher(torch.as_tensor(clf.scaler_.transform(X)))).numpy()
+    np.testing.assert_allclose(proba, saved.predict_proba(X), rtol=1e-4, atol=1e-6)
+
+
+def test_teacher_dir_errors_name_the_problem(tmp_path):
+    X, Y = linear_problem(n=120, d=8, L=4)
+    MultiLabelClassifier("bce", hidden=8, max_epochs=1).fit(X, Y).save(tmp_path / "bce")
+    with pytest.raises(ValueError, match="label-wise embeddings"):
+        DistillClassifier(teacher_dir=str(tmp_path / "bce"), **TINY_FIT).fit(X, Y)
+    clf = DistillClassifier(teacher_dir=str(tmp_path / "bce"), feature_loss="none", **TINY_FIT).fit(X, Y)
+    assert clf.stage_results_["student"].epochs_run == 3  # logit KD from any saved model
+    with pytest.raises(ValueError, match="features"):
+        DistillClassifier(teacher_dir=str(tmp_path / "bce"), **TINY_FIT).fit(X[:, :5], Y)
+    with pytest.raises(ValueError, match="does not exist"):
+        DistillClassifier(teacher_dir=str(tmp_path / "missing"), **TINY_FIT).fit(X, Y)
+
+
+def test_pretrained_maps_raw_or_bound_inputs_into_the_saved_scale(tmp_path):
+    X, Y = linear_problem(n=120, d=8, L=4)
+    X = X * 2.0 - 3.0
+    saved = MultiLabelClassifier("labelwise", hidden=8, embed_dim=4, max_epochs=1).fit(X, Y)
+    saved.save(tmp_path / "m")
+    model = build_method("pretrained", 8, 4, {"model_dir": str(tmp_path / "m")})
+    with torch.no_grad():
+        raw = torch.sigmoid(model(torch.as_tensor(X))).numpy()
+        other = FeatureScaler().fit(X[:30])
+        model.bind_input_scaler(other)
+        bound = torch.sigmoid(model(torch.as_tensor(other.transform(X)))).numpy()
+    np.testing.assert_allclose(raw, saved.predict_proba(X), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(bound, saved.predict_proba(X), rtol=1e-4, atol=1e-6)
+
+
+def test_cnn_track_trains_through_the_estimator():
+    rng = np.random.default_rng(0)
+    X = rng.random((60, 64)).astype(np.float32)
+    Y = (X[:, :3] > 0.5).astype(np.uint8)
+    clf = DistillClassifier(backbone="cnn", hidden=4, teacher_hidden=8, embed_dim=8, max_epochs=2).fit(X, Y)
+    assert clf.predict_proba(X).shape == (60, 3)
+    assert count_parameters(clf.model_) < count_parameters(clf.stage_models_["teacher"])
+
+
+def test_registered_with_defaults():
+    assert {"labelwise", "distill", "pretrained"} <= set(REGISTRY)
+    p = DistillClassifier().get_params()
+    assert (p["logit_loss"], p["feature_loss"], p["lambda_logits"], p["lambda_cd"], p["lambda_id"]) == (
+        "mld", "led", 10.0, 100.0, 1000.0)
+
+
+# -- CLI ------------------------------------------------------------------------------------------------
+def test_cli_distill_writes_a_student_and_reports_a_bad_teacher_in_one_line(tmp_path, capsys):
+    out = tmp_path / "student"
+    status = main(["distill", "digits-ml", "--teacher-spec", "hidden=16", "--student-spec", "hidden=8",
+                   "embed_dim=4", "max_epochs=1", "--out", str(out), "-q"])
+    text = capsys.readouterr().out
+    assert status == 0 and (out / "config.json").is_file() and (out / "model.safetensors").is_file()
+    assert "saved to" in text and "teacher trained" in text
+    assert MultiLabelClassifier.load(out).method == "distill"
+
+    status = main(["distill", "digits-ml", "--teacher", str(tmp_path / "nope"), "--out", str(tmp_path / "s2")])
+    err = capsys.readouterr().err
+    assert status == 2 and err.startswith("mlkd: error: ") and err.count("\n") == 1 and "nope" in err
+    assert not (tmp_path / "s2").exists()
+
+    status = main(["distill", "digits-ml", "--teacher", str(out), "--student-spec", "hidden=4", "embed_dim=4",
+                   "max_epochs=1", "--out", str(tmp_path / "s3"), "-q"])
+    assert status == 0 and "teacher loaded from" in capsys.readouterr().out
+
+    status = main(["distill", "digits-ml", "--teacher-spec", "colour=red", "--out", str(tmp_path / "s4")])
+    assert status == 2 and "colour" in capsys.readouterr().err
