@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,3 +29,12 @@ def mulan_dir() -> Path:
         + ", ".join(str(c) for c in candidates)
         + "); set MLKD_DATA to the folder holding emotions/, scene/, ..."
     )
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest, and least disturbed by other processes, on one thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -13,31 +13,12 @@ from mlkd.backbones import (
 )
 from mlkd.cli import main
 from mlkd.estimator import DistillClassifier, MultiLabelClassifier
-from mlkd.methods import REGISTRY, Batch, StepContext, build_method
+from mlkd.methods import REGISTRY, build_method
 from mlkd.preprocessing import FeatureScaler
 
-from .helpers import linear_problem
+from .helpers import batch_of, ctx, linear_problem
 
 TINY_FIT = dict(hidden=16, teacher_hidden=32, embed_dim=8, max_epochs=3, patience=3)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def batch_of(n=16, d=6, L=4, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, d, generator=g)
-    y = (torch.rand(n, L, generator=g) < 0.5).float()
-    return Batch(x, y, torch.arange(n))
-
-
-def ctx():
-    return StepContext(epoch=0, max_epochs=10, generator=torch.Generator().manual_seed(0))
 
 
 # -- heads and backbones --------------------------------------------------------------------------------
@@ -97,7 +78,7 @@ def test_teacher_gets_no_gradient_stays_in_eval_mode_and_is_not_saved():
     student, teacher = student_with_teacher()
     fresh_keys = set(build_method("distill", 6, 4, {"hidden": 8, "embed_dim": 4}).state_dict())
     student.train()
-    batch = batch_of()
+    batch = batch_of(positive_rate=0.5)
     out = student.step(batch, ctx())
     sum(out.losses.values()).backward()
     assert not teacher.training
@@ -123,7 +104,7 @@ def test_teacher_gets_no_gradient_stays_in_eval_mode_and_is_not_saved():
 )
 def test_flags_select_the_loss_terms(params, terms):
     student, _ = student_with_teacher(**params)
-    out = student.step(batch_of(), ctx())
+    out = student.step(batch_of(positive_rate=0.5), ctx())
     assert set(out.losses) == terms
     assert all(torch.isfinite(v) and v >= 0 for v in out.losses.values())
 
@@ -131,7 +112,7 @@ def test_flags_select_the_loss_terms(params, terms):
 def test_distill_without_teacher_says_how_to_train_one():
     student = build_method("distill", 6, 4, {"hidden": 8})
     with pytest.raises(ValueError, match="needs a trained teacher"):
-        student.step(batch_of(), ctx())
+        student.step(batch_of(positive_rate=0.5), ctx())
 
 
 def test_bad_flags_are_rejected():

@@ -7,22 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mlkd.methods import REGISTRY, Batch, StepContext, build_method, config_fields, make_config
+from mlkd.methods import REGISTRY, build_method, config_fields, make_config
 from mlkd.methods.skdtea import orthogonality_penalty
 from mlkd.trainer import TrainConfig, Trainer, predict_logits
 
-from .helpers import linear_problem
-
-
-def batch_of(n=16, d=6, L=4, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, d, generator=g)
-    y = (torch.rand(n, L, generator=g) < 0.4).float()
-    return Batch(x, y, torch.arange(n))
-
-
-def ctx(epoch=0, max_epochs=10, seed=0):
-    return StepContext(epoch=epoch, max_epochs=max_epochs, generator=torch.Generator().manual_seed(seed))
+from .helpers import batch_of, ctx, linear_problem
 
 
 def test_registry_has_foundation_methods():

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from mlkd import MultiLabelClassifier, load_model
-from mlkd.methods import REGISTRY, Batch, StepContext, build_method, make_config
+from mlkd.methods import REGISTRY, Batch, build_method, make_config
 from mlkd.methods._kd import bernoulli_kl, binary_gce, binary_kl
 from mlkd.methods.ban import BAN
 from mlkd.methods.cskd import draw_partners
@@ -21,29 +21,10 @@ from mlkd.metrics import mean_average_precision
 from mlkd.stages import run_stages
 from mlkd.trainer import TrainConfig, predict_logits
 
-from .helpers import linear_problem
+from .helpers import batch_of, ctx, linear_problem
 
 NEW = ["raskd", "raskd_plus", "multiround", "pll", "tfkd_self", "tfkd_reg", "pskd", "cskd", "ban"]
 SMALL = {"hidden": 16, "dropout": 0.0}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def batch_of(n=16, d=6, L=4, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, d, generator=g)
-    y = (torch.rand(n, L, generator=g) < 0.4).float()
-    return Batch(x, y, torch.arange(n))
-
-
-def ctx(epoch=0, max_epochs=10, seed=0):
-    return StepContext(epoch=epoch, max_epochs=max_epochs, generator=torch.Generator().manual_seed(seed))
 
 
 def test_registered_with_the_specified_defaults():

@@ -14,14 +14,6 @@ BASE = TrainConfig(max_epochs=2, batch_size=32, seed=0)
 SMALL = {"hidden": 8}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_stages_run_in_order_and_every_result_is_returned(monkeypatch):
     built = []
     original = stages_module.build_method

@@ -10,7 +10,7 @@ from torch.special import ndtr
 
 from mlkd.estimator import C2AEClassifier, KDTEAClassifier, MPVAEClassifier
 from mlkd.io import load_model
-from mlkd.methods import REGISTRY, Batch, StepContext, build_method, make_config
+from mlkd.methods import REGISTRY, build_method, make_config
 from mlkd.methods.c2ae import alignment_terms, c2ae_official_train_config, exp_ranking_loss
 from mlkd.methods.kdtea import KDTEA
 from mlkd.methods.mpvae import gaussian_kl, probit_probabilities, sample_nll
@@ -18,28 +18,7 @@ from mlkd.metrics import mean_average_precision
 from mlkd.stages import run_stages
 from mlkd.trainer import TrainConfig, Trainer, predict_logits
 
-from .helpers import linear_problem
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tiny models run fastest, and least disturbed by other processes, on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def batch_of(n=16, d=6, L=4, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, d, generator=g)
-    y = (torch.rand(n, L, generator=g) < 0.4).float()
-    y[0] = torch.tensor([1.0, 0.0, 1.0, 0.0])[:L]  # at least one row with both positives and negatives
-    return Batch(x, y, torch.arange(n))
-
-
-def ctx(seed=0):
-    return StepContext(epoch=0, max_epochs=10, generator=torch.Generator().manual_seed(seed))
+from .helpers import batch_of, ctx, linear_problem
 
 
 def grad_norm(module):
@@ -61,21 +40,21 @@ def c2ae(**params):
 
 def test_c2ae_ranking_loss_reaches_only_target_encoder_and_decoder():
     m = c2ae()
-    m.step(batch_of(), ctx()).losses["ranking"].backward()
+    m.step(batch_of(mixed_first_row=True), ctx()).losses["ranking"].backward()
     assert grad_norm(m.feature_encoder) == 0
     assert grad_norm(m.target_encoder) > 0 and grad_norm(m.decoder) > 0
 
 
 def test_c2ae_alignment_reaches_both_encoders_never_the_decoder():
     m = c2ae()
-    out = m.step(batch_of(), ctx())
+    out = m.step(batch_of(mixed_first_row=True), ctx())
     (out.losses["alignment"] + out.losses["orthogonality"]).backward()
     assert grad_norm(m.decoder) == 0
     assert grad_norm(m.feature_encoder) > 0 and grad_norm(m.target_encoder) > 0
 
 
 def test_c2ae_feature_encoder_learns_from_the_alignment_alone():
-    m, b = c2ae(), batch_of()
+    m, b = c2ae(), batch_of(mixed_first_row=True)
     sum(m.step(b, ctx()).losses.values()).backward()
     total = [p.grad.clone() for p in m.feature_encoder.parameters()]
     m.zero_grad()
@@ -168,7 +147,7 @@ def test_mpvae_likelihood_is_the_monte_carlo_estimate():
 
 def test_mpvae_step_uses_one_eps_and_one_xi_for_both_branches():
     m = build_method("mpvae", 6, 4, {"dropout": 0.0, "n_samples": 5, "latent": 3}, seed=0)
-    b = batch_of()
+    b = batch_of(mixed_first_row=True)
     out = m.step(b, ctx(seed=7))
     g = torch.Generator().manual_seed(7)
     eps = torch.randn(16, 3, generator=g)
@@ -202,7 +181,7 @@ def test_mpvae_covariance_is_positive_definite():
 
 def test_mpvae_prediction_is_the_closed_form_marginal_of_the_feature_branch():
     m = build_method("mpvae", 6, 4, seed=0).eval()
-    x = batch_of().x
+    x = batch_of(mixed_first_row=True).x
     probs = torch.sigmoid(m(x))
     assert torch.all((probs >= 0) & (probs <= 1)) and torch.equal(m(x), m(x))  # deterministic in eval
     with torch.no_grad():
@@ -229,9 +208,9 @@ def test_kdtea_distillation_vanishes_when_the_student_copies_the_teacher():
     teacher = build_method("tea", 6, 4, {"hidden": 16, "dropout": 0.0}, seed=1)
     student = build_method("kdtea", 6, 4, params, seed=0)
     student.attach_teacher(teacher)
-    assert student.step(batch_of(), ctx()).losses["distillation"].item() > 1e-6
+    assert student.step(batch_of(mixed_first_row=True), ctx()).losses["distillation"].item() > 1e-6
     student.load_state_dict(teacher.state_dict())
-    assert student.step(batch_of(), ctx()).losses["distillation"].item() == 0.0
+    assert student.step(batch_of(mixed_first_row=True), ctx()).losses["distillation"].item() == 0.0
 
 
 def test_kdtea_teacher_is_frozen_in_eval_mode_and_not_saved():
@@ -243,14 +222,14 @@ def test_kdtea_teacher_is_frozen_in_eval_mode_and_not_saved():
     student.train()
     assert student.training and not teacher.training
     assert set(student.state_dict()) == keys and len(list(student.parameters())) == n_params
-    sum(student.step(batch_of(), ctx()).losses.values()).backward()
+    sum(student.step(batch_of(mixed_first_row=True), ctx()).losses.values()).backward()
     assert all(p.grad is None and not p.requires_grad for p in teacher.parameters())
     assert grad_norm(student.feature_encoder) > 0
 
 
 def test_kdtea_without_a_teacher_is_a_clear_error():
     with pytest.raises(ValueError, match="needs a trained teacher"):
-        build_method("kdtea", 6, 4, {"hidden": 8}).step(batch_of(), ctx())
+        build_method("kdtea", 6, 4, {"hidden": 8}).step(batch_of(mixed_first_row=True), ctx())
 
 
 def test_kdtea_teacher_stays_frozen_during_staged_training(monkeypatch):

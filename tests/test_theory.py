@@ -11,14 +11,6 @@ import torch
 from mlkd.theory import gram_spectrum, predict_self_distillation, shrinkage_factors
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def problem(n=40, d=8, L=3, seed=0):
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(n, d))

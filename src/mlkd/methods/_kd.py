@@ -49,3 +49,14 @@ def backbone_params(config: MLPConfig) -> dict:
     """The MLP fields of a method's config: the parameters of a plain "bce" model with the same network."""
     names = {f.name for f in dataclasses.fields(MLPConfig)}
     return {k: v for k, v in dataclasses.asdict(config).items() if k in names}
+
+
+def bce_teacher_stages(student: str, config: MLPConfig, init_from_teacher: bool = False) -> list:
+    """[a plain "bce" teacher with the student's network, then ``student`` distilling from it (frozen)]."""
+    from ..stages import Stage  # the stage runner imports the methods, not the other way round
+
+    return [
+        Stage("teacher", "bce", backbone_params(config)),
+        Stage("student", student, dataclasses.asdict(config), teacher="teacher",
+              init_from="teacher" if init_from_teacher else None),
+    ]

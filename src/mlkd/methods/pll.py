@@ -8,14 +8,13 @@ once on those targets with BCE or binary GCE (q = 0.7, the official code's value
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._kd import backbone_params, binary_gce
+from ._kd import bce_teacher_stages, binary_gce
 from .base import Batch, StepContext, StepOutput, check_choice, check_range, register
 from .bce import BCE, MLPConfig
 
@@ -45,12 +44,7 @@ class PLL(BCE):
 
     @classmethod
     def stages(cls, config: PLLConfig) -> list:
-        from ..stages import Stage
-
-        return [
-            Stage("teacher", BCE.name, backbone_params(config)),
-            Stage("student", cls.name, dataclasses.asdict(config), teacher="teacher", init_from="teacher"),
-        ]
+        return bce_teacher_stages(cls.name, config, init_from_teacher=True)
 
     def step(self, batch: Batch, ctx: StepContext) -> StepOutput:
         targets = pll_targets(batch.y, self.teacher_output(batch.x))

@@ -10,14 +10,13 @@ binKL is averaged over samples and labels like BCE (``mlkd.methods._kd``).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._kd import backbone_params, binary_kl
+from ._kd import bce_teacher_stages, binary_kl
 from .base import Batch, StepContext, StepOutput, check_range, register
 from .bce import BCE, MLPConfig
 
@@ -43,12 +42,7 @@ class TFKDSelf(BCE):
 
     @classmethod
     def stages(cls, config: TFKDSelfConfig) -> list:
-        from ..stages import Stage
-
-        return [
-            Stage("teacher", BCE.name, backbone_params(config)),
-            Stage("student", cls.name, dataclasses.asdict(config), teacher="teacher"),
-        ]
+        return bce_teacher_stages(cls.name, config, init_from_teacher=False)
 
     def step(self, batch: Batch, ctx: StepContext) -> StepOutput:
         c = self.config
