@@ -114,9 +114,9 @@ def test_estimator_corrupts_training_and_validation_labels_only(monkeypatch):
     seen = {}
 
     class RecordingTrainer(estimator_module.Trainer):
-        def fit(self, method, X, Y, X_val=None, Y_val=None):
+        def fit(self, method, X, Y, X_val=None, Y_val=None, **kwargs):
             seen["Y"], seen["Y_val"] = Y.copy(), Y_val.copy()
-            return super().fit(method, X, Y, X_val, Y_val)
+            return super().fit(method, X, Y, X_val, Y_val, **kwargs)
 
     monkeypatch.setattr(estimator_module, "Trainer", RecordingTrainer)
     X, Y = linear_problem(n=240, d=6, L=4, seed=1)

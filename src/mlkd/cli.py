@@ -26,6 +26,8 @@ from . import __version__
 from . import data as mlkd_data
 from . import methods as mlkd_methods
 from . import metrics as mlkd_metrics
+from .checkpoint import check_directory
+from .distributed import is_primary
 from .estimator import MultiLabelClassifier
 
 EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED = 0, 2, 130
@@ -183,7 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
             "  mlkd fit emotions --method skdtea\n"
             "  mlkd fit yeast -m ls --param epsilon=0.2 --param hidden=256 --seed 1 --out runs/yeast-ls\n"
             "  mlkd fit my-data.arff --label-file my-data.xml --method bce --threshold tuned-per-label\n"
-            "  mlkd fit my-data.arff --n-labels 5 --method tea --max-epochs 50 --force\n\n"
+            "  mlkd fit my-data.arff --n-labels 5 --method tea --max-epochs 50 --force\n"
+            "  mlkd fit delicious --method bce --batch-size 512 --nproc 2   # DDP over 2 processes\n"
+            "  mlkd fit yeast -m skdtea --checkpoint-dir ckpt/yeast --checkpoint-every 5\n"
+            "  mlkd fit yeast -m skdtea --checkpoint-dir ckpt/yeast --checkpoint-every 5 --resume   # after a kill\n\n"
             f"methods and their parameters (--param KEY=VALUE) with defaults:\n{_methods_help()}"
         ),
     )
@@ -238,6 +243,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="'tuned' (default: one threshold maximising validation example-F1), 'tuned-per-label', "
         "or a fixed number in (0, 1)",
     )
+    p.add_argument("--nproc", type=_positive_int, default=1, metavar="N",
+                   help="processes for this one fit (default: 1): DistributedDataParallel, each process taking a "
+                        "disjoint shard of every batch (gloo on CPU, NCCL on GPU); under torchrun, WORLD_SIZE")
+    g = p.add_argument_group("interruption (checkpoints: safetensors + JSON, written atomically)")
+    g.add_argument("--checkpoint-dir", metavar="DIR", help="save the training state to DIR during the fit")
+    g.add_argument("--checkpoint-every", type=_positive_int, metavar="N",
+                   help="epochs between checkpoints (default: 1; needs --checkpoint-dir)")
+    g.add_argument("--resume", action="store_true",
+                   help="continue the fit checkpointed in --checkpoint-dir (same final model as an uninterrupted "
+                        "fit); refused if DIR holds another configuration's or data's checkpoint")
     _add_label_options(p, "")
     _add_data_dir(p)
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
@@ -619,6 +634,11 @@ def cmd_fit(args) -> int:
     if out.is_dir() and any(out.iterdir()) and not args.force:
         raise ValueError(f"model directory {out} exists and is not empty; pass --force to overwrite it or choose --out")
     _check_writable_target(out, "model directory")
+    if args.checkpoint_dir is None and (args.resume or args.checkpoint_every is not None):
+        flag = "--resume" if args.resume else "--checkpoint-every"
+        raise ValueError(f"{flag} needs --checkpoint-dir; expected the directory of the (interrupted) fit")
+    if args.checkpoint_dir is not None:
+        check_directory(args.checkpoint_dir)  # a file or an unwritable place fails before any work
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -632,11 +652,17 @@ def cmd_fit(args) -> int:
         threshold=args.threshold,
         random_state=args.seed,
         verbose=_show_progress(args.quiet),
+        checkpoint_dir=args.checkpoint_dir,
+        checkpoint_every=args.checkpoint_every or 1,
+        resume=args.resume,
+        nproc=args.nproc,
         **params,
     )
     start = time.perf_counter()
     clf.fit(ds.X, ds.Y, label_names=ds.label_names)
     seconds = time.perf_counter() - start
+    if not is_primary():  # a torchrun rank > 0 holds the same model as rank 0, which saves it
+        return EXIT_OK
     clf.save(out)
 
     best = clf.history_[clf.best_epoch_] if 0 <= clf.best_epoch_ < len(clf.history_) else {}

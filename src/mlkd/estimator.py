@@ -16,11 +16,14 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import NotFittedError
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import metrics
+from .checkpoint import Checkpointer, check_directory, checkpointing, fingerprint
 from .data.splits import validation_split
+from .distributed import check_distributable, fit_ddp
 from .methods import build_method, config_fields, method_class
 from .preprocessing import FeatureScaler
 from .stages import run_stages
@@ -64,6 +67,19 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
         has no clean ones. Labels given to ``evaluate``/``score`` are never touched. Seeded by ``random_state``.
     label_noise_rate : float in [0, 1], default=0.0
         The noise rate η (see ``mlkd.noise``); 0 leaves the labels clean.
+    checkpoint_dir : path or None, default=None
+        Save the training state there every ``checkpoint_every`` epochs (``mlkd.checkpoint``: safetensors +
+        JSON, atomic writes). A directory that already holds a checkpoint is refused unless ``resume``.
+    checkpoint_every : int ≥ 1, default=1
+        Epochs between checkpoints.
+    resume : bool, default=False
+        Continue the fit checkpointed in ``checkpoint_dir`` (finished stages are not retrained): the final
+        model is bit-identical on CPU to an uninterrupted fit's. A checkpoint of another configuration or
+        other data is refused; an empty directory starts a fresh fit.
+    nproc : int ≥ 1, default=1
+        Processes for one fit: above 1, DistributedDataParallel over ``nproc`` spawned processes (gloo on
+        CPU, NCCL on GPU), each taking a disjoint shard of every batch of ``batch_size`` rows
+        (``mlkd.distributed``; under torchrun, WORLD_SIZE). Single-stage methods only; no checkpointing.
     **method_params :
         The method's own parameters (``mlkd.methods.config_fields(method)`` lists them with defaults).
 
@@ -97,6 +113,10 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
         num_threads=_D.num_threads,
         label_noise_kind=None,
         label_noise_rate=0.0,
+        checkpoint_dir=None,
+        checkpoint_every=1,
+        resume=False,
+        nproc=1,
         **method_params,
     ):
         self.method = method
@@ -117,6 +137,10 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
         self.num_threads = num_threads
         self.label_noise_kind = label_noise_kind
         self.label_noise_rate = label_noise_rate
+        self.checkpoint_dir = checkpoint_dir
+        self.checkpoint_every = checkpoint_every
+        self.resume = resume
+        self.nproc = nproc
         self._method_param_names = sorted(method_params)
         for key, value in method_params.items():
             setattr(self, key, value)
@@ -144,18 +168,34 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
     def _train_config(self) -> TrainConfig:
         if not isinstance(self.random_state, (int, np.integer)) or isinstance(self.random_state, bool):
             raise ValueError(f"random_state={self.random_state!r} is invalid; expected an integer seed")
-        try:
-            cfg = TrainConfig(
-                max_epochs=int(self.max_epochs), batch_size=int(self.batch_size), lr=float(self.lr),
-                weight_decay=float(self.weight_decay), optimizer=self.optimizer, patience=int(self.patience),
-                monitor=self.monitor, seed=int(self.random_state), device=self.device, progress=bool(self.verbose),
-                momentum=float(self.momentum), lr_decay=float(self.lr_decay),
-                num_threads=None if self.num_threads is None else int(self.num_threads),
-            )
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"invalid training parameter: {exc}") from None
+        ints = {k: _setting(k, getattr(self, k), int) for k in ("max_epochs", "batch_size", "patience")}
+        floats = {k: _setting(k, getattr(self, k), float) for k in ("lr", "weight_decay", "momentum", "lr_decay")}
+        threads = None if self.num_threads is None else _setting("num_threads", self.num_threads, int)
+        cfg = TrainConfig(**ints, **floats, optimizer=self.optimizer, monitor=self.monitor, seed=int(self.random_state),
+                          device=_check_device(self.device), progress=bool(self.verbose), num_threads=threads)
         cfg.validate()
         return cfg
+
+    def _check_checkpoint_options(self) -> None:
+        every = self.checkpoint_every
+        if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
+            raise ValueError(f"checkpoint_every={every!r} is invalid; expected an integer ≥ 1")
+        if not isinstance(self.resume, (bool, np.bool_)):
+            raise ValueError(f"resume={self.resume!r} is invalid; expected True or False")
+        if self.checkpoint_dir is None:
+            if self.resume:
+                raise ValueError("resume=True needs checkpoint_dir; expected the directory of the interrupted fit")
+            return
+        check_directory(self.checkpoint_dir)
+
+    def _checkpointer(self, *arrays) -> Checkpointer | None:
+        """The fit's checkpointer (None without checkpoint_dir); refuses a checkpoint of another fit."""
+        if self.checkpoint_dir is None:
+            return None
+        skip = {"verbose", "num_threads", "checkpoint_dir", "checkpoint_every", "resume"}
+        config = {"estimator": type(self).__name__, "method": self.method,
+                  **{k: v for k, v in self.get_params(deep=False).items() if k not in skip}}
+        return Checkpointer(self.checkpoint_dir, self.checkpoint_every, bool(self.resume), fingerprint(config, *arrays))
 
     def _check_threshold(self):
         t = self.threshold
@@ -172,7 +212,17 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
 
     # -- input validation -------------------------------------------------------------------------------
     def _validate_X(self, X, reset: bool) -> np.ndarray:
-        X = validate_data(self, X, reset=reset, accept_sparse=True, dtype=np.float32, ensure_min_features=1)
+        try:
+            X = validate_data(self, X, reset=reset, accept_sparse=True, dtype=np.float32, ensure_min_features=1)
+        except NotFittedError:
+            raise
+        except (TypeError, ValueError) as exc:  # scikit-learn's messages span lines and dump the array
+            text = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__).strip()
+            text = text.rstrip(":. ") if "X" in text else f"X: {text.rstrip(':. ')}"
+            if "Reshape your data" in str(exc):  # 1-D X: keep scikit-learn's advice, not the array dump
+                text += "; Reshape your data with X.reshape(-1, 1) for one feature or X.reshape(1, -1) for one sample"
+            error = _InputTypeError if isinstance(exc, TypeError) else ValueError
+            raise error(f"{text}; expected X as a finite numeric array of shape (n_samples, n_features)") from None
         return np.asarray(X.toarray() if sp.issparse(X) else X, dtype=np.float32)
 
     def _validate_Y(self, Y, n_rows: int, fitting: bool = False) -> np.ndarray:
@@ -198,7 +248,8 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
         bad = ~np.isin(Y, (0, 1))
         if bad.any():
             values = np.unique(Y[bad])[:5]
-            raise ValueError(f"Y must contain only 0 and 1; found other values such as {values.tolist()}")
+            raise ValueError(f"Y must contain only 0 and 1; found other values such as {values.tolist()}; expected a "
+                             "0/1 indicator matrix of shape (n_samples, n_labels)")
         return Y.astype(np.uint8)
 
     def _binary_target(self, y: np.ndarray, fitting: bool) -> np.ndarray:
@@ -242,13 +293,16 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
         cfg = self._train_config()
         self._check_threshold()
         self._check_label_noise()
+        self._check_checkpoint_options()
         columns = list(Y.columns) if hasattr(Y, "columns") else None
         self.binary_classes_ = None
         X, Y = self._validate_pair(X, Y, fitting=True)
         model = build_method(self.method, X.shape[1], Y.shape[1], self.method_params(), seed=cfg.seed)
+        self._check_nproc(model)
         if X_val is not None or Y_val is not None:
             if X_val is None or Y_val is None:
-                raise ValueError("pass both X_val and Y_val, or neither")
+                given, missing = ("X_val", "Y_val") if Y_val is None else ("Y_val", "X_val")
+                raise ValueError(f"got {given} without {missing}; expected both (a validation set) or neither")
             X_val, Y_val = self._validate_pair(X_val, Y_val, fitting=False)
             if Y_val.shape[1] != Y.shape[1]:
                 raise ValueError(f"Y_val has {Y_val.shape[1]} labels; expected {Y.shape[1]} like Y")
@@ -268,17 +322,22 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
         X_tr = self.scaler_.transform(X_tr)
         X_val = self.scaler_.transform(X_val) if X_val is not None else None
         stages = type(model).stages(model.config)
+        checkpointer = self._checkpointer(X, Y, X_val, Y_val)  # raw data: each stage's Trainer.fit checkpoints
         if stages:  # a multi-stage method (teacher first): every stage trains on the same scaled data
             if stages[-1].method != self.method:
                 raise ValueError(f"method {self.method!r} declares stages whose last one trains "
                                  f"{stages[-1].method!r}; expected it to train {self.method!r} itself")
-            outcomes = run_stages(stages, X_tr, Y_tr, X_val, Y_val, cfg, input_scaler=self.scaler_)
+            with checkpointing(checkpointer):
+                outcomes = run_stages(stages, X_tr, Y_tr, X_val, Y_val, cfg, input_scaler=self.scaler_)
             model, result = outcomes[stages[-1].name]
             self.stage_results_ = {name: outcome.result for name, outcome in outcomes.items()}
             self.stage_models_ = {name: outcome.model for name, outcome in outcomes.items()}
         else:
             model.bind_input_scaler(self.scaler_)
-            result = Trainer(cfg).fit(model, X_tr, Y_tr, X_val, Y_val)
+            if self.nproc > 1:
+                result = fit_ddp(model, X_tr, Y_tr, X_val, Y_val, cfg, nproc=int(self.nproc))
+            else:
+                result = Trainer(cfg).fit(model, X_tr, Y_tr, X_val, Y_val, checkpoint=checkpointer)
             self.stage_results_ = {self.method: result}
             self.stage_models_ = {self.method: model}
         self.model_ = model
@@ -289,6 +348,15 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
         self.label_names_ = list(label_names or columns or [f"label_{i}" for i in range(self.n_labels_)])
         self.threshold_ = self._fit_threshold(X_val, Y_val)
         return self
+
+    def _check_nproc(self, model) -> None:
+        nproc = self.nproc
+        if not isinstance(nproc, (int, np.integer)) or isinstance(nproc, bool) or nproc < 1:
+            raise ValueError(f"nproc={nproc!r} is invalid; expected an integer ≥ 1")
+        if nproc > 1:
+            check_distributable(model)
+            if self.checkpoint_dir is not None:
+                raise ValueError("nproc > 1 does not checkpoint; expected checkpoint_dir=None or nproc=1")
 
     def _check_label_noise(self):
         from .noise import KINDS
@@ -378,6 +446,39 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
         tags.classifier_tags.multi_label = True
         tags.input_tags.sparse = True
         return tags
+
+
+class _InputTypeError(TypeError, ValueError):
+    """Non-numeric objects in X: a TypeError as scikit-learn requires, and a ValueError like every bad input."""
+
+
+def _setting(name: str, value, kind: type):
+    """A training setting as int or float; a ValueError naming it otherwise (0.5 is not a batch size)."""
+    try:
+        fractional = kind is int and isinstance(value, Real) and not float(value).is_integer()
+        if isinstance(value, (bool, np.bool_)) or fractional:
+            raise ValueError
+        return kind(value)
+    except (TypeError, ValueError, OverflowError):
+        expected = "an integer" if kind is int else "a number"
+        raise ValueError(f"training parameter {name!r}={value!r} is invalid; expected {expected}") from None
+
+
+def _check_device(device):
+    """'auto', 'cpu' or an available CUDA device; anything else is a ValueError before any work."""
+    if device == "auto":
+        return device
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device={device!r} is invalid; expected 'auto', 'cpu' or 'cuda[:index]'")
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        have = f"{torch.cuda.device_count()} CUDA device(s)" if torch.cuda.is_available() else "no CUDA"
+        raise ValueError(f"device={device!r} is not available (this machine has {have}); expected 'auto', 'cpu' "
+                         "or an available CUDA device")
+    return device
 
 
 def _registry():

@@ -17,12 +17,15 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from . import __version__
+from .checkpoint import refuse_pickle
 from .methods import build_method
 from .preprocessing import FeatureScaler
 
 FORMAT = "mlkd-model"
 FORMAT_VERSION = 1
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
+#: Estimator options about how one fit ran (checkpointing), not about the model: not saved.
+RUN_OPTIONS = ("checkpoint_dir", "checkpoint_every", "resume")
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -43,6 +46,8 @@ def _jsonable(value):
         return float(value)
     if isinstance(value, np.ndarray):
         return value.tolist()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
     return value
 
 
@@ -66,7 +71,8 @@ def save_model(estimator, path) -> Path:
         raise ValueError(f"cannot save class labels of dtype {binary_classes.dtype}; expected numbers or strings")
     method_params = estimator.method_params()
     params = {k: _jsonable(v) for k, v in estimator.get_params(deep=False).items() if k not in method_params}
-    params.pop("method", None)
+    for key in ("method", *RUN_OPTIONS):
+        params.pop(key, None)
     config = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -96,40 +102,94 @@ def save_model(estimator, path) -> Path:
 
 
 def read_config(path) -> dict:
+    if not isinstance(path, (str, os.PathLike)) or not str(path):
+        raise ValueError(f"model path {path!r} is invalid; expected a model directory written by mlkd fit/save")
     path = Path(path)
     cfg_path = path / CONFIG
     if not path.is_dir():
         raise ValueError(f"model directory {path} does not exist; expected a directory written by mlkd fit/save")
     if not cfg_path.is_file():
         raise ValueError(f"{cfg_path} is missing; expected a model directory with {CONFIG} and {WEIGHTS}")
+    raw = cfg_path.read_bytes()
+    refuse_pickle(cfg_path, raw[:16], "a valid JSON model config")
     try:
-        config = json.loads(cfg_path.read_text(encoding="utf-8"))
+        config = json.loads(raw.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{cfg_path} is not valid JSON ({exc}); expected an mlkd model config") from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise ValueError(f"{cfg_path} is not an mlkd model config (format field {FORMAT!r} missing)")
     version = config.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ValueError(f"{cfg_path} has an invalid format_version {version!r}; expected an integer ≥ 1 (the "
+                         "model config is corrupted)")
+    if version > FORMAT_VERSION:
         raise ValueError(
             f"{cfg_path} has model format version {version!r}, newer than this mlkd ({__version__}) reads "
             f"(≤ {FORMAT_VERSION}); upgrade mlkd to load it"
         )
+    _check_config(config, cfg_path)
     return config
+
+
+def _check_config(config: dict, cfg_path: Path) -> None:
+    """Every field load_model reads has the type save_model writes; otherwise one clear ValueError."""
+
+    def count(v):
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+    n_features, n_labels = config.get("n_features"), config.get("n_labels")
+    names = config.get("label_names")
+    features = config.get("feature_names", [])
+    classes = config.get("binary_classes")
+    checks = [
+        ("method", isinstance(config.get("method"), str), "a method name"),
+        ("params", isinstance(config.get("params"), dict), "an object of estimator parameters"),
+        ("method_params", isinstance(config.get("method_params"), dict), "an object of method parameters"),
+        ("n_features", count(n_features), "a positive integer"),
+        ("n_labels", count(n_labels), "a positive integer"),
+        ("label_names", isinstance(names, list) and all(isinstance(n, str) for n in names)
+         and len(names) == (n_labels if count(n_labels) else -1), "one name per label"),
+        ("feature_names", isinstance(features, list) and all(isinstance(f, str) for f in features)
+         and len(features) in (0, n_features), "none, or one name per feature"),
+        ("binary_classes", classes is None or (isinstance(classes, list) and len(classes) == 2), "null or 2 classes"),
+        ("history", isinstance(config.get("history", []), list), "a list of per-epoch records"),
+        ("best_epoch", isinstance(config.get("best_epoch", -1), int), "an integer"),
+    ]
+    for key, ok, expected in checks:
+        if not ok:
+            value = _short_repr(config.get(key))
+            raise ValueError(f"{cfg_path} has an invalid {key!r} ({value}); expected {expected} (the model config "
+                             "is corrupted)")
+
+
+def _short_repr(value, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def load_model(path):
     """Load a model directory written by ``save_model``; reads tensors with safetensors only."""
     from . import estimator as estimators
 
-    path = Path(path)
     config = read_config(path)
+    path = Path(path)
     weights = path / WEIGHTS
     if not weights.is_file():
         raise ValueError(f"{weights} is missing; expected the model weights beside {CONFIG}")
+    with open(weights, "rb") as f:
+        refuse_pickle(weights, f.read(16), "a valid safetensors file")
     try:
         tensors = load_file(str(weights))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise ValueError(f"{weights} is not a valid safetensors file ({exc}); the weights are corrupted") from None
+    missing = [k for k in ("scaler.mean", "scaler.scale") if k not in tensors]
+    if missing:
+        raise ValueError(f"{weights} lacks the tensor(s) {', '.join(missing)}; expected the tensors mlkd save writes "
+                         "(the model is corrupted)")
+    unknown = sorted(set(config["params"]) - set(estimators.MultiLabelClassifier._get_param_names()))
+    if unknown:
+        raise ValueError(f"{path / CONFIG} has unknown estimator parameter(s) {', '.join(map(repr, unknown))}; "
+                         "expected only MultiLabelClassifier parameters (the config is corrupted or from another mlkd)")
     try:
         cls = getattr(estimators, str(config.get("estimator")), None)
         if not (isinstance(cls, type) and issubclass(cls, estimators.MultiLabelClassifier)):

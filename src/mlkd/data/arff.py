@@ -122,6 +122,14 @@ _HINTS = {
 }
 
 
+def _arff_error_text(exc: Exception) -> str:
+    """liac-arff's message; its ``__str__`` applies ``%`` to text quoting the bad row, which a '%' there breaks."""
+    try:
+        return str(exc)
+    except (TypeError, ValueError):
+        return str(getattr(exc, "message", type(exc).__name__)).replace("%d", str(getattr(exc, "line", "?")), 1)
+
+
 def _decode(path: Path, text: str) -> _RawArff:
     lines = text.splitlines()
     data_at = None
@@ -150,15 +158,15 @@ def _decode(path: Path, text: str) -> _RawArff:
             lines, encode_nominal=True, return_type=liac_arff.COO if sparse else liac_arff.DENSE
         )
     except liac_arff.ArffException as exc:
-        kind = type(exc).__name__
+        kind, text = type(exc).__name__, _arff_error_text(exc)
         in_data = getattr(exc, "line", -1) > data_at + 1
-        if kind == "BadLayout" and in_data and "Error parsing" in str(exc):
+        if kind == "BadLayout" and in_data and "Error parsing" in text:
             hint = "a data row could not be parsed: unbalanced quotes or braces, or a truncated file"
         elif kind == "BadLayout" and in_data and sparse:
             hint = "a dense row inside sparse data (every row must be written as {index value, ...})"
         else:
             hint = _HINTS.get(kind, "not a valid ARFF file")
-        raise ValueError(f"{path}: malformed ARFF file: {_short(exc)} ({hint})") from exc
+        raise ValueError(f"{path}: malformed ARFF file: {_short(text)} ({hint})") from exc
     except (ValueError, TypeError, IndexError, KeyError, AttributeError) as exc:
         raise ValueError(
             f"{path}: malformed ARFF file: {type(exc).__name__}: {_short(exc)} "

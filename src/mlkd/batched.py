@@ -1,0 +1,249 @@
+"""Many small fits at once: several seeds of one configuration trained together as one batched model.
+
+>>> from mlkd.batched import fit_seeds
+>>> fits = fit_seeds("skdtea", X, Y, X_val, Y_val, seeds=range(8))
+>>> model, result = fits[0]                  # seed 0: a plain trained method and its TrainResult
+
+On small data sets a fit is bound by per-step overhead (Python, autograd, the optimizer), not by its
+matmuls. Stacking the members' weights (``torch.func.stack_module_state``) and running the method's own
+``step`` under ``vmap(functional_call)`` turns K small matmuls into one batched matmul and pays the
+overhead once per step for all K. Each member is what ``Trainer.fit`` with ``TrainConfig(seed=s)`` would
+train, apart from its random draws: the same initial weights (``build_method(seed=s)``), the same batch
+order (its own ``randperm`` stream), its own AdamW moments (the optimizer is elementwise), its own early
+stopping on the same validation score, and its best state restored. Dropout masks and label noise come
+from one vmapped random stream instead of each seed's, so results are equal in distribution, not in bits
+(BENCHMARKS.md, "perf", compares them). Members that stop early are dropped from the stack, so late
+stoppers do not pay for them.
+
+Supported: single-stage methods whose whole state is their parameters (no buffers, no teacher, no
+per-epoch hook) — ``bce``, ``ls``, ``tea``, ``skdtea`` among them. Anything else is a ValueError.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Iterable
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from .methods.base import Batch, Method, StepContext, build_method, method_class
+from .trainer import TrainConfig, TrainResult, _make_optimizer, _validation_score, resolve_device
+
+
+class _Step(nn.Module):
+    """``method.step`` as a module call, so ``functional_call`` can run it with a member's weights."""
+
+    def __init__(self, method: Method) -> None:
+        super().__init__()
+        self.method = method
+
+    def forward(self, x: Tensor, y: Tensor, index: Tensor, ctx: StepContext) -> dict[str, Tensor]:
+        return self.method.step(Batch(x, y, index), ctx).losses
+
+
+def check_batchable(method: Method) -> None:
+    """ValueError unless ``method`` can be trained as a member of a batched fit."""
+    cls = type(method)
+    reasons = []
+    if cls.stages(method.config):
+        reasons.append("it trains in several stages")
+    if cls.needs_teacher:
+        reasons.append("it needs a teacher")
+    if any(True for _ in method.buffers()):
+        reasons.append("it keeps buffers besides its parameters")
+    if cls.on_epoch_end is not Method.on_epoch_end:
+        reasons.append("it updates state at the end of each epoch")
+    if reasons:
+        raise ValueError(
+            f"method {method.name!r} cannot be fitted batched ({'; '.join(reasons)}); expected a single-stage "
+            "method whose state is its parameters (bce, ls, tea, skdtea): fit it with Trainer.fit instead"
+        )
+
+
+def fit_seeds(
+    method: str,
+    X,
+    Y,
+    X_val=None,
+    Y_val=None,
+    seeds: Iterable[int] = (0, 1, 2),
+    params: dict | None = None,
+    config: TrainConfig | None = None,
+) -> list[tuple[Method, TrainResult]]:
+    """Train one member per seed of ``method`` with ``params``, all at once; returns ``[(model, result)]``.
+
+    X : array of shape (n_samples, n_features), float; Y : array of shape (n_samples, n_labels), 0/1;
+    X_val, Y_val : the validation pair for early stopping (without it every member runs ``max_epochs``).
+    ``config`` gives the training settings shared by all members; its ``seed`` is ignored (each member
+    uses its own seed from ``seeds``). Every member stops early on its own and ends at its best state. A
+    history row's ``seconds`` is the wall time of the shared epoch (all members still training).
+    """
+    seeds = [int(s) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds={seeds!r} is invalid; expected distinct integers, at least one")
+    method_class(method)
+    cfg = config or TrainConfig()
+    cfg.validate()
+    members = [build_method(method, X.shape[1], Y.shape[1], params, seed=s) for s in seeds]
+    check_batchable(members[0])
+    threads = torch.get_num_threads()
+    device = resolve_device(cfg.device)
+    try:
+        if cfg.num_threads is not None:
+            torch.set_num_threads(cfg.num_threads)
+        with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+            torch.manual_seed(seeds[0])
+            return _fit(members, seeds, X, Y, X_val, Y_val, cfg, device)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit(members, seeds, X, Y, X_val, Y_val, cfg: TrainConfig, dev) -> list[tuple[Method, TrainResult]]:
+    K = len(members)
+    template = members[0]
+    stepper = _Step(_meta_copy(template))
+    forward = _meta_copy(template)
+    params, _ = stack_module_state([m.to(dev) for m in members])
+    names = list(params)
+    # Matrices are stored transposed, (K, in, out): autograd then yields their gradients in the storage
+    # layout, where vmapped linear layers would otherwise copy every weight gradient once per step.
+    transposed = [params[k].ndim == 3 for k in names]
+    weights = [params[k].detach().mT.contiguous().requires_grad_(True) if t else params[k]
+               for k, t in zip(names, transposed, strict=True)]
+
+    def as_module(w: list[Tensor]) -> list[Tensor]:
+        return [v.mT if t else v for v, t in zip(w, transposed, strict=True)]
+
+    def member_state(slot: int) -> dict[str, Tensor]:
+        return {name: v[slot].detach().clone(memory_format=torch.contiguous_format)
+                for name, v in zip(names, as_module(weights), strict=True)}
+
+    X_t = torch.as_tensor(np.asarray(X, dtype=np.float32), device=dev)
+    Y_t = torch.as_tensor(np.asarray(Y, dtype=np.float32), device=dev)
+    has_val = X_val is not None and Y_val is not None and len(X_val) > 0
+    if has_val:
+        Xv = torch.as_tensor(np.asarray(X_val, dtype=np.float32), device=dev)
+        Yv = torch.as_tensor(np.asarray(Y_val, dtype=np.float32), device=dev)
+    # Fused AdamW: a member's numbers cannot match its sequential fit bit for bit anyway (vmapped random draws).
+    cfg = dataclasses.replace(cfg, fused_optimizer=True)
+    optimizer = _make_optimizer(weights, cfg)
+    shuffles = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
+    method_gen = torch.Generator(device=dev).manual_seed(seeds[0] + 1)
+    n = X_t.shape[0]
+    bs = min(cfg.batch_size, n)
+
+    def losses_of(w, x, y, index, ctx):
+        module_weights = {"method." + k: v for k, v in zip(names, as_module(w), strict=True)}
+        return functional_call(stepper, module_weights, (x, y, index, ctx))
+
+    def logits_of(w, x):
+        return functional_call(forward, dict(zip(names, as_module(w), strict=True)), (x,))
+
+    batched_losses = vmap(losses_of, in_dims=(0, 0, 0, 0, None), randomness="different")
+    batched_logits = vmap(logits_of, in_dims=(0, None))
+
+    active = list(range(K))  # member positions still training, in stack order
+    results = [TrainResult() for _ in range(K)]
+    best = [(-math.inf,)] * K
+    since_best = [0] * K
+    best_state: list[dict | None] = [None] * K
+    start = time.perf_counter()
+    for epoch in range(cfg.max_epochs):
+        t0 = time.perf_counter()
+        ctx = StepContext(epoch=epoch, max_epochs=cfg.max_epochs, generator=method_gen)
+        if cfg.lr_decay != 1.0:
+            for group in optimizer.param_groups:
+                group["lr"] = cfg.lr * cfg.lr_decay**epoch
+        stepper.train()
+        perms = torch.stack([torch.randperm(n, generator=shuffles[k]) for k in active]).to(dev)
+        sums: dict[str, Tensor] = {}
+        for begin in range(0, n, bs):
+            idx = perms[:, begin : begin + bs]
+            losses = batched_losses(weights, X_t[idx], Y_t[idx], idx, ctx)
+            member_totals = sum(losses.values())
+            optimizer.zero_grad(set_to_none=True)
+            member_totals.sum().backward()  # members share no weights: each gets its own gradient
+            optimizer.step()
+            w = idx.shape[1]
+            for name, value in losses.items():
+                sums[name] = sums.get(name, 0.0) + value.detach() * w
+            sums["total"] = sums.get("total", 0.0) + member_totals.detach() * w
+        epoch_means = {k: (v / n).tolist() for k, v in sums.items()}
+        if has_val:
+            forward.eval()
+            with torch.no_grad():
+                val_logits = batched_logits([w.detach() for w in weights], Xv)
+        seconds = time.perf_counter() - t0
+        stopped = []
+        for slot, k in enumerate(active):
+            row = {"epoch": epoch, **{name: v[slot] for name, v in epoch_means.items()}}
+            if not math.isfinite(row["total"]):
+                raise FloatingPointError(
+                    f"batched training of {template.name!r} (seed {seeds[k]}) diverged at epoch {epoch} "
+                    f"(loss={row['total']}); expected finite losses: lower 'lr' or check the inputs' scale"
+                )
+            if has_val:
+                score = _validation_score(val_logits[slot], Yv, cfg.monitor)
+                row["val_score"] = score[-1]
+                if score > best[k]:
+                    best[k], since_best[k], results[k].best_epoch = score, 0, epoch
+                    best_state[k] = member_state(slot)
+                else:
+                    since_best[k] += 1
+            row["seconds"] = seconds
+            results[k].history.append(row)
+            if has_val and since_best[k] >= cfg.patience:
+                results[k].stopped_early = True
+                stopped.append(slot)
+        if len(stopped) == len(active):
+            break
+        if stopped:
+            keep = [slot for slot in range(len(active)) if slot not in stopped]
+            weights, optimizer = _compact(weights, optimizer, keep, cfg)
+            active = [active[slot] for slot in keep]
+    for slot, k in enumerate(active):  # no validation: a member ends at its last state
+        if best_state[k] is None:
+            best_state[k] = member_state(slot)
+    seconds = time.perf_counter() - start
+    out = []
+    for k, model in enumerate(members):
+        model.load_state_dict(best_state[k], strict=True)
+        model.eval()
+        res = results[k]
+        if has_val:
+            res.best_score = best[k][-1]
+        else:
+            res.best_epoch = len(res.history) - 1
+        res.epochs_run = len(res.history)
+        res.seconds = seconds
+        out.append((model, res))
+    return out
+
+
+def _meta_copy(method: Method) -> Method:
+    """A weightless copy of ``method`` for ``functional_call`` (the members' stacked weights stand in)."""
+    import copy
+
+    return copy.deepcopy(method).to("meta")
+
+
+def _compact(weights: list[Tensor], optimizer, keep: list[int], cfg: TrainConfig):
+    """The stacked weights and optimizer state of the members at positions ``keep`` only."""
+    rows = torch.tensor(keep, device=weights[0].device)
+    new = [w.detach()[rows].clone().requires_grad_(True) for w in weights]
+    new_opt = _make_optimizer(new, cfg)
+    for new_group, old_group in zip(new_opt.param_groups, optimizer.param_groups, strict=True):
+        new_group["lr"] = old_group["lr"]
+    for old_w, new_w in zip(weights, new, strict=True):
+        state = optimizer.state.get(old_w, {})
+        new_opt.state[new_w] = {
+            key: (value[rows] if value.ndim and value.shape[0] == old_w.shape[0] else value).clone()
+            if torch.is_tensor(value) else value
+            for key, value in state.items()
+        }
+    return new, new_opt

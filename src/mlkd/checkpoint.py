@@ -1,0 +1,485 @@
+"""Training checkpoints: an interrupted fit resumes to the same final weights, bit for bit on CPU. Never pickle.
+
+A checkpoint directory holds one fit (``MultiLabelClassifier(checkpoint_dir=...)``, ``mlkd fit
+--checkpoint-dir``); each ``Trainer.fit`` of that fit is a stage, numbered in call order (a multi-stage method
+such as "kdtea" has several)::
+
+    checkpoint.json                       the fit's fingerprint: estimator config hash, data shapes, data hash
+    stage<k>.json + stage<k>.e<E>.safetensors      stage k in progress after E epochs (the JSON commits it)
+    stage<k>.done.json + stage<k>.done.safetensors  stage k finished: final weights and its TrainResult
+
+Tensors (weights, the best state so far, non-persistent buffers, optimizer state flattened to
+``optim.<param>.<key>``, RNG states as uint8 tensors: torch's CPU generator, CUDA's when used, the trainer's
+shuffle and method generators) go to safetensors; everything else (epoch, early-stopping score and
+patience counter, history, optimizer hyper-parameters, the stage fingerprint, the tensors file's SHA256)
+to JSON. Every file is written to a temporary name, flushed and renamed: the stage JSON, renamed last,
+is the commit point, so a kill at any moment leaves the previous checkpoint intact.
+
+Resuming restores a finished stage without training it and continues an unfinished one from its last
+checkpoint; a checkpoint of another configuration or other data is refused with a ValueError.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import re
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
+
+FORMAT = "mlkd-checkpoint"
+FORMAT_VERSION = 1
+MANIFEST = "checkpoint.json"
+#: Training settings that change speed or display, never the numbers: not part of a fingerprint.
+_NOT_FINGERPRINTED = ("progress", "num_threads")
+_PICKLE_MAGIC = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")  # pickle protocols 2-5 (torch.save: zip)
+
+
+@dataclasses.dataclass
+class LoopState:
+    """What the training loop needs besides the modules: its result so far and the early-stopping state."""
+
+    result: Any  # mlkd.trainer.TrainResult
+    best_state: dict[str, torch.Tensor] | None
+    best: tuple
+    since_best: int
+    seconds: float
+
+
+# ---------------------------------------------------------------------------------------------------
+# fingerprints
+# ---------------------------------------------------------------------------------------------------
+def _as_array(a) -> np.ndarray:
+    if isinstance(a, torch.Tensor):
+        return a.detach().cpu().numpy()
+    return np.asarray(a)
+
+
+def data_fingerprint(*arrays) -> dict:
+    """Shapes and a BLAKE2b hash of the arrays' bytes (None entries are skipped): cheap next to one epoch."""
+    digest = hashlib.blake2b(digest_size=16)
+    shapes = []
+    for a in arrays:
+        if a is None:
+            shapes.append(None)
+            continue
+        arr = np.ascontiguousarray(_as_array(a))
+        shapes.append(list(arr.shape))
+        digest.update(f"{arr.dtype.str}{arr.shape}".encode())
+        digest.update(arr.tobytes())
+    return {"data_shape": shapes, "data_hash": digest.hexdigest()}
+
+
+def _canonical(value) -> str:
+    return json.dumps(value, sort_keys=True, default=repr)
+
+
+def fingerprint(config: dict, *arrays) -> dict:
+    """``{"config": ..., "config_hash": ..., "data_shape": ..., "data_hash": ...}`` of a fit."""
+    config = json.loads(_canonical(config))
+    return {"config": config, "config_hash": hashlib.sha256(_canonical(config).encode()).hexdigest()[:16],
+            **data_fingerprint(*arrays)}
+
+
+def _flat(config: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _check_fingerprint(saved: dict, current: dict, where: Path) -> None:
+    if not isinstance(saved, dict):
+        raise ValueError(f"{where} has no valid fingerprint; the checkpoint is corrupted (delete it to start over)")
+    refuse = f"checkpoint {where} was written by a different fit"
+    expected = "expected the interrupted fit's configuration and data, or an empty checkpoint directory"
+    if saved.get("config_hash") != current["config_hash"]:
+        old, new = _flat(saved.get("config") or {}), _flat(current["config"])
+        diff = [f"{k}={old.get(k)!r}→{new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+        what = ", ".join(diff[:5]) + (", …" if len(diff) > 5 else "") if diff else "config hash differs"
+        raise ValueError(f"{refuse}: its configuration differs ({what}); {expected}")
+    if saved.get("data_shape") != current["data_shape"]:
+        raise ValueError(f"{refuse}: its data had shapes {saved.get('data_shape')}, this fit's data has "
+                         f"{current['data_shape']}; {expected}")
+    if saved.get("data_hash") != current["data_hash"]:
+        raise ValueError(f"{refuse}: its data had the same shapes but other values (data hash "
+                         f"{saved.get('data_hash')} ≠ {current['data_hash']}); {expected}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# files: atomic writes, pickle-free reads
+# ---------------------------------------------------------------------------------------------------
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path: Path, write) -> None:
+    """``write(tmp_path)``, fsync, rename over ``path``: readers see the old file or the new one, never half."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise ValueError(f"cannot write checkpoint file {path}: {exc.strerror or exc}; expected a writable "
+                         "checkpoint directory") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=1)
+
+    _atomic_write(path, write)
+
+
+def refuse_pickle(path: Path, head: bytes, expected: str = "a valid mlkd checkpoint file") -> None:
+    """A ValueError if ``head`` (a file's first bytes) starts a pickle or a torch.save archive: never load those."""
+    if head[8:9] == b"{":
+        return  # a safetensors file: 8-byte header length, then its JSON header
+    if head[:2] in _PICKLE_MAGIC or head.startswith(b"PK\x03\x04"):
+        raise ValueError(f"{path} is not {expected}: it is a pickle or torch.save file, which mlkd never loads "
+                         "(unpickling can run arbitrary code); expected the safetensors/JSON files mlkd writes")
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read checkpoint file {path}: {exc.strerror or exc}") from None
+    refuse_pickle(path, raw[:16])
+    try:
+        obj = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"checkpoint file {path} is not valid JSON ({exc}); the checkpoint is corrupted "
+                         "(delete the checkpoint directory to start over)") from None
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        raise ValueError(f"{path} is not an mlkd checkpoint file (format field {FORMAT!r} missing)")
+    version = obj.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ValueError(f"{path} has an invalid format_version {version!r}; the checkpoint is corrupted")
+    if version > FORMAT_VERSION:
+        raise ValueError(f"{path} has checkpoint format version {version}, newer than this mlkd reads "
+                         f"(≤ {FORMAT_VERSION}); upgrade mlkd to resume it")
+    return obj
+
+
+def _read_tensors(path: Path, sha256: str | None) -> dict[str, torch.Tensor]:
+    """Tensors of a safetensors file whose SHA256 the committed JSON recorded; safetensors never runs code."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ValueError(f"checkpoint tensors {path} are missing; the checkpoint is corrupted (delete the "
+                         "checkpoint directory to start over)") from None
+    except OSError as exc:
+        raise ValueError(f"cannot read checkpoint tensors {path}: {exc.strerror or exc}") from None
+    refuse_pickle(path, raw[:16])
+    if sha256 is not None and hashlib.sha256(raw).hexdigest() != sha256:
+        raise ValueError(f"checkpoint tensors {path} do not match the SHA256 their JSON recorded; the "
+                         "checkpoint is corrupted (delete the checkpoint directory to start over)")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"checkpoint tensors {path} are not a valid safetensors file ({exc}); the checkpoint "
+                         "is corrupted") from None
+
+
+def _write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> str:
+    """Write atomically; returns the file's SHA256 for the JSON that commits it."""
+    tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
+    data = safetensors_bytes(tensors, metadata={"format": FORMAT})
+    _atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+    return hashlib.sha256(data).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------------
+# module, optimizer and RNG state as (tensors, JSON)
+# ---------------------------------------------------------------------------------------------------
+def _extra_buffers(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Non-persistent buffers (training-only state such as PS-KD's previous predictions): not in state_dict."""
+    persistent = set(module.state_dict())
+    return {name: b for name, b in module.named_buffers() if name not in persistent and b is not None}
+
+
+def _module_tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    tensors = {f"model.{k}": v for k, v in module.state_dict().items()}
+    tensors.update({f"buffer.{k}": v for k, v in _extra_buffers(module).items()})
+    return tensors
+
+
+def _load_module(module: torch.nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:
+    state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    try:
+        module.load_state_dict(state, strict=True)
+        device = next(iter(module.state_dict().values()), torch.empty(0)).device
+        for name, value in tensors.items():
+            if name.startswith("buffer."):
+                owner, _, leaf = name[len("buffer."):].rpartition(".")
+                setattr(module.get_submodule(owner), leaf, value.to(device))
+    except (RuntimeError, AttributeError, KeyError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(f"checkpoint {path} does not fit this model ({first}); the checkpoint is corrupted") from None
+
+
+def _optimizer_state(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    sd = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for index, state in sd["state"].items():
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optim.{index}.{key}"] = value
+            else:
+                scalars.setdefault(str(index), {})[key] = value
+    groups = [{k: list(v) if isinstance(v, tuple) else v for k, v in g.items()} for g in sd["param_groups"]]
+    return tensors, {"param_groups": groups, "scalars": scalars}
+
+
+def _load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict, saved: dict, path: Path) -> None:
+    state: dict[int, dict] = {}
+    for name, value in tensors.items():
+        if name.startswith("optim."):
+            index, _, key = name[len("optim."):].partition(".")
+            state.setdefault(int(index), {})[key] = value
+    for index, values in saved.get("scalars", {}).items():
+        state.setdefault(int(index), {}).update(values)
+    current = optimizer.state_dict()["param_groups"]
+    groups = saved.get("param_groups")
+    if not isinstance(groups, list) or len(groups) != len(current):
+        raise ValueError(f"checkpoint {path} has optimizer state for another model; the checkpoint is corrupted")
+    # JSON has no tuples: give back the types the optimizer uses (betas)
+    groups = [{k: tuple(v) if isinstance(now.get(k), tuple) else v for k, v in g.items()}
+              for g, now in zip(groups, current, strict=True)]
+    try:
+        optimizer.load_state_dict({"state": state, "param_groups": groups})
+    except (ValueError, KeyError, RuntimeError) as exc:
+        raise ValueError(f"checkpoint {path} has optimizer state for another model ({exc}); the checkpoint is "
+                         "corrupted") from None
+
+
+def _rng_tensors(generators: tuple[torch.Generator, ...], device: torch.device) -> dict[str, torch.Tensor]:
+    tensors = {"rng.torch_cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        tensors["rng.torch_cuda"] = torch.cuda.get_rng_state(device)
+    tensors.update({f"rng.generator{i}": g.get_state() for i, g in enumerate(generators)})
+    return tensors
+
+
+def _load_rng(tensors: dict, generators: tuple[torch.Generator, ...], device: torch.device, path: Path) -> None:
+    try:
+        torch.set_rng_state(tensors["rng.torch_cpu"])
+        if device.type == "cuda":
+            torch.cuda.set_rng_state(tensors["rng.torch_cuda"], device)
+        for i, g in enumerate(generators):
+            g.set_state(tensors[f"rng.generator{i}"])
+    except (KeyError, RuntimeError, TypeError) as exc:
+        raise ValueError(f"checkpoint {path} has no usable RNG state ({exc}); the checkpoint is corrupted") from None
+
+
+# ---------------------------------------------------------------------------------------------------
+# the checkpointer
+# ---------------------------------------------------------------------------------------------------
+_STAGE_FILE = re.compile(r"^stage\d+(\.done)?\.json$")
+
+
+class Checkpointer:
+    """Checkpoints of one fit in ``directory``, every ``every`` epochs; ``resume`` continues what is there.
+
+    Without ``resume`` a directory that already holds a checkpoint is refused (nothing is overwritten); with
+    it, an empty or new directory simply starts a fresh fit. ``fingerprint`` (see :func:`fingerprint`)
+    describes the whole fit; a saved one that differs is refused. Each ``Trainer.fit`` of the fit asks
+    :meth:`stage` for its own :class:`StageCheckpoint`.
+    """
+
+    def __init__(self, directory, every: int = 1, resume: bool = False, fingerprint: dict | None = None) -> None:
+        if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
+            raise ValueError(f"checkpoint_every={every!r} is invalid; expected an integer ≥ 1")
+        self.directory, self.every, self.resume = check_directory(directory), int(every), bool(resume)
+        self._next_stage = 0
+        manifest = self.directory / MANIFEST
+        existing = manifest.exists() or any(_STAGE_FILE.match(p.name) for p in self.directory.iterdir())
+        if existing and not self.resume:
+            raise ValueError(f"checkpoint directory {self.directory} already holds a checkpoint; expected resume=True "
+                             "(--resume) to continue that fit, or an empty directory")
+        for leftover in self.directory.glob(".*.tmp"):  # a write interrupted before its rename
+            leftover.unlink(missing_ok=True)
+        if fingerprint is not None:
+            if manifest.exists():
+                _check_fingerprint(_read_json(manifest).get("fingerprint"), fingerprint, manifest)
+            else:
+                from . import __version__
+
+                _write_json(manifest, {"format": FORMAT, "format_version": FORMAT_VERSION,
+                                       "mlkd_version": __version__, "fingerprint": fingerprint})
+
+    def stage(self, method, config, device: torch.device, X, Y, X_val=None, Y_val=None) -> StageCheckpoint:
+        """The checkpoint of the next ``Trainer.fit`` of this fit (stages are numbered in call order)."""
+        train = {k: v for k, v in dataclasses.asdict(config).items() if k not in _NOT_FINGERPRINTED}
+        stage_config = {"method": method.name, "method_config": dataclasses.asdict(method.config),
+                        "train": train, "device": str(device)}
+        index = self._next_stage
+        self._next_stage += 1
+        return StageCheckpoint(self, index, method.name, fingerprint(stage_config, X, Y, X_val, Y_val), device)
+
+
+class StageCheckpoint:
+    """The checkpoint files of one ``Trainer.fit`` (one stage); the trainer calls its four methods."""
+
+    def __init__(self, owner: Checkpointer, index: int, method: str, fingerprint: dict, device) -> None:
+        self.every, self.method, self.fingerprint, self.device = owner.every, method, fingerprint, device
+        self.directory, self.name = owner.directory, f"stage{index}"
+        self.record = self.directory / f"{self.name}.json"
+        self.done_record = self.directory / f"{self.name}.done.json"
+
+    def _header(self, kind: str) -> dict:
+        return {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind, "stage": self.name,
+                "method": self.method, "fingerprint": self.fingerprint}
+
+    def _read(self, path: Path) -> dict:
+        record = _read_json(path)
+        _check_fingerprint(record.get("fingerprint"), self.fingerprint, path)
+        return record
+
+    # -- a finished stage ------------------------------------------------------------------------------
+    def load_finished(self, method):
+        """The TrainResult of this stage if it finished before (its final weights loaded into ``method``)."""
+        if not self.done_record.exists():
+            return None
+        from .trainer import TrainResult
+
+        record = self._read(self.done_record)
+        tensors = _read_tensors(self.directory / str(record.get("tensors")), record.get("tensors_sha256"))
+        _load_module(method, tensors, self.done_record)
+        method.eval()
+        return _result(record.get("result"), self.done_record, TrainResult)
+
+    def finish(self, method, result) -> None:
+        """Keep the stage's final weights and result; drop its in-progress checkpoint."""
+        tensors_path = self.directory / f"{self.name}.done.safetensors"
+        sha = _write_tensors(tensors_path, _module_tensors(method))
+        _write_json(self.done_record, {**self._header("finished"), "tensors": tensors_path.name,
+                                       "tensors_sha256": sha, "result": dataclasses.asdict(result)})
+        self.record.unlink(missing_ok=True)
+        self._remove_progress_tensors(keep=None)
+        _fsync_dir(self.directory)
+
+    # -- a stage in progress ---------------------------------------------------------------------------
+    def restore(self, method, optimizer, generators) -> LoopState | None:
+        """Load the last checkpoint of this stage into the modules and generators; None if there is none."""
+        if not self.record.exists():
+            return None
+        from .trainer import TrainResult
+
+        record = self._read(self.record)
+        path = self.record
+        tensors = _read_tensors(self.directory / str(record.get("tensors")), record.get("tensors_sha256"))
+        _load_module(method, tensors, path)
+        _load_optimizer(optimizer, tensors, record.get("optimizer") or {}, path)
+        _load_rng(tensors, generators, self.device, path)
+        best_state = None
+        if record.get("has_best_state"):
+            best_state = {k[len("best."):]: v.to(self.device) for k, v in tensors.items() if k.startswith("best.")}
+        try:
+            best = tuple(float(v) for v in record["best"])
+            since_best, seconds = int(record["since_best"]), float(record["seconds"])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"checkpoint {path} lacks the early-stopping state; the checkpoint is corrupted") from None
+        return LoopState(_result(record.get("result"), path, TrainResult), best_state, best, since_best, seconds)
+
+    def save(self, epoch: int, method, optimizer, generators, loop: LoopState) -> None:
+        """Checkpoint after ``epoch`` (0-based) if it is due (every ``every`` epochs)."""
+        if (epoch + 1) % self.every:
+            return
+        optim_tensors, optim_json = _optimizer_state(optimizer)
+        tensors = {**_module_tensors(method), **optim_tensors, **_rng_tensors(generators, self.device)}
+        if loop.best_state is not None:
+            tensors.update({f"best.{k}": v for k, v in loop.best_state.items()})
+        tensors_path = self.directory / f"{self.name}.e{epoch + 1:06d}.safetensors"
+        sha = _write_tensors(tensors_path, tensors)
+        record = {**self._header("progress"), "epochs_done": epoch + 1, "tensors": tensors_path.name,
+                  "tensors_sha256": sha, "best": list(loop.best), "since_best": loop.since_best,
+                  "has_best_state": loop.best_state is not None, "seconds": loop.seconds,
+                  "optimizer": optim_json, "result": dataclasses.asdict(loop.result)}
+        _write_json(self.record, record)  # the commit point
+        self._remove_progress_tensors(keep=tensors_path.name)
+        _fsync_dir(self.directory)
+
+    def _remove_progress_tensors(self, keep: str | None) -> None:
+        for old in self.directory.glob(f"{self.name}.e*.safetensors"):
+            if old.name != keep:
+                old.unlink(missing_ok=True)
+
+
+def _result(saved, path: Path, result_cls):
+    fields = {f.name for f in dataclasses.fields(result_cls)}
+    if not isinstance(saved, dict) or not isinstance(saved.get("history"), list) or set(saved) - fields:
+        raise ValueError(f"checkpoint {path} has no valid training result; the checkpoint is corrupted")
+    result = result_cls(**saved)
+    result.best_score = float(result.best_score) if result.best_score is not None else math.nan
+    return result
+
+
+def check_directory(directory) -> Path:
+    """The checkpoint directory as a Path, created if missing; a ValueError unless it is a writable directory."""
+    if not isinstance(directory, (str, os.PathLike)) or not str(directory):
+        raise ValueError(f"checkpoint_dir={directory!r} is invalid; expected a directory path")
+    path = Path(directory).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"checkpoint directory {path} is a file; expected a directory path")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".probe.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ValueError(f"cannot write checkpoint directory {path}: {exc.strerror or exc}; expected a writable "
+                         "directory") from None
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------
+# the active checkpointer (how the estimator reaches every stage's Trainer.fit)
+# ---------------------------------------------------------------------------------------------------
+_ACTIVE: contextvars.ContextVar[Checkpointer | None] = contextvars.ContextVar("mlkd_checkpointer", default=None)
+
+
+@contextmanager
+def checkpointing(checkpointer: Checkpointer | None):
+    """Within the block, every ``Trainer.fit`` not given ``checkpoint=`` uses ``checkpointer`` (None: none)."""
+    token = _ACTIVE.set(checkpointer)
+    try:
+        yield checkpointer
+    finally:
+        _ACTIVE.reset(token)
+
+
+def active_checkpointer() -> Checkpointer | None:
+    return _ACTIVE.get()

@@ -1,0 +1,303 @@
+"""The bad-input matrix: every kind of bad input to the API and to ``mlkd`` gives one clear error.
+
+API: a ValueError (a TypeError too where scikit-learn requires it) whose one-line message says what was
+wrong and what was expected. CLI: exit status 2 and one line ``mlkd: error: ...`` on stderr, no traceback.
+tests/test_estimator.py and tests/test_cli.py hold the earlier cases (NaN/inf in fit, Y = 2, row mismatch,
+1 sample, unknown method/parameter, feature mismatch, predict before fit, ...); these are the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mlkd import MultiLabelClassifier, load_model
+from mlkd.bench.store import ResultsDB
+from mlkd.data import read_arff
+
+from .helpers import linear_problem
+
+X0, Y0 = linear_problem(n=40, d=4, L=3)
+TINY = dict(hidden=8, max_epochs=2, patience=2)
+
+
+def _fit(X, Y, method="bce", **kw):
+    return MultiLabelClassifier(method, **{**TINY, **kw}).fit(X, Y)
+
+
+def _fit_val(**validation):
+    return MultiLabelClassifier("bce", **TINY).fit(X0, Y0, **validation)
+
+
+def _arff(path: Path, rows: list[str], attrs=("f0 numeric", "f1 numeric", "l0 {0,1}", "l1 {0,1}")) -> Path:
+    path.write_text("@relation t\n" + "".join(f"@attribute {a}\n" for a in attrs) + "@data\n" + "\n".join(rows) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def ctx(tmp_path_factory):
+    """Files the cases need: a model directory and broken copies of it, ARFF files, checkpoints, databases."""
+    root = tmp_path_factory.mktemp("bad")
+    c = type("Ctx", (), {})()
+    c.root = root
+    rng = np.random.default_rng(0)
+    rows = [f"{a:.3f},{b:.3f},{int(a > 0)},{int(b > 0)}" for a, b in rng.normal(size=(30, 2))]
+    c.arff = _arff(root / "ok.arff", rows)
+    c.fitted = _fit(X0, Y0)
+    c.model = root / "model"  # a model of ok.arff, as 'mlkd fit' makes it
+    ds = read_arff(c.arff, n_labels=2)
+    MultiLabelClassifier("bce", **TINY).fit(ds.X, ds.Y, label_names=ds.label_names).save(c.model)
+
+    def broken(name, edit_config=None, edit_tensors=None):
+        path = root / name
+        shutil.copytree(c.model, path)
+        if edit_config:
+            config = json.loads((path / "config.json").read_text())
+            edit_config(config)
+            (path / "config.json").write_text(json.dumps(config))
+        if edit_tensors:
+            from safetensors.torch import load_file, save_file
+
+            tensors = load_file(str(path / "model.safetensors"))
+            edit_tensors(tensors)
+            save_file(tensors, str(path / "model.safetensors"))
+        return path
+
+    c.newer = broken("newer", lambda cfg: cfg.update(format_version=99))
+    c.version_text = broken("version-text", lambda cfg: cfg.update(format_version="1"))
+    c.no_weights = broken("no-weights")
+    (c.no_weights / "model.safetensors").unlink()
+    c.no_scaler = broken("no-scaler", edit_tensors=lambda t: t.pop("scaler.mean"))
+    c.short_names = broken("short-names", lambda cfg: cfg.update(label_names=["a"]))
+    c.unknown_param = broken("unknown-param", lambda cfg: cfg["params"].update(bogus=1))
+    c.bad_classes = broken("bad-classes", lambda cfg: cfg.update(binary_classes={"a": 1}))
+    c.labels_text = broken("labels-text", lambda cfg: cfg.update(n_labels="3"))
+
+    text = c.arff.read_text()
+    c.truncated = root / "truncated.arff"
+    c.truncated.write_text(text[: text.index(rows[-1]) + 5])  # the last row cut mid-value
+    c.undeclared = _arff(root / "undeclared.arff", [*rows[:5], rows[5] + ",1"])  # a value beyond the attributes
+    c.sparse_range = _arff(root / "sparse-range.arff", ["{0 1.5,2 1}", "{1 2,7 1}"])
+    c.percent_row = _arff(root / "percent.arff", ["1,2,0,1", "0%:"])
+    c.inf = _arff(root / "inf.arff", ["inf,1,0,1", *rows[:5]])
+    c.no_rows = _arff(root / "no-rows.arff", [])
+    c.one_row = _arff(root / "one-row.arff", rows[:1])
+    c.never = _arff(root / "never.arff", [r[: r.rindex(",")] + ",0" for r in rows])
+    c.absent_labels = root / "labels.xml"
+    c.absent_labels.write_text('<labels><label name="l0"/><label name="ghost"/></labels>')
+    c.two_labels = _arff(root / "two.arff", [r.rsplit(",", 1)[0] for r in rows], attrs=("f0 numeric", "f1 numeric",
+                                                                                        "l0 {0,1}"))
+    c.a_file = root / "a-file"
+    c.a_file.write_text("not a directory")
+    c.empty_db = root / "empty.db"
+    c.empty_db.write_bytes(b"")
+    c.no_rows_db = root / "no-rows.db"
+    ResultsDB(c.no_rows_db, create=True).close()
+    c.other_db = root / "other.db"
+    with sqlite3.connect(c.other_db) as conn:
+        conn.execute("CREATE TABLE songs (title TEXT)")
+    # a finished checkpointed fit, and the same for the CLI on ok.arff
+    c.checkpoint = root / "ckpt"
+    _fit(X0, Y0, checkpoint_dir=c.checkpoint)
+    return c
+
+
+def _flags_with_bad_checksum(ctx, mulan_dir) -> Path:
+    data = ctx.root / "mulan"
+    if not data.exists():
+        shutil.copytree(mulan_dir / "flags", data / "flags")
+        path = data / "flags" / "flags-train.arff"
+        path.chmod(0o644)
+        raw = bytearray(path.read_bytes())
+        raw[-2:] = b"1\n" if raw[-2:] == b"0\n" else b"0\n"  # still a valid file, one label flipped
+        path.write_bytes(bytes(raw))
+    return data
+
+
+@dataclass
+class Case:
+    """An API case: ``run(ctx)`` raises ``error`` matching ``match``; its message also matches ``expect``."""
+
+    id: str
+    run: object
+    match: str
+    error: type = ValueError
+    expect: str = "expected"
+
+
+API = [
+    Case("X of strings", lambda c: _fit(np.full((40, 4), "a"), Y0), "X: could not convert string to float"),
+    Case("X of objects", lambda c: _fit(np.array([[{"a": 1}] * 4] * 40, dtype=object), Y0),
+         "argument must be a string or a real number", TypeError),
+    Case("complex X", lambda c: _fit(X0.astype(complex), Y0), "Complex data not supported"),
+    Case("1-D X", lambda c: _fit(X0[:, 0], Y0), "Expected 2D array, got 1D array.*Reshape your data"),
+    Case("3-D X", lambda c: _fit(X0[:, :, None], Y0), "Found array with dim 3"),
+    Case("ragged X", lambda c: _fit([[1.0, 2.0], [3.0]], Y0[:2]), "inhomogeneous"),
+    Case("0 samples", lambda c: _fit(X0[:0], Y0[:0]), r"0 sample\(s\)"),
+    Case("0 features", lambda c: _fit(X0[:, :0], Y0), r"0 feature\(s\)"),
+    Case("NaN in predict", lambda c: c.fitted.predict(np.where(np.eye(5, 4) > 0, np.nan, 0.0)), "Input X contains NaN"),
+    Case("inf in X_val", lambda c: _fit_val(X_val=X0 + np.inf, Y_val=Y0), "Input X contains infinity"),
+    Case("NaN in Y", lambda c: _fit(X0, np.where(Y0 == 1, np.nan, 0.0)), r"only 0 and 1.*\[nan\]"),
+    Case("Y of 0.5", lambda c: _fit(X0, Y0 * 0.5), r"only 0 and 1.*\[0.5\]"),
+    Case("Y of strings", lambda c: _fit(X0, np.full((40, 3), "yes")), "Unknown label type: Y has dtype"),
+    Case("3-D Y", lambda c: _fit(X0, Y0[:, :, None]), r"got shape \(40, 3, 1\)", expect="must be a 2-D"),
+    Case("Y None", lambda c: _fit(X0, None), "requires y to be passed"),
+    Case("Y_val without X_val", lambda c: _fit_val(Y_val=Y0), "got Y_val without X_val"),
+    Case("Y_val with other labels", lambda c: _fit_val(X_val=X0, Y_val=Y0[:, :2]), "Y_val has 2 labels; expected 3"),
+    Case("X_val with other features", lambda c: _fit_val(X_val=X0[:, :2], Y_val=Y0),
+         "X has 2 features, but MultiLabelClassifier is expecting 4"),
+    Case("evaluate with other labels", lambda c: c.fitted.evaluate(X0, Y0[:, :2]), r"has shape \(40, 3\) but Y"),
+    Case("max_epochs not a number", lambda c: _fit(X0, Y0, max_epochs="ten"), "'max_epochs'='ten' is invalid"),
+    Case("fractional batch_size", lambda c: _fit(X0, Y0, batch_size=0.5), "'batch_size'=0.5 is invalid"),
+    Case("unknown device", lambda c: _fit(X0, Y0, device="tpu"), "device='tpu' is invalid"),
+    Case("absent CUDA device", lambda c: _fit(X0, Y0, device="cuda:99"), "device='cuda:99' is not available"),
+    Case("method None", lambda c: _fit(X0, Y0, method=None), "unknown method None"),
+    Case("parameter of the wrong type", lambda c: _fit(X0, Y0, hidden="big"), "'hidden'='big'",
+         expect="not a valid int"),
+    Case("unknown label noise", lambda c: _fit(X0, Y0, label_noise_kind="bogus"), "label_noise_kind='bogus'"),
+    Case("num_threads 0", lambda c: _fit(X0, Y0, num_threads=0), "'num_threads'=0 is invalid"),
+    Case("patience 0", lambda c: _fit(X0, Y0, patience=0), "'patience'=0 is invalid"),
+    Case("checkpoint_every 0", lambda c: _fit(X0, Y0, checkpoint_dir=c.root / "ck0", checkpoint_every=0),
+         "checkpoint_every=0 is invalid"),
+    Case("resume without checkpoint_dir", lambda c: _fit(X0, Y0, resume=True), "resume=True needs checkpoint_dir"),
+    Case("checkpoint_dir is a file", lambda c: _fit(X0, Y0, checkpoint_dir=c.a_file), "a-file is a file"),
+    Case("checkpoint exists, no resume", lambda c: _fit(X0, Y0, checkpoint_dir=c.checkpoint),
+         "already holds a checkpoint"),
+    Case("checkpoint of another config", lambda c: _fit(X0, Y0, checkpoint_dir=c.checkpoint, resume=True, hidden=9),
+         r"different fit: its configuration differs \(hidden=8→9\)"),
+    Case("checkpoint of other data", lambda c: _fit(X0 + 1, Y0, checkpoint_dir=c.checkpoint, resume=True),
+         "different fit: its data had the same shapes but other values"),
+    Case("checkpoint of other data shape", lambda c: _fit(X0[:-1], Y0[:-1], checkpoint_dir=c.checkpoint, resume=True),
+         "different fit: its data had shapes"),
+    Case("load_model(None)", lambda c: load_model(None), "model path None is invalid"),
+    Case("format_version not an integer", lambda c: load_model(c.version_text), "invalid format_version '1'"),
+    Case("weights without scaler", lambda c: load_model(c.no_scaler), r"lacks the tensor\(s\) scaler.mean"),
+    Case("config label names", lambda c: load_model(c.short_names), "invalid 'label_names'"),
+    Case("config unknown parameter", lambda c: load_model(c.unknown_param), "unknown estimator parameter.*'bogus'"),
+    Case("config binary classes", lambda c: load_model(c.bad_classes), "invalid 'binary_classes'"),
+    Case("'%' in a bad ARFF row", lambda c: read_arff(c.percent_row, n_labels=2), r"line \d+: 0%:",
+         expect="wrong number of values"),
+    Case("empty results database", lambda c: ResultsDB(c.empty_db), "empty.db is empty"),
+    Case("another application's database", lambda c: ResultsDB(c.other_db, create=True), "another application"),
+]
+
+
+@pytest.mark.parametrize("case", API, ids=[c.id for c in API])
+def test_api_bad_input_is_one_clear_error(case, ctx):
+    with pytest.raises(case.error) as info:
+        case.run(ctx)
+    message = str(info.value)
+    assert isinstance(info.value, ValueError), f"{type(info.value).__name__}: {message}"
+    assert "\n" not in message and "Traceback" not in message, message
+    assert re.search(case.match, message), message
+    assert re.search(case.expect, message), f"does not say what was expected: {message}"
+
+
+def _cli(ctx, checksum_data):
+    c = ctx
+    fit = ["fit", c.arff, "--method", "bce", "--n-labels", "2", "--max-epochs", "2", "--param", "hidden=8", "--quiet"]
+    return {
+        "truncated ARFF": (["fit", c.truncated, "-m", "bce", "--n-labels", "2"], ["truncated.arff", "wrong number"]),
+        "ARFF row with an undeclared attribute": (["fit", c.undeclared, "-m", "bce", "--n-labels", "2"],
+                                                  ["undeclared.arff", "wrong number of values"]),
+        "sparse index out of range": (["fit", c.sparse_range, "-m", "bce", "--n-labels", "2"], ["sparse index"]),
+        "label file naming absent attributes": (["fit", c.arff, "-m", "bce", "--label-file", c.absent_labels],
+                                                ["'ghost'", "not declared as attributes"]),
+        "data file checksum": (["fit", "flags", "-m", "bce", "--data-dir", checksum_data],
+                               ["flags-train.arff has SHA256", "expected"]),
+        "inf in ARFF": (["fit", c.inf, "-m", "bce", "--n-labels", "2"], ["infinity", "expected X"]),
+        "ARFF without rows": (["fit", c.no_rows, "-m", "bce", "--n-labels", "2"], ["0 sample(s)"]),
+        "ARFF with one row": (["fit", c.one_row, "-m", "bce", "--n-labels", "2"], ["1 sample(s)", "at least 2"]),
+        "model without weights": (["predict", c.no_weights, c.arff], ["model.safetensors is missing"]),
+        "model from a newer mlkd": (["evaluate", c.newer, c.arff], ["format version 99", "upgrade mlkd"]),
+        "corrupted config field": (["predict", c.labels_text, c.arff], ["invalid 'n_labels'"]),
+        "unwritable output directory": ([*fit, "--out", c.a_file / "model"], ["cannot write", "a-file is a file"]),
+        "evaluate with other labels": (["evaluate", c.model, c.two_labels, "--n-labels", "1"],
+                                       ["1 labels but model", "predicts 2"]),
+        "empty results database": (["report", c.empty_db, "--out", c.root / "report"], ["is empty"]),
+        "results database without cells": (["report", c.no_rows_db, "--out", c.root / "report"], ["no finished cells"]),
+        "--resume without --checkpoint-dir": ([*fit, "--out", c.root / "o1", "--resume"], ["--resume needs"]),
+        "--checkpoint-every without --checkpoint-dir": ([*fit, "--out", c.root / "o2", "--checkpoint-every", "3"],
+                                                        ["--checkpoint-every needs --checkpoint-dir"]),
+        "--checkpoint-every 0": ([*fit, "--checkpoint-dir", c.root / "ck1", "--checkpoint-every", "0"],
+                                 ["--checkpoint-every", "positive integer"]),
+        "--checkpoint-dir is a file": ([*fit, "--out", c.root / "o3", "--checkpoint-dir", c.a_file], ["is a file"]),
+        "--resume with another fit's checkpoint": ([*fit, "--out", c.root / "o4", "--checkpoint-dir", c.checkpoint,
+                                                    "--resume"], ["different fit", "expected"]),
+    }
+
+
+CLI_CASES = ["truncated ARFF", "ARFF row with an undeclared attribute", "sparse index out of range",
+             "label file naming absent attributes", "data file checksum", "inf in ARFF", "ARFF without rows",
+             "ARFF with one row", "model without weights", "model from a newer mlkd", "corrupted config field",
+             "unwritable output directory", "evaluate with other labels", "empty results database",
+             "results database without cells", "--resume without --checkpoint-dir",
+             "--checkpoint-every without --checkpoint-dir", "--checkpoint-every 0", "--checkpoint-dir is a file",
+             "--resume with another fit's checkpoint"]
+
+
+@pytest.fixture
+def mlkd_main(capsys):
+    from mlkd.cli import main
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+
+    def run(args):
+        capsys.readouterr()
+        rc = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return rc, out, err
+
+    yield run
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("name", CLI_CASES)
+def test_cli_bad_input_is_one_line_and_status_2(name, ctx, mlkd_main, request):
+    checksum_data = None
+    if name == "data file checksum":  # a copy of MULAN's flags with one byte changed
+        checksum_data = _flags_with_bad_checksum(ctx, request.getfixturevalue("mulan_dir"))
+    args, fragments = _cli(ctx, checksum_data)[name]
+    rc, out, err = mlkd_main(args)
+    lines = err.strip().splitlines()
+    assert rc == 2 and out == "", (rc, out, err)
+    assert len(lines) == 1 and lines[0].startswith("mlkd: error: ") and "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
+
+
+def test_the_matrix_has_at_least_30_distinct_cases():
+    assert len(API) + len(CLI_CASES) >= 30
+    assert len({c.id for c in API}) == len(API) and len(set(CLI_CASES)) == len(CLI_CASES)
+
+
+# -- accepted, with a warning (README: "Guarantees: errors, interruption, file safety") -------------------
+def test_a_label_always_positive_is_accepted_with_a_warning():
+    Y = Y0.copy()
+    Y[:, 2] = 1
+    with pytest.warns(UserWarning, match=r"0 label\(s\) never positive and 1 always positive .*columns \[2\]"):
+        clf = _fit(X0, Y)
+    assert clf.predict_proba(X0)[:, 2].mean() > 0.5
+
+
+def test_a_label_never_positive_in_an_arff_file_is_one_warning_line(ctx, mlkd_main):
+    rc, out, err = mlkd_main(["fit", ctx.never, "-m", "bce", "--n-labels", "2", "--max-epochs", "2", "--param",
+                              "hidden=8", "--out", ctx.root / "never-model", "--quiet"])
+    assert rc == 0, err
+    warnings = [line for line in err.splitlines() if line.strip()]
+    assert warnings == [w for w in warnings if w.startswith("mlkd: warning: ")]
+    assert any("1 label(s) never positive" in w for w in warnings), err
+
+
+def test_a_single_label_column_is_a_one_label_problem():
+    clf = _fit(X0, Y0[:, :1])
+    assert clf.predict(X0).shape == (40, 1) and clf.n_labels_ == 1

@@ -1,0 +1,231 @@
+"""Interrupted training: a fit killed mid-way and resumed from its checkpoint ends with the same model, bit for bit.
+
+The first test kills a real ``python -m mlkd fit`` with SIGKILL; the others interrupt in-process (an exception
+right after a checkpoint is written) to cover multi-stage methods, early stopping and refusals cheaply.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from mlkd import MultiLabelClassifier
+from mlkd import checkpoint as ckpt
+from mlkd.methods import build_method
+from mlkd.methods.base import Method
+from mlkd.trainer import TrainConfig, Trainer
+
+from .helpers import linear_problem
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _env() -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), *filter(None, [env.get("PYTHONPATH")])])
+    return env
+
+
+def _write_arff(path: Path, n=240, d=8, L=4, seed=0) -> Path:
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d))
+    Y = (X[:, :L] + X[:, L : 2 * L] + 0.5 * rng.normal(size=(n, L)) > 0).astype(int)
+    lines = ["@relation resume", *(f"@attribute f{j} numeric" for j in range(d)),
+             *(f"@attribute y{k} {{0,1}}" for k in range(L)), "@data"]
+    lines += [",".join([*(f"{v:.5f}" for v in x), *map(str, y)]) for x, y in zip(X, Y, strict=True)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _epochs_done(directory: Path) -> int:
+    try:
+        return json.loads((directory / "stage0.json").read_text())["epochs_done"]
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return 0
+
+
+def _same_tensors(a: Path, b: Path) -> None:
+    ta, tb = load_file(str(a)), load_file(str(b))
+    assert ta.keys() == tb.keys()
+    for key in ta:
+        assert torch.equal(ta[key], tb[key]), key
+
+
+def _summary(model_dir: Path) -> dict:
+    config = json.loads((model_dir / "config.json").read_text())
+    history = [{k: v for k, v in row.items() if k != "seconds"} for row in config["history"]]
+    return {"threshold": config["threshold"], "best_epoch": config["best_epoch"], "history": history}
+
+
+def test_sigkill_then_resume_gives_the_uninterrupted_model_bit_for_bit(tmp_path):
+    from mlkd.cli import main
+
+    data = _write_arff(tmp_path / "d.arff")
+    fit = ["fit", str(data), "-m", "skdtea", "--n-labels", "4", "--param", "hidden=16", "--batch-size", "32",
+           "--max-epochs", "60", "--patience", "30", "--quiet"]
+    resumable = [sys.executable, "-m", "mlkd", *fit, "--checkpoint-dir", str(tmp_path / "ckpt"), "--checkpoint-every",
+                 "3"]
+    killed = subprocess.Popen([*resumable, "--out", str(tmp_path / "resumed")], env=_env(), stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while _epochs_done(tmp_path / "ckpt") < 9 and killed.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert killed.poll() is None, "the fit ended before it could be killed"
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    at_kill = _epochs_done(tmp_path / "ckpt")
+    assert at_kill >= 9 and not (tmp_path / "resumed" / "model.safetensors").exists()
+
+    resumed = subprocess.Popen([*resumable, "--out", str(tmp_path / "resumed"), "--resume"], env=_env(),
+                               stderr=subprocess.PIPE, text=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the subprocesses (OMP_NUM_THREADS=1)
+    try:
+        assert main([*fit, "--out", str(tmp_path / "whole")]) == 0  # the uninterrupted fit, while that one starts
+    finally:
+        torch.set_num_threads(threads)
+    _, stderr = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0 and "Traceback" not in stderr, stderr
+    _same_tensors(tmp_path / "resumed" / "model.safetensors", tmp_path / "whole" / "model.safetensors")
+    expected = _summary(tmp_path / "whole")
+    assert _summary(tmp_path / "resumed") == expected
+    assert len(expected["history"]) > at_kill  # the resumed process really trained the remaining epochs
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == [
+        "checkpoint.json", "stage0.done.json", "stage0.done.safetensors"]
+
+
+class _Interrupt(Exception):
+    pass
+
+
+@pytest.fixture
+def interrupt_after(monkeypatch):
+    """``interrupt_after(stage, epochs)``: the next fits raise right after that stage checkpoints that epoch."""
+
+    def arm(stage: str, epochs: int):
+        save = ckpt.StageCheckpoint.save
+
+        def save_then_stop(self, epoch, *args, **kwargs):
+            save(self, epoch, *args, **kwargs)
+            if self.name == stage and epoch + 1 == epochs:
+                raise _Interrupt
+
+        monkeypatch.setattr(ckpt.StageCheckpoint, "save", save_then_stop)
+        return lambda: monkeypatch.setattr(ckpt.StageCheckpoint, "save", save)
+
+    return arm
+
+
+X, Y = linear_problem(n=160, d=8, L=4, seed=3)
+
+
+def _same_fit(a, b) -> None:
+    sa, sb = a.model_.state_dict(), b.model_.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert np.array_equal(a.threshold_, b.threshold_) and a.best_epoch_ == b.best_epoch_
+    strip = [{k: v for k, v in row.items() if k != "seconds"} for row in a.history_]
+    assert strip == [{k: v for k, v in row.items() if k != "seconds"} for row in b.history_]
+    assert np.array_equal(a.predict_proba(X), b.predict_proba(X))
+
+
+def test_multi_stage_resume_keeps_finished_stages_and_matches_the_uninterrupted_fit(tmp_path, interrupt_after,
+                                                                                  monkeypatch):
+    params = dict(teacher_hidden=24, hidden=8, max_epochs=14, patience=14, batch_size=32)
+    whole = MultiLabelClassifier("kdtea", **params).fit(X, Y)
+    restore = interrupt_after("stage1", 6)  # the student, after the teacher finished
+    with pytest.raises(_Interrupt):
+        MultiLabelClassifier("kdtea", checkpoint_dir=tmp_path, checkpoint_every=3, **params).fit(X, Y)
+    restore()
+    assert {p.name for p in tmp_path.iterdir()} >= {"stage0.done.json", "stage0.done.safetensors", "stage1.json"}
+
+    epochs = []  # which (method, epoch) the resumed fit trains
+    monkeypatch.setattr(Method, "on_epoch_end", lambda self, ctx: epochs.append((self.name, ctx.epoch)))
+    resumed = MultiLabelClassifier("kdtea", checkpoint_dir=tmp_path, checkpoint_every=3, resume=True, **params)
+    resumed.fit(X, Y)
+    assert epochs and {name for name, _ in epochs} == {"kdtea"} and epochs[0][1] == 6
+    _same_fit(resumed, whole)
+    teacher_a, teacher_b = resumed.stage_results_["teacher"], whole.stage_results_["teacher"]
+    assert [r["total"] for r in teacher_a.history] == [r["total"] for r in teacher_b.history]
+
+
+def test_early_stopping_state_survives_the_interruption(tmp_path, interrupt_after):
+    Xe, Ye = linear_problem(n=200, seed=2)
+
+    def fit(checkpoint=None):
+        model = build_method("bce", Xe.shape[1], Ye.shape[1], {"hidden": 64, "dropout": 0.2}, seed=0)
+        cfg = TrainConfig(max_epochs=200, patience=6, seed=0, lr=2e-2, batch_size=16)  # overfits, stops early
+        return model, Trainer(cfg).fit(model, Xe[:100], Ye[:100], Xe[100:], Ye[100:], checkpoint=checkpoint)
+
+    model, result = fit()
+    assert result.stopped_early
+    stop_at = result.best_epoch + 3  # mid-patience: best state, best score and counter all matter
+    restore = interrupt_after("stage0", stop_at)
+    with pytest.raises(_Interrupt):
+        fit(ckpt.Checkpointer(tmp_path, every=1))
+    restore()
+    saved = json.loads((tmp_path / "stage0.json").read_text())
+    assert saved["since_best"] == 2 and saved["has_best_state"]
+    model2, result2 = fit(ckpt.Checkpointer(tmp_path, every=1, resume=True))
+    assert (result2.best_epoch, result2.epochs_run, result2.stopped_early) == (
+        result.best_epoch, result.epochs_run, result.stopped_early)
+    assert result2.best_score == result.best_score
+    weights, weights2 = model.state_dict(), model2.state_dict()
+    assert all(torch.equal(weights[k], weights2[k]) for k in weights)
+
+
+def test_a_kill_between_the_tensors_and_their_json_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    params = dict(hidden=8, max_epochs=12, patience=12, batch_size=32, checkpoint_dir=tmp_path, checkpoint_every=2)
+    whole = MultiLabelClassifier("pskd", **{**params, "checkpoint_dir": None}).fit(X, Y)
+    write_json, calls = ckpt._write_json, []
+
+    def die_on_the_third_commit(path, obj):
+        calls.append(path.name)
+        if len(calls) == 4:  # checkpoint.json, then epochs 2 and 4; epoch 6's tensors are written, not committed
+            raise _Interrupt
+        write_json(path, obj)
+
+    monkeypatch.setattr(ckpt, "_write_json", die_on_the_third_commit)
+    with pytest.raises(_Interrupt):
+        MultiLabelClassifier("pskd", **params).fit(X, Y)
+    monkeypatch.setattr(ckpt, "_write_json", write_json)
+    names = {p.name for p in tmp_path.iterdir()}
+    assert {"stage0.e000004.safetensors", "stage0.e000006.safetensors"} <= names  # 6 is an orphan
+    assert json.loads((tmp_path / "stage0.json").read_text())["epochs_done"] == 4
+    _same_fit(MultiLabelClassifier("pskd", resume=True, **params).fit(X, Y), whole)
+
+
+def test_resume_on_an_empty_directory_starts_a_fresh_fit_and_a_finished_fit_is_not_retrained(tmp_path, monkeypatch):
+    params = dict(hidden=8, max_epochs=5, batch_size=32, checkpoint_dir=tmp_path / "new", resume=True)
+    first = MultiLabelClassifier("skdtea", **params).fit(X, Y)
+    steps = []
+    monkeypatch.setattr(Method, "on_epoch_end", lambda self, ctx: steps.append(ctx.epoch))
+    again = MultiLabelClassifier("skdtea", **params).fit(X, Y)
+    assert steps == []
+    _same_fit(again, first)
+
+
+def test_checkpoint_files_are_safetensors_and_json_only(tmp_path, interrupt_after):
+    interrupt_after("stage0", 4)
+    with pytest.raises(_Interrupt):
+        MultiLabelClassifier("skdtea", hidden=8, max_epochs=10, checkpoint_dir=tmp_path, checkpoint_every=2).fit(X, Y)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["checkpoint.json", "stage0.e000004.safetensors", "stage0.json"]
+    record = json.loads((tmp_path / "stage0.json").read_text())
+    assert record["format"] == "mlkd-checkpoint" and record["epochs_done"] == 4
+    tensors = load_file(str(tmp_path / record["tensors"]))
+    rng = {k: v for k, v in tensors.items() if k.startswith("rng.")}
+    assert set(rng) == {"rng.torch_cpu", "rng.generator0", "rng.generator1"}
+    assert all(v.dtype == torch.uint8 for v in rng.values())
+    assert any(k.startswith("optim.") and k.endswith(".exp_avg") for k in tensors)
+    assert any(k.startswith("best.") for k in tensors) and any(k.startswith("model.") for k in tensors)
+    manifest = json.loads((tmp_path / "checkpoint.json").read_text())["fingerprint"]
+    assert manifest["data_shape"][0] == [160, 8] and len(manifest["data_hash"]) == 32
