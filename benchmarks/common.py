@@ -25,6 +25,10 @@ def _init_worker() -> None:
     warnings.simplefilter("ignore")
 
 
+#: Training fields added after cells were cached, at values that reproduce the earlier behaviour exactly.
+NEUTRAL_TRAIN_DEFAULTS = {"fused_optimizer": False}
+
+
 def resolved_config(cell: dict) -> dict:
     """Everything that determines a cell's numbers: method defaults merged with its params, training defaults."""
     from dataclasses import asdict
@@ -35,6 +39,9 @@ def resolved_config(cell: dict) -> dict:
     train = asdict(TrainConfig())
     for execution_only in ("num_threads", "device", "progress"):  # how a fit runs, not what it computes
         train.pop(execution_only)
+    for added_later, neutral in NEUTRAL_TRAIN_DEFAULTS.items():  # keep earlier cells' keys valid
+        if train.get(added_later) == neutral:
+            train.pop(added_later)
     train["early_stopping"] = EARLY_STOPPING_RULE
     return {"method": {**config_fields(cell["method"]), **cell["params"]}, "train": train}
 
