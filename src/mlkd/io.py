@@ -24,8 +24,8 @@ from .preprocessing import FeatureScaler
 FORMAT = "mlkd-model"
 FORMAT_VERSION = 1
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
-#: Estimator options about how one fit ran (checkpointing), not about the model: not saved.
-RUN_OPTIONS = ("checkpoint_dir", "checkpoint_every", "resume")
+#: Estimator options about how one fit ran (checkpointing, processes), not about the model: not saved.
+RUN_OPTIONS = ("checkpoint_dir", "checkpoint_every", "resume", "nproc")
 
 
 def _atomic_write(path: Path, write) -> None:
