@@ -26,13 +26,12 @@ import math
 import time
 from collections.abc import Iterable
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from .methods.base import Batch, Method, StepContext, build_method, method_class
-from .trainer import TrainConfig, TrainResult, _make_optimizer, _validation_score, resolve_device
+from .trainer import TrainConfig, TrainResult, _make_optimizer, _validation_score, device_tensors, resolve_device
 
 
 class _Step(nn.Module):
@@ -123,12 +122,8 @@ def _fit(members, seeds, X, Y, X_val, Y_val, cfg: TrainConfig, dev) -> list[tupl
         return {name: v[slot].detach().clone(memory_format=torch.contiguous_format)
                 for name, v in zip(names, as_module(weights), strict=True)}
 
-    X_t = torch.as_tensor(np.asarray(X, dtype=np.float32), device=dev)
-    Y_t = torch.as_tensor(np.asarray(Y, dtype=np.float32), device=dev)
-    has_val = X_val is not None and Y_val is not None and len(X_val) > 0
-    if has_val:
-        Xv = torch.as_tensor(np.asarray(X_val, dtype=np.float32), device=dev)
-        Yv = torch.as_tensor(np.asarray(Y_val, dtype=np.float32), device=dev)
+    X_t, Y_t, Xv, Yv = device_tensors(X, Y, X_val, Y_val, dev)
+    has_val = Xv is not None
     # Fused AdamW: a member's numbers cannot match its sequential fit bit for bit anyway (vmapped random draws).
     cfg = dataclasses.replace(cfg, fused_optimizer=True)
     optimizer = _make_optimizer(weights, cfg)

@@ -161,12 +161,8 @@ class Trainer:
         method.to(dev)
         if stage is not None and (finished := stage.load_finished(method)) is not None:
             return finished  # finished before an interruption: its final weights, not trained again
-        X_t = torch.as_tensor(np.asarray(X, dtype=np.float32), device=dev)
-        Y_t = torch.as_tensor(np.asarray(Y, dtype=np.float32), device=dev)
-        has_val = X_val is not None and Y_val is not None and len(X_val) > 0
-        if has_val:
-            Xv = torch.as_tensor(np.asarray(X_val, dtype=np.float32), device=dev)
-            Yv = torch.as_tensor(np.asarray(Y_val, dtype=np.float32), device=dev)
+        X_t, Y_t, Xv, Yv = device_tensors(X, Y, X_val, Y_val, dev)
+        has_val = Xv is not None
         params = [p for p in method.parameters() if p.requires_grad]
         optimizer = _make_optimizer(params, cfg)
         shuffle_gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
@@ -254,6 +250,15 @@ def _make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
     # delicious). Opt-in: it is the same update only up to float rounding, which moves early-stopping paths,
     # and the published tables must reproduce bit for bit with the defaults.
     return opt_cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=cfg.fused_optimizer)
+
+
+def device_tensors(X, Y, X_val, Y_val, dev):
+    """Training (and validation, or None) arrays as float32 tensors on ``dev``, kept there for the whole fit."""
+    def put(a):
+        return torch.as_tensor(np.asarray(a, dtype=np.float32), device=dev)
+
+    has_val = X_val is not None and Y_val is not None and len(X_val) > 0
+    return put(X), put(Y), (put(X_val) if has_val else None), (put(Y_val) if has_val else None)
 
 
 @torch.no_grad()
