@@ -66,6 +66,17 @@ def test_cell_key_follows_the_resolved_config_not_its_spelling():
     assert cell.params == {"hidden": 8} and cell.train == {"lr": 0.01}
 
 
+def test_noise_axis_is_canonical_and_trains_on_noisy_labels_with_clean_test(mulan_dir):
+    grid = Grid.build(["flags"], ["bce"], seeds=[0], noise=["none", "symmetric:0.30", "SYMMETRIC:3e-1", 0],
+                      params=TINY, data_dir=str(mulan_dir))
+    clean, noisy = grid.cells()  # "symmetric:0.30" and "SYMMETRIC:3e-1" are one setting; 0 is "none"
+    assert (clean.noise, noisy.noise) == ("none", "symmetric:0.3") and clean.key != noisy.key
+    rows = dict(SequentialExecutor(threads=1).run([clean, noisy]))
+    a, b = rows[clean], rows[noisy]
+    assert b["noise"] == "symmetric:0.3" and a["n_test"] == b["n_test"]
+    assert a["val_score"] != b["val_score"]  # validation labels carry the noise too (they drive early stopping)
+
+
 @pytest.mark.parametrize("argv, message", [
     (["-d", "emotions,nope", "-m", "bce"], "unknown data set 'nope'"),
     (["-d", "emotions", "-m", "bcx"], "unknown method 'bcx'"),
@@ -73,7 +84,9 @@ def test_cell_key_follows_the_resolved_config_not_its_spelling():
     (["-d", "emotions", "-m", "skdtea:alpha=2"], "'alpha'=2.0 is out of range"),
     (["-d", "emotions", "-m", "bce", "-p", "colour=red"], "unknown parameter 'colour'"),
     (["-d", "emotions", "-m", "bce", "-p", "lr=-1"], "'lr'=-1.0 is invalid"),
-    (["-d", "emotions", "-m", "bce", "--noise", "0.2"], "not available yet"),
+    (["-d", "emotions", "-m", "bce", "--noise", "0.2"], "bad label-noise setting '0.2'"),
+    (["-d", "emotions", "-m", "bce", "--noise", "symmetric:1.5"], "RATE in (0, 1]"),
+    (["-d", "emotions", "-m", "bce", "--noise", "gaussian:0.1"], "KIND one of symmetric, missing, correlated"),
     (["-d", "emotions", "-m", "bce", "--seeds", "a-b"], "bad seeds"),
     (["-d", "emotions", "-m", "bce:hidden=8", "-m", "{bad"], "bad method spec"),
 ])
@@ -175,6 +188,18 @@ def test_row_holds_protocol_numbers_history_and_soft_targets(sequential_rows):
                                       abs=2e-4)
     assert next(r for r in rows if r["method"] == "bce")["examples"] is None
     assert {r["threads"] for r in rows} == {1} and rows[0]["mlkd_version"] and rows[0]["python_version"]
+
+
+def test_distilled_cell_shows_the_soft_targets_of_its_teacher_stage(mulan_dir, recwarn):
+    """A multi-stage method (PLL) trains on its teacher stage's targets; the heat-map row must show them."""
+    cell = _grid(str(mulan_dir), methods=["pll"], seeds=[0]).cells()[0]
+    [(_, row)] = list(SequentialExecutor(threads=1).run([cell]))
+    assert not isinstance(row, BaseException), row
+    assert not [w for w in recwarn if "soft-target" in str(w.message)]
+    ex = row["examples"]
+    assert ex is not None and len(ex["soft_targets"]) == len(ex["y"]) == len(ex["rows"])
+    for y_row, q_row in zip(ex["y"], ex["soft_targets"], strict=True):  # PLL: y where teacher agrees, else ½
+        assert all(q == y or q == 0.5 for y, q in zip(y_row, q_row, strict=True))
 
 
 def _check_same(rows, sequential_rows):

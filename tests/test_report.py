@@ -152,3 +152,15 @@ def test_unwritable_out_dir_is_a_clear_error(tmp_path, fixture_db):
         make_report(fixture_db, tmp_path / "ok", curves=["color=red"])
     with pytest.raises(ValueError, match="unknown metric"):
         make_report(fixture_db, tmp_path / "ok", metrics=["accuracy"])
+
+
+def test_noisy_cells_are_their_own_comparison_blocks():
+    from mlkd.bench.report import _Table
+
+    base = {"label": "bce", "config_hash": "h", "seed": 0, "mAP_tuned": 0.5}
+    rows = [{**base, "dataset": "yeast", "noise": "none"}, {**base, "dataset": "yeast", "noise": "missing:0.2",
+                                                             "mAP_tuned": 0.4}]
+    table = _Table(rows)
+    assert table.datasets == ["yeast", "yeast [missing:0.2]"]
+    assert table.mean_std("yeast [missing:0.2]", "bce", "mAP_tuned")[0] == 0.4  # never averaged with clean
+

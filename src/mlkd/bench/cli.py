@@ -41,6 +41,7 @@ def add_commands(sub, formatter) -> None:
             "examples:\n"
             "  mlkd bench results.db -d emotions,flags -m bce -m skdtea --seeds 0-2\n"
             "  mlkd bench results.db -d emotions -m skdtea -m 'skdtea:alpha=0.3,tau=1' --param hidden=256\n"
+            "  mlkd bench results.db -d yeast -m bce -m pll --noise none,symmetric:0.2,missing:0.4   # noisy labels\n"
             "  mlkd bench results.db --grid grid.toml --jobs 4            # 4 local processes\n"
             "  mlkd bench results.db --grid grid.toml --executor ray --address auto   # an existing Ray cluster\n"
             "  mlkd bench results.db --grid grid.toml --dry-run           # list the cells, done or to run\n"
@@ -61,7 +62,10 @@ def add_commands(sub, formatter) -> None:
     p.add_argument("--method", "-m", action="append", default=None, metavar="SPEC",
                    help="a method config, repeatable: NAME or NAME:KEY=VALUE,... (e.g. 'skdtea:alpha=0.3,tau=1')")
     p.add_argument("--seeds", "-s", metavar="LIST", help="seeds, e.g. 0,1,2 or 0-4 (default: 0,1,2)")
-    p.add_argument("--noise", metavar="LIST", help="label-noise settings (default and, for now, only: none)")
+    p.add_argument("--noise", metavar="LIST",
+                   help="label-noise settings for the training and validation labels (test labels stay clean): "
+                        "none or KIND:RATE with KIND symmetric, missing or correlated, comma-separated "
+                        "(default: none; e.g. none,symmetric:0.2,missing:0.4)")
     p.add_argument("--param", "-p", action="append", default=[], metavar="KEY=VALUE",
                    help="a parameter for every method that has it, or a training setting, repeatable "
                         "(e.g. --param hidden=16 --param max_epochs=3)")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,7 @@ PROTOCOL = {"validation_fraction": 1 / 6, "split_seed": 0, "threshold": "tuned"}
 TRAIN_KEYS: tuple[str, ...] = tuple(
     f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("seed", "progress", "num_threads")
 )
-#: Label-noise settings known today. The injector lands in another issue; the axis is in the schema already.
+#: The default label-noise axis: clean training labels. Other settings are ``KIND:RATE`` (see ``parse_noise``).
 NOISE_SETTINGS: tuple[str, ...] = ("none",)
 DEFAULT_SEEDS: tuple[int, ...] = (0, 1, 2)
 
@@ -356,12 +357,30 @@ def _seed(value) -> int:
     return value
 
 
+def parse_noise(text: str) -> tuple[str | None, float]:
+    """``"none"`` → (None, 0.0); ``"KIND:RATE"`` (KIND of ``mlkd.noise.KINDS``, RATE in (0, 1]) → (kind, rate)."""
+    from ..noise import KINDS
+
+    text = "none" if text is None else str(text).strip().lower()
+    if text == "none":
+        return None, 0.0
+    kind, sep, rate = text.partition(":")
+    try:
+        value = float(rate) if sep else math.nan
+    except ValueError:
+        value = math.nan
+    if kind not in KINDS or not 0.0 < value <= 1.0:
+        raise ValueError(f"bad label-noise setting {text!r}; expected 'none' or KIND:RATE with KIND one of "
+                         f"{', '.join(KINDS)} and RATE in (0, 1], e.g. symmetric:0.2")
+    return kind, value
+
+
 def _noise(value) -> str:
-    text = "none" if value is None else str(value).strip().lower()
-    if text not in NOISE_SETTINGS:
-        raise ValueError(f"label-noise setting {value!r} is not available yet (the injector is a separate issue); "
-                         f"expected one of: {', '.join(NOISE_SETTINGS)}")
-    return text
+    """The canonical text of a noise setting (``KIND:RATE`` with RATE as %g; rate 0 is ``none``)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value == 0:
+        return "none"
+    kind, rate = parse_noise(value)
+    return "none" if kind is None else f"{kind}:{rate:g}"
 
 
 def _unique(items: list) -> list:

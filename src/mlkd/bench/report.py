@@ -180,10 +180,10 @@ class _Table:
             for h in hs:  # a label run with two configs (a default changed between runs) is two methods
                 self._names[(label, h)] = label if len(hs) == 1 else f"{label} [{h[:6]}]"
         self.methods = list(dict.fromkeys(self.name(r) for r in rows))
-        self.datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+        self.datasets = list(dict.fromkeys(_block(r) for r in rows))
         self.cells: dict[tuple[str, str], list[dict]] = {}
         for r in rows:
-            self.cells.setdefault((r["dataset"], self.name(r)), []).append(r)
+            self.cells.setdefault((_block(r), self.name(r)), []).append(r)
         self.seeds = sorted({r["seed"] for r in rows})
         slugs: dict[str, str] = {}
         for name in self.methods:
@@ -547,6 +547,12 @@ def soft_target_heatmap(row: dict, name: str, path: Path) -> Path:
 # ---------------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------------
+def _block(row: dict) -> str:
+    """The comparison block of a row: its data set, or "data set [noise]" for noisy training labels."""
+    noise = row.get("noise") or "none"
+    return row["dataset"] if noise == "none" else f"{row['dataset']} [{noise}]"
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "-", text.replace("=", "")).strip("-") or "x"
 

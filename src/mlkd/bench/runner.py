@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 import numpy as np
 
 from ..estimator import SPLIT_SEED
-from .grid import PROTOCOL, Cell
+from .grid import PROTOCOL, Cell, parse_noise
 
 #: How many validation rows / labels the soft-target heat map keeps (the row stays small).
 EXAMPLE_ROWS = 8
@@ -38,8 +38,11 @@ def run_cell(cell: Cell, threads: int | None = None) -> dict:
     # The split is fixed: seeds change initialisation and batch order only (PROTOCOL.md §2, §6).
     tr, va = validation_split(Y, fraction=PROTOCOL["validation_fraction"], seed=SPLIT_SEED)
     # num_threads=None: the fit keeps the thread count the executor set for this worker
+    # Label noise hits the training and validation labels (seeded by the cell's seed); test labels stay clean.
+    noise_kind, noise_rate = parse_noise(cell.noise)
     clf = MultiLabelClassifier(cell.method, random_state=cell.seed, threshold=PROTOCOL["threshold"],
-                               num_threads=None, **cell.train, **cell.params)
+                               num_threads=None, label_noise_kind=noise_kind, label_noise_rate=noise_rate,
+                               **cell.train, **cell.params)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # constant-label warnings of small sets repeat for every cell
         start = time.perf_counter()
@@ -102,12 +105,18 @@ def soft_target_examples(clf, X_val: np.ndarray, Y_val: np.ndarray, label_names=
     ctx = StepContext(epoch=max(clf.best_epoch_, 0), max_epochs=clf.max_epochs,
                       generator=torch.Generator(device=device).manual_seed(0))
     model.eval()
+    teacher = _final_stage_teacher(clf)
     try:
+        model.attach_teacher(teacher)  # a distilled model's targets come from its (detached) teacher stage
         with torch.no_grad():
             out = model.step(Batch(x, y, torch.as_tensor(rows, device=device)), ctx)
     except Exception as exc:  # a diagnostic only: never lose a cell's numbers over it
         warnings.warn(f"no soft-target examples for {clf.method!r}: {exc}", stacklevel=2)
         return None
+    finally:
+        if teacher is not None:
+            model.attach_teacher(None)
+            teacher.requires_grad_(True)
     if "soft_targets" not in out.extras:
         return None
     arrays = {"soft_targets": out.extras["soft_targets"], "probabilities": torch.sigmoid(out.logits)}
@@ -123,3 +132,10 @@ def soft_target_examples(clf, X_val: np.ndarray, Y_val: np.ndarray, label_names=
                 "y": Y_val[rows][:, labels].astype(int).tolist()}
     out_dict.update({k: np.round(v[:, labels], 4).tolist() for k, v in arrays.items()})
     return out_dict
+
+
+def _final_stage_teacher(clf):
+    """The trained teacher of a multi-stage method's last stage (kept in ``stage_models_``), else None."""
+    stages = type(clf.model_).stages(clf.model_.config)
+    name = stages[-1].teacher if stages else None
+    return getattr(clf, "stage_models_", {}).get(name) if name else None
