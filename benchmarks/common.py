@@ -97,17 +97,22 @@ def load_results(path: Path) -> dict[str, dict]:
     return {r["key"]: r for r in rows}
 
 
-def run_grid(cells: list[dict], path: Path, jobs: int) -> dict[str, dict]:
-    """Run the cells not yet in ``path``; each finished cell is appended at once (a killed run resumes)."""
+def run_grid(cells: list[dict], path: Path, jobs: int, run=None, key=None, desc: str = "cells") -> dict[str, dict]:
+    """Run the cells not yet in ``path``; each finished cell is appended at once (a killed run resumes).
+
+    ``run`` (default ``run_cell``) turns a cell into a row holding ``"key"``; ``key`` (default ``cell_key``)
+    names a cell. Both must be importable top-level functions (they run in worker processes).
+    """
     from tqdm import tqdm
 
+    run, key = run or run_cell, key or cell_key
     done = load_results(path)
-    todo = list({cell_key(c): c for c in cells if cell_key(c) not in done}.values())  # same config runs once
-    print(f"{len(cells)} cells, {len(cells) - len(todo)} already done, {len(todo)} to run", flush=True)
+    todo = list({key(c): c for c in cells if key(c) not in done}.values())  # same config runs once
+    print(f"{len(cells)} {desc}, {len(cells) - len(todo)} already done, {len(todo)} to run", flush=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker) as pool, open(path, "a") as out:
-        futures = [pool.submit(run_cell, c) for c in todo]
-        for fut in tqdm(as_completed(futures), total=len(futures), desc="cells"):
+        futures = [pool.submit(run, c) for c in todo]
+        for fut in tqdm(as_completed(futures), total=len(futures), desc=desc):
             row = fut.result()
             out.write(json.dumps(row) + "\n")
             out.flush()
