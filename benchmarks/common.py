@@ -125,8 +125,9 @@ def mean_std(values) -> tuple[float, float]:
     return float(np.nanmean(a)), float(np.nanstd(a, ddof=1)) if len(a) > 1 else 0.0
 
 
-def fmt(m: float, s: float, digits: int = 3, bold: bool = False) -> str:
-    text = f"{m:.{digits}f} ± {s:.{digits}f}"
+def fmt(m: float, s: float, digits: int = 3, bold: bool = False, n: int = 2) -> str:
+    """``mean ± std``; with ``n`` = 1 (one seed) the mean alone, since there is no spread to show."""
+    text = f"{m:.{digits}f} ± {s:.{digits}f}" if n > 1 else f"{m:.{digits}f}"
     return f"**{text}**" if bold else text
 
 
@@ -172,8 +173,8 @@ def metric_table(groups, datasets, labels, key, cols, extra=()):
             if not rows:
                 lines.append(f"| {ds} | {lab} | " + " | ".join(["not run"] * (len(cols) + len(extra))) + " |")
                 continue
-            cells = [fmt(*stats[lab][m], bold=len(present) > 1 and np.isclose(stats[lab][m][0], best[m]))
-                     for m, _, _ in cols]
+            cells = [fmt(*stats[lab][m], bold=len(present) > 1 and np.isclose(stats[lab][m][0], best[m]),
+                         n=len(rows)) for m, _, _ in cols]
             cells += [e[1](rows) for e in extra]
             seeds = "" if len(rows) >= 3 else f" ({len(rows)} seed{'s' * (len(rows) > 1)})"
             lines.append(f"| {ds} | {lab}{seeds} | " + " | ".join(cells) + " |")

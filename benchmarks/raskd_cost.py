@@ -13,11 +13,15 @@ The max-over-positives targets build a B×L×L tensor, so the label count drives
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import warnings
 
 import numpy as np
 
-from common import replace_block
+from common import ROOT, replace_block
+
+RESULTS = ROOT / "benchmarks/results/raskd_cost.json"
 
 VARIANTS = [("bce", "bce", {}), ("raskd (head, max)", "raskd", {}), ("raskd (head, mean)", "raskd", {"reduce": "mean"}),
             ("raskd (ema, max)", "raskd", {"representatives": "ema"}), ("raskd_plus (RAS-KD+)", "raskd_plus", {})]
@@ -43,7 +47,7 @@ def main():
     from mlkd.data import load_dataset, validation_split
 
     torch.set_num_threads(1)
-    lines = ["| dataset | labels | variant | s/epoch (median) | × bce (median over repeats) |", "|---|---|---|---|---|"]
+    store = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     for d in args.datasets.split(","):
         data = load_dataset(d)
         tr, va = validation_split(data.train.Y, fraction=1 / 6, seed=0)
@@ -53,16 +57,26 @@ def main():
             for name, method, params in VARIANTS:
                 times[name].append(epoch_seconds(X[tr], Y[tr], X[va], Y[va], method, params, args.epochs))
         base = np.array(times["bce"])
+        rows = []
         for name, _, _ in VARIANTS:
             t = np.array(times[name])
-            ratio = float(np.median(t / base))
-            print(f"{d:10s} {name:22s} {np.median(t):7.3f} s/epoch  × bce {ratio:.2f}", flush=True)
-            lines.append(f"| {d} | {Y.shape[1]} | {name} | {np.median(t):.3f} | {ratio:.2f} |")
-    cmd = ("MLKD_DATA=../shared/datasets/mulan .venv/bin/python benchmarks/raskd_cost.py "
-           f"--datasets {args.datasets} --epochs {args.epochs} --repeats {args.repeats}")
+            row = {"variant": name, "s_per_epoch": float(np.median(t)), "ratio": float(np.median(t / base))}
+            rows.append(row)
+            print(f"{d:10s} {name:22s} {row['s_per_epoch']:7.3f} s/epoch  × bce {row['ratio']:.2f}", flush=True)
+        store[d] = {"labels": int(Y.shape[1]), "epochs": args.epochs, "repeats": args.repeats, "rows": rows,
+                    "load": " / ".join(f"{x:.1f}" for x in os.getloadavg())}
+        RESULTS.write_text(json.dumps(store, indent=1))  # each data set kept as soon as it is measured
+    lines = ["| dataset | labels | variant | s/epoch (median) | × bce (median over repeats) | epochs × repeats "
+             "| load |", "|---|---|---|---|---|---|---|"]
+    for d, r in store.items():
+        lines += [f"| {d} | {r['labels']} | {row['variant']} | {row['s_per_epoch']:.3f} | {row['ratio']:.2f} | "
+                  f"{r['epochs']} × {r['repeats']} | {r['load']} |" for row in r["rows"]]
     replace_block("raskd_cost", "\n".join([
-        f"Command: `{cmd}` (1 thread, batch 64, {args.epochs} epochs per fit, variants interleaved "
-        f"{args.repeats}×; ratios taken within a repeat).", "", *lines]))
+        "Command: `MLKD_DATA=../shared/datasets/mulan .venv/bin/python benchmarks/raskd_cost.py --datasets D "
+        "--epochs E --repeats R` (one run per data set or several; each data set's figures are kept in "
+        "benchmarks/results/raskd_cost.json). One thread, batch 64, E epochs per fit, the variants interleaved "
+        "R times, ratios taken within a repeat; load = the 1/5/15-min load average when the data set finished "
+        "(the machine was shared with other benchmark jobs).", "", *lines]))
 
 
 if __name__ == "__main__":

@@ -6,11 +6,13 @@
 A thin wrapper around the benchmark system, so the table is exactly
 
     mlkd bench benchmarks/results/selfkd.db -d DATASETS -m bce -m skdtea -m ls ... --seeds 0-2 --jobs 1 \\
-      && mlkd report benchmarks/results/selfkd.db --out benchmarks/reports/selfkd
+      && mlkd report benchmarks/results/selfkd.db --out benchmarks/reports/selfkd --methods ... --datasets ...
 
-(every cell written to the SQLite database as it finishes; a rerun resumes). The Markdown tables of the
-report (mAP, ranking loss, example-F1 at 0.5 and at the tuned threshold, average ranks) are copied into
-BENCHMARKS.md; the report folder has every metric, the Friedman/Nemenyi test and the figures.
+(every cell written to the SQLite database as it finishes; a rerun resumes; the report keeps this grid's
+methods and data sets, so the database can also hold the headline grid, benchmarks/headline.toml). The
+report's Markdown tables (mAP, ranking loss, example-F1 at 0.5 and at the tuned threshold, macro-F1, average
+ranks) are copied into BENCHMARKS.md; the report folder has every metric, the Friedman/Nemenyi test and the
+figures.
 """
 
 from __future__ import annotations
@@ -59,9 +61,9 @@ def main():
     if not args.report_only:
         mlkd("bench", *bench)
     wall = time.time() - t0
-    mlkd("report", DB, "--out", REPORT)
-    cmd = ("mlkd bench " + " ".join(bench)
-           + f" && mlkd report {DB} --out {REPORT}")
+    report = [DB, "--out", REPORT, "--methods", args.methods, "--datasets", args.datasets]
+    mlkd("report", *report)
+    cmd = "mlkd bench " + " ".join(bench) + " && mlkd report " + " ".join(report)
     tables = (ROOT / REPORT / "tables.md").read_text(encoding="utf-8")
     summary = re.search(r"^- results: .*$", (ROOT / REPORT / "index.md").read_text(encoding="utf-8"), flags=re.M)
     body = [

@@ -164,8 +164,9 @@ def plot(results, datasets, kinds, rates, seeds, metric="mAP"):
             ax.set_xlabel("noise rate η")
             if j == 0:
                 ax.set_ylabel(f"Δ test {metric} vs round 0")
-    axes[0][-1].legend(fontsize=8, loc="best")
-    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(FOLLOWERS), fontsize=9, frameon=False)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     FIGURE.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(FIGURE, dpi=110)
     plt.close(fig)

@@ -164,3 +164,17 @@ def test_noisy_cells_are_their_own_comparison_blocks():
     assert table.datasets == ["yeast", "yeast [missing:0.2]"]
     assert table.mean_std("yeast [missing:0.2]", "bce", "mAP_tuned")[0] == 0.4  # never averaged with clean
 
+
+
+def test_report_of_a_subset_of_methods_and_data_sets(tmp_path, fixture_db, capsys):
+    out = tmp_path / "subset"
+    assert main(["report", str(fixture_db), "--out", str(out), "--methods", "bce,skd*",
+                 "--datasets", "emotions,flags,yeast", "--metrics", "mAP"]) == 0
+    tables = (out / "tables.md").read_text()
+    header = next(line for line in tables.splitlines() if line.startswith("| data set"))
+    assert header.split("|")[2:-1] == [" bce ", " skdtea "]  # ls and tea left out
+    data_rows = [line.split("|")[1].strip() for line in tables.splitlines() if line.startswith("| ")]
+    assert {"emotions", "flags", "yeast"} <= set(data_rows) and not {"scene", "medical"} & set(data_rows)
+    assert main(["report", str(fixture_db), "--out", str(tmp_path / "none"), "--methods", "bcx"]) == 2
+    err = capsys.readouterr().err
+    assert "no finished cell has a method label matching bcx; expected some of: bce, ls, tea, skdtea" in err

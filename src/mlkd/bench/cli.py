@@ -102,6 +102,7 @@ def add_commands(sub, formatter) -> None:
             "examples:\n"
             "  mlkd report results.db                         # writes results-report/\n"
             "  mlkd report results.db --out docs/bench\n"
+            "  mlkd report results.db --methods 'bce,skdtea*' --datasets emotions,yeast --out report-skdtea/\n"
             "  mlkd report results.db --curves dataset=emotions,method=skdtea,seed=0 --curves 'label=bce*'\n\n"
             "--curves filters choose cells that get a figure of every loss term per epoch: KEY=GLOB pairs over\n"
             "dataset, method, label, seed, noise, key, or 'all'."
@@ -113,6 +114,9 @@ def add_commands(sub, formatter) -> None:
                    help="cells whose training curves to draw, repeatable (e.g. dataset=emotions,method=skdtea,seed=0)")
     p.add_argument("--metrics", metavar="M1,M2,...",
                    help="report only these metrics (default: all), e.g. example_f1,micro_f1,macro_f1,mAP")
+    p.add_argument("--methods", metavar="L1,L2,...",
+                   help="report only the cells of these method labels (globs allowed, e.g. 'bce,skdtea*')")
+    p.add_argument("--datasets", metavar="D1,D2,...", help="report only the cells of these data sets (globs allowed)")
     p.set_defaults(func=cmd_report)
 
 
@@ -206,6 +210,8 @@ def cmd_report(args) -> int:
     from .report import make_report
 
     metrics = _split([args.metrics]) if args.metrics else None
-    report = make_report(args.db, args.out, curves=args.curves, metrics=metrics)
+    report = make_report(args.db, args.out, curves=args.curves, metrics=metrics,
+                         methods=_split([args.methods]) if args.methods else None,
+                         datasets=_split([args.datasets]) if args.datasets else None)
     print(f"wrote {report.index} (+ tables.md, {len(report.figures)} figures)")
     return 0

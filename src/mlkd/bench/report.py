@@ -91,20 +91,39 @@ def load_results(db_path) -> list[dict]:
     return rows
 
 
+def select_rows(rows: list[dict], methods: Iterable[str] | None = None,
+                datasets: Iterable[str] | None = None) -> list[dict]:
+    """The rows whose label matches one of the ``methods`` globs and whose data set one of ``datasets``."""
+    kept = rows
+    for column, globs in (("label", methods), ("dataset", datasets)):
+        if globs is None:
+            continue
+        globs = list(globs)
+        kept = [r for r in kept if any(fnmatch.fnmatchcase(str(r[column]), g) for g in globs)]
+        if not kept:
+            known = ", ".join(dict.fromkeys(str(r[column]) for r in rows))
+            raise ValueError(f"no finished cell has a {'method label' if column == 'label' else 'data set'} "
+                             f"matching {', '.join(globs)}; expected some of: {known}")
+    return kept
+
+
 def make_report(db_path, out=None, curves: Iterable[str] = (), metrics: Iterable[str] | None = None,
-                alpha: float = 0.05) -> Report:
+                alpha: float = 0.05, methods: Iterable[str] | None = None,
+                datasets: Iterable[str] | None = None) -> Report:
     """Write the report of ``db_path`` to ``out`` (default ``<db name>-report`` beside it).
 
     ``curves``: filters choosing cells whose training curves get a figure of their own, each
     ``KEY=GLOB[,KEY=GLOB...]`` over dataset, method, label, seed, noise, key (``"all"``: every cell), e.g.
     ``"dataset=emotions,method=skdtea,seed=0"``. Every data set also gets an overview of its methods'
     curves (lowest seed). ``metrics``: names from ``mlkd.metrics.METRICS`` to report (default: all).
+    ``methods`` / ``datasets``: report only the cells whose method label / data set matches one of these
+    globs (default: every cell), so one database can hold several grids and give each its report.
     Raises ValueError for a database that is not mlkd's or is empty, a bad filter or metric name, or an
     output folder that cannot be written.
     """
     db_path = Path(db_path).expanduser()
     variants = metric_variants(metrics)
-    rows = load_results(db_path)
+    rows = select_rows(load_results(db_path), methods=methods, datasets=datasets)
     filters = [_parse_filter(f) for f in curves]
     out = Path(out).expanduser() if out is not None else db_path.with_name(db_path.stem + "-report")
     _prepare_out(out)
