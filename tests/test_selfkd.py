@@ -96,6 +96,19 @@ def test_relation_smoothed_targets_take_max_or_mean_over_positives():
     assert torch.allclose(q_max[2], torch.tensor([eps * 0.9, eps * 0.1, 0.95, 0.0]))
 
 
+@pytest.mark.parametrize("n_labels, density", [(7, 0.3), (40, 0.05), (5, 1.0), (6, 0.0)])
+def test_max_over_positives_equals_the_dense_masked_max_bit_for_bit(n_labels, density):
+    """The compacted (B, P, L) form must give the dense (B, L, L) form's targets exactly: the published
+    RAS-KD cells were computed with the dense one."""
+    g = torch.Generator().manual_seed(n_labels)
+    R = relation_matrix(torch.randn(n_labels, 8, generator=g), tau=0.1)
+    y = (torch.rand(32, n_labels, generator=g) < density).float()
+    y[0] = 0.0  # a row with no positive
+    dense = (y.unsqueeze(2) * R.unsqueeze(0)).amax(dim=1)
+    q = relation_smoothed_targets(y, R, 0.1, 0.0, "max")
+    assert torch.equal(q, torch.where(y > 0, torch.ones_like(y), 0.1 * dense))
+
+
 def test_raskd_relations_come_from_the_detached_auxiliary_head():
     m = build_method("raskd", 6, 4, SMALL, seed=0)
     out = m.step(batch_of(), ctx())

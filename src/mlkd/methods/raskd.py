@@ -61,11 +61,22 @@ def relation_matrix(representatives: Tensor, tau: float) -> Tensor:
 def relation_smoothed_targets(y: Tensor, relations: Tensor, epsilon: float, epsilon_pos: float, reduce: str):
     """q of shape (B, L): 1 − ε′ on positives; ε·max_j (or mean_j) over positives j of R_jk on negatives k."""
     if reduce == "max":
-        # (B, L, L) masked max over the positives j; R ≥ 0, so masking with 0 leaves the max unchanged
-        spread = (y.unsqueeze(2) * relations.unsqueeze(0)).amax(dim=1)
+        spread = _max_over_positives(y, relations)
     else:
         spread = (y @ relations) / y.sum(dim=1, keepdim=True).clamp(min=1)
     return torch.where(y > 0, torch.full_like(y, 1 - epsilon_pos), epsilon * spread)
+
+
+def _max_over_positives(y: Tensor, relations: Tensor) -> Tensor:
+    """max_j y_bj·R_jk over the labels j, computed on each row's positives only: (B, P, L) with P the most
+    positives of any row, instead of (B, L, L). A row's P largest y_bj hold all its nonzero ones, and the
+    padding products are 0, like the products of its negatives in the dense form (R ≥ 0), so the result is
+    the dense form's bit for bit — at 983 labels and ~19 positives (delicious) ~50× fewer elements."""
+    n_pos = int((y > 0).sum(dim=1).max()) if y.numel() else 0
+    if n_pos == 0:
+        return torch.zeros_like(y)
+    y_top, idx = torch.topk(y, n_pos, dim=1)  # (B, P): every positive of a row, then zeros as padding
+    return (y_top.unsqueeze(2) * relations[idx]).amax(dim=1)
 
 
 @register
