@@ -290,7 +290,8 @@ def metric_rows(g, datasets, labels, cols, key="at_tuned") -> str:
             cells = []
             for m, _, _ in cols:
                 mu, sd = mean_std([r[key][m] for r in rows])
-                cells.append(fmt(mu, sd, bold=lab != "teacher" and len(students) > 1 and np.isclose(mu, best[m])))
+                cells.append(fmt(mu, sd, bold=lab != "teacher" and len(students) > 1 and np.isclose(mu, best[m]),
+                                 n=len(rows)))
             cells.append(f"{np.mean([r['epochs_run'] for r in rows]):.0f}")
             seeds = "" if len(rows) >= 3 else f" ({len(rows)} seed{'s' * (len(rows) > 1)})"
             lines.append(f"| {ds} | {lab}{seeds} | " + " | ".join(cells) + " |")

@@ -18,10 +18,12 @@ figures.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from common import ROOT, replace_block
 
@@ -33,7 +35,11 @@ SECTIONS = ["mAP ↑", "Ranking loss ↓", "Example-F1 @0.5 ↑", "Example-F1 @t
 
 
 def mlkd(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "mlkd.cli", *args], cwd=ROOT, check=True)
+    """``mlkd ARGS`` from the repository root (relative PYTHONPATH entries made absolute first)."""
+    env = dict(os.environ)
+    if env.get("PYTHONPATH"):
+        env["PYTHONPATH"] = os.pathsep.join(str(Path(p).resolve()) for p in env["PYTHONPATH"].split(os.pathsep))
+    subprocess.run([sys.executable, "-m", "mlkd.cli", *args], cwd=ROOT, env=env, check=True)
 
 
 def sections(tables_md: str, wanted: list[str]) -> list[str]:
