@@ -63,7 +63,7 @@ def run_chain(chain: dict) -> dict:
 
     from mlkd.data import load_dataset, validation_split
     from mlkd.metrics import evaluate, tune_threshold
-    from mlkd.noise import add_label_noise
+    from mlkd.noise import add_train_val_noise
     from mlkd.preprocessing import FeatureScaler
     from mlkd.stages import run_stages
     from mlkd.trainer import TrainConfig, predict_logits
@@ -72,9 +72,8 @@ def run_chain(chain: dict) -> dict:
     tr, va = validation_split(data.train.Y, fraction=1 / 6, seed=0)  # fixed split, as in every table
     X, Y = data.train.X, data.train.Y
     Y_tr, Y_va = Y[tr], Y[va]
-    if chain["rate"] > 0:
-        noisy = add_label_noise(np.vstack([Y_tr, Y_va]), chain["kind"], chain["rate"], seed=chain["seed"])
-        Y_tr, Y_va = noisy[: len(tr)], noisy[len(tr):]
+    if chain["rate"] > 0:  # the estimator's draw: one over train + validation, seeded by the run seed
+        Y_tr, Y_va = add_train_val_noise(Y_tr, Y_va, chain["kind"], chain["rate"], seed=chain["seed"])
     scaler = FeatureScaler().fit(X[tr])
     X_tr, X_va, X_te = scaler.transform(X[tr]), scaler.transform(X[va]), scaler.transform(data.test.X)
     t0 = time.perf_counter()

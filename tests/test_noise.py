@@ -143,3 +143,16 @@ def test_estimator_rejects_bad_noise_settings(params, match):
     X, Y = linear_problem(n=60, d=4, L=3)
     with pytest.raises(ValueError, match=match):
         MultiLabelClassifier("bce", hidden=8, max_epochs=1, **params).fit(X, Y)
+
+
+def test_train_and_validation_noise_is_one_draw_over_both():
+    from mlkd.noise import add_train_val_noise
+
+    rng = np.random.default_rng(0)
+    Y_tr, Y_va = (rng.random((300, 7)) < 0.3).astype(np.uint8), (rng.random((60, 7)) < 0.3).astype(np.uint8)
+    noisy_tr, noisy_va = add_train_val_noise(Y_tr, Y_va, "symmetric", 0.2, seed=3)
+    both = add_label_noise(np.vstack([Y_tr, Y_va]), "symmetric", 0.2, seed=3)
+    assert np.array_equal(noisy_tr, both[:300]) and np.array_equal(noisy_va, both[300:])
+    assert 0.15 < np.mean(noisy_va != Y_va) < 0.25  # validation labels are corrupted too
+    only_tr, none = add_train_val_noise(Y_tr, None, "missing", 0.5, seed=3)
+    assert none is None and np.array_equal(only_tr, add_label_noise(Y_tr, "missing", 0.5, seed=3))

@@ -31,7 +31,15 @@ from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from .methods.base import Batch, Method, StepContext, build_method, method_class
-from .trainer import TrainConfig, TrainResult, _make_optimizer, _validation_score, device_tensors, resolve_device
+from .trainer import (
+    TrainConfig,
+    TrainResult,
+    _apply_lr_schedule,
+    _make_optimizer,
+    _validation_score,
+    device_tensors,
+    resolve_device,
+)
 
 
 class _Step(nn.Module):
@@ -151,9 +159,7 @@ def _fit(members, seeds, X, Y, X_val, Y_val, cfg: TrainConfig, dev) -> list[tupl
     for epoch in range(cfg.max_epochs):
         t0 = time.perf_counter()
         ctx = StepContext(epoch=epoch, max_epochs=cfg.max_epochs, generator=method_gen)
-        if cfg.lr_decay != 1.0:
-            for group in optimizer.param_groups:
-                group["lr"] = cfg.lr * cfg.lr_decay**epoch
+        _apply_lr_schedule(optimizer, cfg, epoch)
         stepper.train()
         perms = torch.stack([torch.randperm(n, generator=shuffles[k]) for k in active]).to(dev)
         sums: dict[str, Tensor] = {}

@@ -371,16 +371,11 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
 
     def _corrupt_labels(self, Y_tr, Y_val, seed: int):
         """Training and validation labels with the requested noise (one draw over both, so one co-occurrence)."""
-        from .noise import add_label_noise
+        from .noise import add_train_val_noise
 
-        kind = self.label_noise_kind
-        if kind is None:
+        if self.label_noise_kind is None:
             return Y_tr, Y_val
-        rate = float(self.label_noise_rate)
-        if Y_val is None:
-            return add_label_noise(Y_tr, kind, rate, seed), None
-        noisy = add_label_noise(np.vstack([Y_tr, Y_val]), kind, rate, seed)
-        return noisy[: len(Y_tr)], noisy[len(Y_tr) :]
+        return add_train_val_noise(Y_tr, Y_val, self.label_noise_kind, float(self.label_noise_rate), seed)
 
     def _fit_threshold(self, X_val, Y_val):
         if not isinstance(self.threshold, str):

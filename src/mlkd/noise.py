@@ -44,6 +44,16 @@ def add_label_noise(Y, kind: str, rate: float, seed: int = 0) -> np.ndarray:
     return _correlated(Y, rate, rng)
 
 
+def add_train_val_noise(Y_train, Y_val, kind: str, rate: float, seed: int = 0):
+    """(noisy Y_train, noisy Y_val): one draw over both stacked, so they share one noise process (and, for
+    "correlated", one co-occurrence matrix); ``Y_val`` None gives (noisy Y_train, None). Test labels stay
+    out of it: a model is selected on validation labels as noisy as a user's would be."""
+    if Y_val is None:
+        return add_label_noise(Y_train, kind, rate, seed), None
+    noisy = add_label_noise(np.vstack([Y_train, Y_val]), kind, rate, seed)
+    return noisy[: len(Y_train)], noisy[len(Y_train) :]
+
+
 def cooccurrence_conditional(Y: np.ndarray) -> np.ndarray:
     """P of shape (L, L): P[j, k] = P(k positive | j positive) from Y's rows, P[j, j] = 0; 0 where j never occurs."""
     Yf = Y.astype(np.float64)

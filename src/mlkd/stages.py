@@ -129,12 +129,7 @@ def run_stages(
             outcomes[stage.name] = StageOutcome(model, TrainResult())
             continue
         teacher = outcomes[stage.teacher].model if stage.teacher is not None else None
-        model.attach_teacher(teacher)
-        try:
+        with model.taught_by(teacher):
             result = Trainer(cfg).fit(model, X, Y, X_val, Y_val)
-        finally:
-            model.attach_teacher(None)
-            if teacher is not None:
-                teacher.requires_grad_(True)  # frozen only while it teaches
         outcomes[stage.name] = StageOutcome(model, result)
     return outcomes

@@ -182,9 +182,7 @@ class Trainer:
         for epoch in bar:
             t0 = time.perf_counter()
             ctx = StepContext(epoch=epoch, max_epochs=cfg.max_epochs, generator=method_gen)
-            if cfg.lr_decay != 1.0:
-                for group in optimizer.param_groups:
-                    group["lr"] = cfg.lr * cfg.lr_decay**epoch
+            _apply_lr_schedule(optimizer, cfg, epoch)
             method.train()
             perm = torch.randperm(n, generator=shuffle_gen).to(dev)
             sums: dict[str, torch.Tensor] = {}
@@ -239,6 +237,13 @@ class Trainer:
         if stage is not None:
             stage.finish(method, result)
         return result
+
+
+def _apply_lr_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig, epoch: int) -> None:
+    """The learning rate of ``epoch``: lr·lr_decay**epoch (nothing to do when lr_decay is 1)."""
+    if cfg.lr_decay != 1.0:
+        for group in optimizer.param_groups:
+            group["lr"] = cfg.lr * cfg.lr_decay**epoch
 
 
 def _make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:

@@ -105,18 +105,13 @@ def soft_target_examples(clf, X_val: np.ndarray, Y_val: np.ndarray, label_names=
     ctx = StepContext(epoch=max(clf.best_epoch_, 0), max_epochs=clf.max_epochs,
                       generator=torch.Generator(device=device).manual_seed(0))
     model.eval()
-    teacher = _final_stage_teacher(clf)
     try:
-        model.attach_teacher(teacher)  # a distilled model's targets come from its (detached) teacher stage
-        with torch.no_grad():
+        # a distilled model's targets come from its teacher stage, detached after training
+        with model.taught_by(_final_stage_teacher(clf)), torch.no_grad():
             out = model.step(Batch(x, y, torch.as_tensor(rows, device=device)), ctx)
     except Exception as exc:  # a diagnostic only: never lose a cell's numbers over it
         warnings.warn(f"no soft-target examples for {clf.method!r}: {exc}", stacklevel=2)
         return None
-    finally:
-        if teacher is not None:
-            model.attach_teacher(None)
-            teacher.requires_grad_(True)
     if "soft_targets" not in out.extras:
         return None
     arrays = {"soft_targets": out.extras["soft_targets"], "probabilities": torch.sigmoid(out.logits)}

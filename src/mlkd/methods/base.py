@@ -7,6 +7,7 @@ The trainer sums and logs the terms without knowing what they are.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import types
 import typing
@@ -101,6 +102,18 @@ class Method(nn.Module):
             teacher.eval()
         # Stored outside nn.Module's registries on purpose: a registered submodule would be trained and saved.
         self.__dict__["_frozen_teacher"] = teacher
+
+    @contextlib.contextmanager
+    def taught_by(self, teacher: nn.Module | None):
+        """``with model.taught_by(teacher):`` — the teacher is attached frozen inside the block, then detached
+        and given back its gradients, so afterwards each model is a plain predictor again."""
+        self.attach_teacher(teacher)
+        try:
+            yield self
+        finally:
+            self.attach_teacher(None)
+            if teacher is not None:
+                teacher.requires_grad_(True)  # frozen only while it teaches
 
     def teacher_output(self, x: Tensor) -> Tensor:
         """The frozen teacher's prediction logits for ``x``, computed under no_grad."""
