@@ -11,7 +11,7 @@ from scipy import stats as sps
 from mlkd.bench import stats
 from mlkd.bench.report import make_report
 from mlkd.cli import main
-from tests.fixtures.make_results_db import DATASETS, METHODS, make_results_db
+from tests.fixtures.make_results_db import DATASETS, METHODS, make_results_db, make_tuning_db
 
 
 @pytest.fixture(scope="module")
@@ -178,3 +178,30 @@ def test_report_of_a_subset_of_methods_and_data_sets(tmp_path, fixture_db, capsy
     assert main(["report", str(fixture_db), "--out", str(tmp_path / "none"), "--methods", "bcx"]) == 2
     err = capsys.readouterr().err
     assert "no finished cell has a method label matching bcx; expected some of: bce, ls, tea, skdtea" in err
+
+
+def test_tuning_on_validation_picks_by_validation_never_by_test(tmp_path, capsys):
+    db = make_tuning_db(tmp_path / "sweep.db")
+    out = tmp_path / "report"
+    assert main(["report", str(db), "--out", str(out), "--tune-on-validation", "--metrics", "mAP"]) == 0
+    assert "tuned.md with 2 choice(s)" in capsys.readouterr().out
+    tuned = (out / "tuned.md").read_text()
+    assert "(tuned.md)" in (out / "index.md").read_text()
+    chosen = {line.split("|")[1].strip(): line.split("|")[3].strip() for line in tuned.splitlines()
+              if line.startswith("| ") and "`skdtea:" in line.split("|")[3]}
+    # emotions: alpha 0.1 has the better validation score and the worse test score; yeast the other way round
+    assert chosen == {"emotions": "`skdtea:alpha=0.1`", "yeast": "`skdtea:alpha=0.5`"}
+    map_section = tuned.split("## mAP")[1]
+    header = next(line for line in map_section.splitlines() if line.startswith("| data set"))
+    assert header.split("|")[2:-1] == [" bce ", " skdtea (tuned) "]  # one column per method, not per config
+    rows = {line.split("|")[1].strip(): line.split("|")[3].strip() for line in map_section.splitlines()
+            if line.startswith("| ") and not line.startswith("| data set")}
+    assert rows["emotions"].startswith("**0.601") and rows["yeast"].startswith("0.351")  # the kept configs' test
+    # tables.md, the headline, still shows every config as its own method
+    assert "skdtea:alpha=0.1" in (out / "tables.md").read_text()
+
+
+def test_tuning_with_one_config_per_method_says_there_is_nothing_to_tune(tmp_path, fixture_db):
+    report = make_report(fixture_db, tmp_path / "r", metrics=["mAP"], tune=True)
+    assert report.choices == []
+    assert "Nothing to tune" in report.tuned.read_text()

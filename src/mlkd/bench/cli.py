@@ -93,6 +93,8 @@ def add_commands(sub, formatter) -> None:
             "             (Demšar 2006), and links to every figure\n"
             "  tables.md  mean ± std per data set × method for every metric at both thresholds, best in bold,\n"
             "             average ranks across data sets\n"
+            "  tuned.md   (--tune-on-validation) per data set, each method's config with the best mean\n"
+            "             validation score, in a separate table (PROTOCOL.md §8)\n"
             "  figures/   CD diagrams, per-data-set metric bar charts, training curves, and for methods with\n"
             "             soft targets (skdtea) heat maps of soft targets vs ground truth on a few examples\n"
             "A grid with fewer than 2 methods or data sets gets its tables; index.md says why there is no test."
@@ -103,7 +105,8 @@ def add_commands(sub, formatter) -> None:
             "  mlkd report results.db                         # writes results-report/\n"
             "  mlkd report results.db --out docs/bench\n"
             "  mlkd report results.db --methods 'bce,skdtea*' --datasets emotions,yeast --out report-skdtea/\n"
-            "  mlkd report results.db --curves dataset=emotions,method=skdtea,seed=0 --curves 'label=bce*'\n\n"
+            "  mlkd report results.db --curves dataset=emotions,method=skdtea,seed=0 --curves 'label=bce*'\n"
+            "  mlkd report sweep.db --tune-on-validation      # grid with several configs per method\n\n"
             "--curves filters choose cells that get a figure of every loss term per epoch: KEY=GLOB pairs over\n"
             "dataset, method, label, seed, noise, key, or 'all'."
         ),
@@ -117,6 +120,9 @@ def add_commands(sub, formatter) -> None:
     p.add_argument("--methods", metavar="L1,L2,...",
                    help="report only the cells of these method labels (globs allowed, e.g. 'bce,skdtea*')")
     p.add_argument("--datasets", metavar="D1,D2,...", help="report only the cells of these data sets (globs allowed)")
+    p.add_argument("--tune-on-validation", action="store_true",
+                   help="also write tuned.md: per data set, each method's config with the best mean validation "
+                        "score (PROTOCOL.md §8; test metrics are never used to choose)")
     p.set_defaults(func=cmd_report)
 
 
@@ -212,6 +218,8 @@ def cmd_report(args) -> int:
     metrics = _split([args.metrics]) if args.metrics else None
     report = make_report(args.db, args.out, curves=args.curves, metrics=metrics,
                          methods=_split([args.methods]) if args.methods else None,
-                         datasets=_split([args.datasets]) if args.datasets else None)
-    print(f"wrote {report.index} (+ tables.md, {len(report.figures)} figures)")
+                         datasets=_split([args.datasets]) if args.datasets else None,
+                         tune=args.tune_on_validation)
+    extra = f", tuned.md with {len(report.choices)} choice(s)" if report.tuned else ""
+    print(f"wrote {report.index} (+ tables.md{extra}, {len(report.figures)} figures)")
     return 0

@@ -71,6 +71,17 @@ class Comparison:
 
 
 @dataclass
+class TunedChoice:
+    """The config that per-data-set tuning picked for one method on one data set (PROTOCOL.md §8)."""
+
+    dataset: str
+    method: str
+    chosen: str
+    val_score: float
+    candidates: dict[str, float]  # config name → mean validation score over its seeds
+
+
+@dataclass
 class Report:
     """What ``make_report`` wrote."""
 
@@ -79,6 +90,8 @@ class Report:
     figures: list[Path] = field(default_factory=list)
     comparisons: list[Comparison] = field(default_factory=list)
     metrics: list[str] | None = None
+    tuned: Path | None = None
+    choices: list[TunedChoice] = field(default_factory=list)
 
 
 def load_results(db_path) -> list[dict]:
@@ -107,9 +120,37 @@ def select_rows(rows: list[dict], methods: Iterable[str] | None = None,
     return kept
 
 
+def tune_on_validation(rows: list[dict]) -> tuple[list[dict], list[TunedChoice]]:
+    """Per-data-set tuning on validation (PROTOCOL.md §8): for every method (registry name) run with more than
+    one config on a data set, keep the config with the highest mean validation score (``val_score``, the
+    best epoch's validation mAP) over its seeds; ties go to the config named first in sort order. Test
+    metrics play no part. Returns the kept rows — a tuned method's rows renamed ``"<method> (tuned)"``, a
+    method with one config unchanged — and one ``TunedChoice`` per tuned (data set, method).
+    """
+    table = _Table(rows)
+    groups: dict[tuple[str, str], dict[str, list[dict]]] = {}
+    for r in rows:
+        groups.setdefault((_block(r), r["method"]), {}).setdefault(table.name(r), []).append(r)
+    kept, choices = [], []
+    for (dataset, method), configs in groups.items():
+        if len(configs) == 1:
+            kept += next(iter(configs.values()))
+            continue
+        scores = {}
+        for name, cell_rows in configs.items():
+            vals = np.array([r.get("val_score") for r in cell_rows], dtype=float)
+            vals = vals[np.isfinite(vals)]
+            scores[name] = float(vals.mean()) if vals.size else -math.inf
+        chosen = min(scores, key=lambda name: (-scores[name], name))
+        choices.append(TunedChoice(dataset, method, chosen, scores[chosen], dict(sorted(scores.items()))))
+        kept += [{**r, "label": f"{method} (tuned)", "config_hash": f"tuned:{method}", "tuned_from": chosen}
+                 for r in configs[chosen]]
+    return kept, choices
+
+
 def make_report(db_path, out=None, curves: Iterable[str] = (), metrics: Iterable[str] | None = None,
                 alpha: float = 0.05, methods: Iterable[str] | None = None,
-                datasets: Iterable[str] | None = None) -> Report:
+                datasets: Iterable[str] | None = None, tune: bool = False) -> Report:
     """Write the report of ``db_path`` to ``out`` (default ``<db name>-report`` beside it).
 
     ``curves``: filters choosing cells whose training curves get a figure of their own, each
@@ -118,6 +159,8 @@ def make_report(db_path, out=None, curves: Iterable[str] = (), metrics: Iterable
     curves (lowest seed). ``metrics``: names from ``mlkd.metrics.METRICS`` to report (default: all).
     ``methods`` / ``datasets``: report only the cells whose method label / data set matches one of these
     globs (default: every cell), so one database can hold several grids and give each its report.
+    ``tune``: also write ``tuned.md``, the separate table of per-data-set tuning on validation
+    (``tune_on_validation``; PROTOCOL.md §8), whose choices never look at test metrics.
     Raises ValueError for a database that is not mlkd's or is empty, a bad filter or metric name, or an
     output folder that cannot be written.
     """
@@ -176,6 +219,10 @@ def make_report(db_path, out=None, curves: Iterable[str] = (), metrics: Iterable
                 report.figures.append(path)
 
     (out / "tables.md").write_text(_tables_md(table, db_path, variants), encoding="utf-8")
+    if tune:
+        tuned_rows, report.choices = tune_on_validation(rows)
+        report.tuned = out / "tuned.md"
+        report.tuned.write_text(_tuned_md(_Table(tuned_rows), report.choices, db_path, variants), encoding="utf-8")
     report.index.write_text(_index_md(table, report, db_path, bars, overview, cell_curves, heatmaps, filters, alpha),
                             encoding="utf-8")
     return report
@@ -315,6 +362,26 @@ def _tables_md(table: _Table, db_path: Path, variants: list[Variant]) -> str:
     return "\n".join(parts)
 
 
+def _tuned_md(table: _Table, choices: list[TunedChoice], db_path: Path, variants: list[Variant]) -> str:
+    parts = [f"# Tuned on validation (per data set)\n\n{MARKER}\n",
+             f"From `{db_path}`. PROTOCOL.md §8: the headline is one default config per method (tables.md); this "
+             "is the separate table of per-data-set tuning. For each method run with several configs on a data "
+             "set, the config with the highest mean validation score (best-epoch validation mAP, over its seeds) "
+             "is kept and shown as `<method> (tuned)`; the test split is read only for the kept config. Methods "
+             "with one config appear as they are.\n"]
+    if not choices:
+        parts.append("Nothing to tune: no method has more than one config on a data set in these cells.\n")
+        return "\n".join(parts)
+    parts.append("## What was chosen\n\n" + _md_table(
+        ["data set", "method", "chosen config", "validation score", "candidates (validation score)"],
+        [[c.dataset, c.method, f"`{c.chosen}`", _num(c.val_score),
+          "; ".join(f"`{name}` {_num(v)}" for name, v in c.candidates.items())] for c in choices]) + "\n")
+    for variant in variants:
+        arrow = "↑" if variant.higher_is_better else "↓"
+        parts.append(f"## {variant.name} {arrow}\n\n{_metric_table(table, variant)}\n")
+    return "\n".join(parts)
+
+
 def _seed_text(seeds: list[int]) -> str:
     return ", ".join(map(str, seeds))
 
@@ -339,6 +406,8 @@ def _index_md(table, report, db_path, bars, overview, cell_curves, heatmaps, fil
         "threshold maximising validation example-F1.",
         "",
         "[All tables: mean ± std per data set × method](tables.md)",
+        *(["", f"[Tuned on validation, per data set (PROTOCOL.md §8): {len(report.choices)} choice(s)](tuned.md)"]
+          if report.tuned else []),
         "",
         "## Average ranks (1 = best)",
         "",
