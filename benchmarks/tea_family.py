@@ -3,22 +3,24 @@
     MLKD_DATA=../shared/datasets/mulan .venv/bin/python benchmarks/tea_family.py            # run + tables
     MLKD_DATA=../shared/datasets/mulan .venv/bin/python benchmarks/tea_family.py --report-only
 
-Cells run small datasets first, then every large dataset with seed 0, then the large datasets' other seeds,
-so a partial run still covers every dataset. Finished cells are appended to
-benchmarks/results/tea_family.jsonl at once; rerunning skips them. Tables go to BENCHMARKS.md and say how
-many seeds each cell has.
+A thin wrapper around the benchmark system: the cells are the headline grid's (each method with its
+defaults), run by ``mlkd bench`` into benchmarks/results/selfkd.db, the database the self-distillation and
+headline grids share, so no cell is fitted twice and a killed run resumes. Small datasets run first, then
+every large dataset with seed 0, then the large datasets' other seeds, so a partial run still covers every
+dataset. The tables (written to BENCHMARKS.md, saying how many seeds each cell has) are built from the
+database's rows. Cells that earlier versions of this script cached in benchmarks/results/tea_family.jsonl
+were copied into the database with benchmarks/import_cells.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import numpy as np
 
-from common import METRIC_COLS, ROOT, delta_table, grouped, load_results, metric_table, replace_block
-from common import run_grid as _run_grid
+from common import METRIC_COLS, ROOT, cell_key, delta_table, grouped, metric_table, replace_block
+from selfkd import DB, mlkd
 
 SMALL = ["flags", "emotions", "genbase", "medical", "scene", "yeast", "enron"]
 LARGE = ["corel5k", "bibtex", "tmc2007", "delicious"]
@@ -29,9 +31,8 @@ def main():
     ap.add_argument("--datasets", default=",".join(SMALL + LARGE))
     ap.add_argument("--methods", default="bce,tea,c2ae,mpvae,kdtea,skdtea")
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--report-only", action="store_true", help="write tables from finished cells, run nothing")
-    ap.add_argument("--results", default=str(ROOT / "benchmarks/results/tea_family.jsonl"))
     args = ap.parse_args()
     datasets, methods = args.datasets.split(","), args.methods.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -44,8 +45,13 @@ def main():
     large = [d for d in datasets if d in LARGE]
     cells = cells_for(small, seeds) + cells_for(large, seeds[:1]) + cells_for(large, seeds[1:])
     t0 = time.time()
-    path = Path(args.results)
-    results = load_results(path) if args.report_only else _run_grid(cells, path, args.jobs)
+    if not args.report_only:
+        ms = [a for m in methods for a in ("-m", m)]
+        for ds_list, seed_list in ((small, seeds), (large, seeds[:1]), (large, seeds[1:])):
+            if ds_list and seed_list:
+                mlkd("bench", DB, "-d", ",".join(ds_list), *ms, "--seeds", ",".join(map(str, seed_list)),
+                     "--jobs", str(args.jobs), "--threads", "1")
+    results = db_results(cells)
     wall = time.time() - t0
     this_run = "" if args.report_only else f", wall {wall / 60:.1f} min this run"
     g = grouped(results, cells)
@@ -55,13 +61,16 @@ def main():
     thr_col = ("threshold", lambda rs: f"{np.mean([r['threshold'] for r in rs]):.2f}")
     cmd = ("MLKD_DATA=../shared/datasets/mulan .venv/bin/python benchmarks/tea_family.py "
            f"--datasets {args.datasets} --methods {args.methods} --seeds {args.seeds} --jobs {args.jobs}")
+    imported = sum(1 for v in results.values() if "(imported from" in v.get("machine", ""))
     dm = [(("at_tuned", "mAP"), "mAP", True), (("at_tuned", "ranking_loss"), "RL", False),
           (("at_tuned", "example_f1"), "ebF1@tuned", True), (("at_tuned", "macro_f1"), "maF1@tuned", True),
           (("at_tuned", "micro_f1"), "miF1@tuned", True), (("at_tuned", "hamming_loss"), "HL@tuned", False)]
     body = [
         f"Command: `{cmd}` (add `--report-only` to rebuild the tables from the cached cells).  ",
         f"{done} of {len(cells)} cells finished; total fit time {fit_total / 60:.1f} min on this machine "
-        f"(2 cores, {args.jobs} workers × 1 thread){this_run}. "
+        f"(2 cores, {args.jobs} workers × 1 thread){this_run}. Cells are rows of `{DB}` (`mlkd bench`; "
+        f"{imported} of them fitted by this script's earlier jsonl version and copied in by "
+        "`benchmarks/import_cells.py`). "
         "Protocol as in the foundation table (fixed 1/6 validation split of train, test once, defaults of every "
         "method). A method row marked *(1 seed)* or *(2 seeds)* has fewer than the 3 seeds asked for: the grid "
         "ran out of time there, and its ± is not a seed spread. *not run*: no seed finished.",
@@ -89,6 +98,26 @@ def main():
                  "tuned threshold for the F1s)", "", ranks]
     replace_block("tea_family", "\n".join(body))
     print(f"{done}/{len(cells)} cells; tables written to BENCHMARKS.md")
+
+
+def db_results(cells: list[dict]) -> dict[str, dict]:
+    """The database's rows of ``cells`` (default configs, no label noise), keyed and shaped as the table
+    helpers of common.py expect (``at_05`` / ``at_tuned`` metric dicts, ``fit_s``)."""
+    from mlkd.bench.store import ResultsDB
+    from mlkd.metrics import METRICS
+
+    wanted = {(c["dataset"], c["method"], c["seed"]): c for c in cells}
+    out = {}
+    with ResultsDB(ROOT / DB) as db:
+        for r in db.rows("noise = 'none' AND label = method"):
+            cell = wanted.get((r["dataset"], r["method"], r["seed"]))
+            if cell is None:
+                continue
+            out[cell_key(cell)] = {
+                **cell, "at_05": {m: r[f"{m}_05"] for m in METRICS}, "at_tuned": {m: r[f"{m}_tuned"] for m in METRICS},
+                "threshold": r["threshold"], "val_mAP": r["val_score"], "best_epoch": r["best_epoch"],
+                "epochs_run": r["epochs_run"], "fit_s": r["fit_seconds"], "machine": r["machine"]}
+    return out
 
 
 def average_ranks(g, datasets, methods, metrics) -> str:
