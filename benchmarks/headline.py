@@ -24,6 +24,7 @@ import argparse
 import re
 import sqlite3
 import time
+
 import tomllib
 
 from common import ROOT, replace_block
