@@ -118,7 +118,7 @@ def add_commands(sub, formatter) -> None:
     p.add_argument("--metrics", metavar="M1,M2,...",
                    help="report only these metrics (default: all), e.g. example_f1,micro_f1,macro_f1,mAP")
     p.add_argument("--methods", metavar="L1,L2,...",
-                   help="report only the cells of these method labels (globs allowed, e.g. 'bce,skdtea*')")
+                   help="report only the cells of these method labels, in this column order (globs allowed, e.g. 'bce,skdtea*')")
     p.add_argument("--datasets", metavar="D1,D2,...", help="report only the cells of these data sets (globs allowed)")
     p.add_argument("--tune-on-validation", action="store_true",
                    help="also write tuned.md: per data set, each method's config with the best mean validation "

@@ -106,7 +106,8 @@ def load_results(db_path) -> list[dict]:
 
 def select_rows(rows: list[dict], methods: Iterable[str] | None = None,
                 datasets: Iterable[str] | None = None) -> list[dict]:
-    """The rows whose label matches one of the ``methods`` globs and whose data set one of ``datasets``."""
+    """The rows whose label matches one of the ``methods`` globs and whose data set one of ``datasets``;
+    with ``methods``, rows are ordered by the first glob they match (the report's columns follow that order)."""
     kept = rows
     for column, globs in (("label", methods), ("dataset", datasets)):
         if globs is None:
@@ -117,6 +118,9 @@ def select_rows(rows: list[dict], methods: Iterable[str] | None = None,
             known = ", ".join(dict.fromkeys(str(r[column]) for r in rows))
             raise ValueError(f"no finished cell has a {'method label' if column == 'label' else 'data set'} "
                              f"matching {', '.join(globs)}; expected some of: {known}")
+    if methods is not None:
+        globs = list(methods)
+        kept = sorted(kept, key=lambda r: next(i for i, g in enumerate(globs) if fnmatch.fnmatchcase(str(r["label"]), g)))
     return kept
 
 
