@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import sqlite3
 import time
 
 import tomllib
@@ -48,13 +47,13 @@ def index_section(index_md: str, title: str) -> str:
 
 def compute_time(grid: dict) -> tuple[int, int, float]:
     """(finished headline cells, cells in the grid, summed fit + predict seconds of the finished ones)."""
-    con = sqlite3.connect(f"file:{ROOT / DB}?mode=ro", uri=True)
-    rows = con.execute("SELECT dataset, method, fit_seconds + COALESCE(predict_seconds, 0) FROM results "
-                       "WHERE noise = 'none' AND label = method").fetchall()
-    con.close()
-    keep = [r for r in rows if r[0] in grid["datasets"] and r[1] in grid["methods"]]
+    from mlkd.bench.store import ResultsDB
+
+    with ResultsDB(ROOT / DB) as db:
+        rows = db.rows("noise = 'none' AND label = method")
+    keep = [r for r in rows if r["dataset"] in grid["datasets"] and r["method"] in grid["methods"]]
     total = len(grid["datasets"]) * len(grid["methods"]) * len(grid["seeds"])
-    return len(keep), total, sum(r[2] for r in keep)
+    return len(keep), total, sum(r["fit_seconds"] + (r["predict_seconds"] or 0) for r in keep)
 
 
 def main():

@@ -20,6 +20,7 @@ rows already in the database.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,10 +32,19 @@ FIELDS = ("threshold", "epochs_run", "best_epoch")
 NEUTRAL = {"device": "auto", "fused_optimizer": False}
 
 
+@functools.cache
+def split_sizes(dataset: str) -> tuple[int, int, int]:
+    """(training rows after the validation hold-out, validation rows, test rows): one load per data set."""
+    from mlkd.data import load_dataset, validation_split
+
+    data = load_dataset(dataset)
+    tr, va = validation_split(data.train.Y, fraction=1 / 6, seed=0)
+    return len(tr), len(va), data.test.n_samples
+
+
 def bench_row(row: dict, source: str) -> dict | None:
     """The results-database row of a cached cell, or None if its config is not the bench's for that cell."""
     from mlkd.bench.grid import Cell
-    from mlkd.data import load_dataset, validation_split
 
     if row.get("params") or row.get("noise", "none") != "none":
         return None
@@ -48,13 +58,12 @@ def bench_row(row: dict, source: str) -> dict | None:
             and cached["train"].get("early_stopping") == resolved["early_stopping"])
     if not same:
         return None
-    data = load_dataset(row["dataset"])
-    tr, va = validation_split(data.train.Y, fraction=1 / 6, seed=0)
+    n_train, n_val, n_test = split_sizes(row["dataset"])
     out = {
         "key": cell.key, "dataset": cell.dataset, "method": cell.method, "label": cell.label,
         "config": resolved, "config_hash": cell.config_hash, "seed": cell.seed, "noise": "none",
         "val_score": row["val_mAP"], "fit_seconds": row["fit_s"], "predict_seconds": row.get("predict_s"),
-        "n_train": len(tr), "n_val": len(va), "n_test": data.test.n_samples, "threads": 1, "device": "cpu",
+        "n_train": n_train, "n_val": n_val, "n_test": n_test, "threads": 1, "device": "cpu",
         "mlkd_version": row.get("mlkd"), "torch_version": row.get("torch"), "python_version": None,
         "machine": f"{row.get('machine', '')} (imported from {source})",
         "timestamp": datetime.now(UTC).isoformat(timespec="seconds"), "history": None, "examples": None,

@@ -287,22 +287,23 @@ def groups(results: dict, cells: list[dict]) -> dict:
 
 
 def choose_lambda_le(results: dict, third: list[dict]) -> dict:
-    """dataset → the λ_le sweep label with the highest mean validation mAP (best epoch) over the seeds, the
-    rule of ``mlkd report --tune-on-validation`` (PROTOCOL.md §8: per-data-set tuning on validation).
+    """dataset → the λ_le sweep label with the highest mean validation mAP (best epoch) over the seeds, by
+    ``mlkd.bench.report.tune_on_validation`` (the rule of ``mlkd report --tune-on-validation``, PROTOCOL.md §8).
 
-    A data set gets a choice once every candidate has every seed; ties go to the larger λ_le. The test
-    split plays no part: it is read only for the chosen label, in the tables.
+    A data set gets a choice once every candidate has every seed. The test split plays no part: it is read
+    only for the chosen label, in the tables.
     """
-    by: dict[str, dict[str, list[dict]]] = {}
+    from mlkd.bench.report import tune_on_validation
+
+    expected = {}
     for c in third:
-        by.setdefault(c["dataset"], {}).setdefault(c["label"], [])
-        if cell_key(c) in results:
-            by[c["dataset"]][c["label"]].append(results[cell_key(c)])
-    seeds: dict[str, set] = {}
-    for c in third:
-        seeds.setdefault(c["dataset"], set()).add(c["seed"])
-    return {ds: max(labels, key=lambda lab: np.mean([r["val_mAP"] for r in labels[lab]]))
-            for ds, labels in by.items() if all(len(rows) == len(seeds[ds]) for rows in labels.values())}
+        expected.setdefault(c["dataset"], set()).add((c["label"], c["seed"]))
+    rows = [{"dataset": c["dataset"], "method": "distill", "label": c["label"], "config_hash": c["label"],
+             "seed": c["seed"], "val_score": results[cell_key(c)]["val_mAP"]} for c in third if cell_key(c) in results]
+    complete = {ds for ds, want in expected.items()
+                if want <= {(r["label"], r["seed"]) for r in rows if r["dataset"] == ds}}
+    _, choices = tune_on_validation([r for r in rows if r["dataset"] in complete])
+    return {c.dataset: c.chosen for c in choices}
 
 
 def sweep_rows(results: dict, third: list[dict], chosen: dict, datasets, official: dict) -> str:
