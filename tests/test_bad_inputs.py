@@ -167,6 +167,8 @@ API = [
     Case("patience 0", lambda c: _fit(X0, Y0, patience=0), "'patience'=0 is invalid"),
     Case("checkpoint_every 0", lambda c: _fit(X0, Y0, checkpoint_dir=c.root / "ck0", checkpoint_every=0),
          "checkpoint_every=0 is invalid"),
+    Case("negative checkpoint_seconds", lambda c: _fit(X0, Y0, checkpoint_dir=c.root / "ck1", checkpoint_seconds=-5),
+         "checkpoint_seconds=-5 is invalid"),
     Case("resume without checkpoint_dir", lambda c: _fit(X0, Y0, resume=True), "resume=True needs checkpoint_dir"),
     Case("checkpoint_dir is a file", lambda c: _fit(X0, Y0, checkpoint_dir=c.a_file), "a-file is a file"),
     Case("checkpoint exists, no resume", lambda c: _fit(X0, Y0, checkpoint_dir=c.checkpoint),
@@ -227,6 +229,8 @@ def _cli(ctx, checksum_data):
         "--resume without --checkpoint-dir": ([*fit, "--out", c.root / "o1", "--resume"], ["--resume needs"]),
         "--checkpoint-every without --checkpoint-dir": ([*fit, "--out", c.root / "o2", "--checkpoint-every", "3"],
                                                         ["--checkpoint-every needs --checkpoint-dir"]),
+        "--checkpoint-seconds without --checkpoint-dir": ([*fit, "--out", c.root / "o5", "--checkpoint-seconds", "60"],
+                                                          ["--checkpoint-seconds needs --checkpoint-dir"]),
         "--checkpoint-every 0": ([*fit, "--checkpoint-dir", c.root / "ck1", "--checkpoint-every", "0"],
                                  ["--checkpoint-every", "positive integer"]),
         "--checkpoint-dir is a file": ([*fit, "--out", c.root / "o3", "--checkpoint-dir", c.a_file], ["is a file"]),
@@ -240,7 +244,8 @@ CLI_CASES = ["truncated ARFF", "ARFF row with an undeclared attribute", "sparse 
              "ARFF with one row", "model without weights", "model from a newer mlkd", "corrupted config field",
              "unwritable output directory", "evaluate with other labels", "empty results database",
              "results database without cells", "--resume without --checkpoint-dir",
-             "--checkpoint-every without --checkpoint-dir", "--checkpoint-every 0", "--checkpoint-dir is a file",
+             "--checkpoint-every without --checkpoint-dir", "--checkpoint-seconds without --checkpoint-dir",
+             "--checkpoint-every 0", "--checkpoint-dir is a file",
              "--resume with another fit's checkpoint"]
 
 

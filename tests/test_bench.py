@@ -89,6 +89,8 @@ def test_noise_axis_is_canonical_and_trains_on_noisy_labels_with_clean_test(mula
     (["-d", "emotions", "-m", "bce", "--noise", "gaussian:0.1"], "KIND one of symmetric, missing, correlated"),
     (["-d", "emotions", "-m", "bce", "--seeds", "a-b"], "bad seeds"),
     (["-d", "emotions", "-m", "bce:hidden=8", "-m", "{bad"], "bad method spec"),
+    (["-d", "emotions", "-m", "bce", "--checkpoint-seconds", "-1"], "expected a number >= 0"),
+    (["-d", "emotions", "-m", "bce", "--no-checkpoints", "--checkpoint-dir", "ck"], "contradict each other"),
 ])
 def test_bad_grid_is_one_line_error_before_any_cell(tmp_path, capsys, argv, message):
     db = tmp_path / "results.db"
@@ -150,6 +152,44 @@ def test_killed_run_resumes_without_duplicates_losses_or_redone_cells(tmp_path, 
 
     assert main([*argv, "--dry-run"]) == 0
     assert "6 cells: 6 done, 0 to run" in capsys.readouterr().out
+
+
+def test_a_cell_killed_mid_fit_continues_from_its_checkpoint_to_the_uninterrupted_numbers(tmp_path, mulan_dir,
+                                                                                          monkeypatch, capsys):
+    db, root = tmp_path / "results.db", tmp_path / "results.checkpoints"
+    argv = ["bench", str(db), "-d", "emotions", "-m", "kdtea", "--seeds", "0", "-p", "hidden=16",
+            "-p", "teacher_hidden=32", "-p", "max_epochs=40", "-p", "patience=40", "--threads", "1", "--quiet",
+            "--checkpoint-seconds", "0"]
+    env = {**os.environ, "MLKD_DATA": str(mulan_dir), "PYTHONPATH": str(REPO / "src")}
+    proc = subprocess.Popen([sys.executable, "-m", "mlkd", *argv], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    # kill once the student (stage 1) has checkpointed: the teacher finished, the student is half-way
+    while proc.poll() is None and time.monotonic() < deadline and not list(root.glob("*/stage1.json")):
+        time.sleep(0.02)
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+    assert not _rows(db) and list(root.glob("*/stage0.done.json"))
+
+    monkeypatch.setenv("MLKD_DATA", str(mulan_dir))
+    assert main([*argv, "--dry-run"]) == 0
+    assert "(1 part-done: they continue from a checkpoint)" in capsys.readouterr().out
+    assert main(argv) == 0
+    assert "1 continue from a checkpoint" in capsys.readouterr().err
+    assert not root.exists()  # the state went once the row was written
+    with ResultsDB(db) as store:
+        (resumed,) = store.rows()
+    cell = _grid(str(mulan_dir), datasets=["emotions"], methods=["kdtea"], seeds=[0],
+                 params={"hidden": 16, "teacher_hidden": 32, "max_epochs": 40, "patience": 40}).cells()[0]
+    assert cell.key == resumed["key"]
+    (_, whole), = SequentialExecutor(threads=1).run([cell])  # no checkpoints, never interrupted
+    assert {k: resumed[k] for k in COMPARED} == {k: whole[k] for k in COMPARED}
+    strip = [{k: v for k, v in row.items() if k != "seconds"} for row in whole["history"]]
+    assert [{k: v for k, v in row.items() if k != "seconds"} for row in resumed["history"]] == strip
+    # fit_seconds counts the training the killed run did too, not only the rerun's part
+    assert resumed["fit_seconds"] >= sum(row["seconds"] for row in resumed["history"])
 
 
 def test_a_failing_cell_is_recorded_and_retried(tmp_path, mulan_dir, monkeypatch):

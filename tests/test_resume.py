@@ -157,6 +157,24 @@ def test_multi_stage_resume_keeps_finished_stages_and_matches_the_uninterrupted_
     assert [r["total"] for r in teacher_a.history] == [r["total"] for r in teacher_b.history]
 
 
+def test_checkpoint_seconds_spaces_the_writes_and_a_resume_reports_the_time_already_spent(tmp_path, monkeypatch):
+    params = dict(hidden=8, max_epochs=10, patience=10, batch_size=32)
+    written = []
+    write = ckpt._write_tensors
+    monkeypatch.setattr(ckpt, "_write_tensors", lambda path, tensors: written.append(path.name) or write(path, tensors))
+    every_epoch = MultiLabelClassifier("bce", checkpoint_dir=tmp_path / "a", **params).fit(X, Y)
+    assert len(written) == 11 and written[-1] == "stage0.done.safetensors"  # 10 epochs + the final weights
+    written.clear()
+    spaced = MultiLabelClassifier("bce", checkpoint_dir=tmp_path / "b", checkpoint_seconds=3600, **params).fit(X, Y)
+    assert written == ["stage0.done.safetensors"]  # no epoch was an hour after the last write
+    _same_fit(spaced, every_epoch)
+    assert every_epoch.resumed_seconds_ == 0.0
+    # a resume finds the finished fit: nothing is trained, and its time is the time recorded before
+    again = MultiLabelClassifier("bce", checkpoint_dir=tmp_path / "b", resume=True, **params).fit(X, Y)
+    assert again.resumed_seconds_ == pytest.approx(spaced.stage_results_["bce"].seconds) and again.resumed_seconds_ > 0
+    _same_fit(again, spaced)
+
+
 def test_early_stopping_state_survives_the_interruption(tmp_path, interrupt_after):
     Xe, Ye = linear_problem(n=200, seed=2)
 

@@ -29,6 +29,7 @@ import math
 import os
 import re
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -313,16 +314,26 @@ _STAGE_FILE = re.compile(r"^stage\d+(\.done)?\.json$")
 class Checkpointer:
     """Checkpoints of one fit in ``directory``, every ``every`` epochs; ``resume`` continues what is there.
 
+    ``min_seconds`` > 0 also waits that long (wall clock, from the stage's start or its last checkpoint)
+    between checkpoints: long fits lose at most that much to a kill, short ones never pay for a write.
+    When the fit ends is the same either way (a resume is bit-identical from any checkpoint).
+    ``restored_seconds`` sums the training seconds of what a resume found (finished stages and the last
+    checkpoint of an unfinished one), so a resumed fit can report its whole training time.
+
     Without ``resume`` a directory that already holds a checkpoint is refused (nothing is overwritten); with
     it, an empty or new directory simply starts a fresh fit. ``fingerprint`` (see :func:`fingerprint`)
     describes the whole fit; a saved one that differs is refused. Each ``Trainer.fit`` of the fit asks
     :meth:`stage` for its own :class:`StageCheckpoint`.
     """
 
-    def __init__(self, directory, every: int = 1, resume: bool = False, fingerprint: dict | None = None) -> None:
+    def __init__(self, directory, every: int = 1, resume: bool = False, fingerprint: dict | None = None,
+                 min_seconds: float = 0.0) -> None:
         if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
             raise ValueError(f"checkpoint_every={every!r} is invalid; expected an integer ≥ 1")
+        check_seconds(min_seconds)
         self.directory, self.every, self.resume = check_directory(directory), int(every), bool(resume)
+        self.min_seconds = float(min_seconds)
+        self.restored_seconds = 0.0
         self._next_stage = 0
         manifest = self.directory / MANIFEST
         existing = manifest.exists() or any(_STAGE_FILE.match(p.name) for p in self.directory.iterdir())
@@ -354,7 +365,9 @@ class StageCheckpoint:
     """The checkpoint files of one ``Trainer.fit`` (one stage); the trainer calls its four methods."""
 
     def __init__(self, owner: Checkpointer, index: int, method: str, fingerprint: dict, device) -> None:
-        self.every, self.method, self.fingerprint, self.device = owner.every, method, fingerprint, device
+        self.owner, self.every, self.method = owner, owner.every, method
+        self.fingerprint, self.device = fingerprint, device
+        self._last_save = time.perf_counter()
         self.directory, self.name = owner.directory, f"stage{index}"
         self.record = self.directory / f"{self.name}.json"
         self.done_record = self.directory / f"{self.name}.done.json"
@@ -379,7 +392,9 @@ class StageCheckpoint:
         tensors = _read_tensors(self.directory / str(record.get("tensors")), record.get("tensors_sha256"))
         _load_module(method, tensors, self.done_record)
         method.eval()
-        return _result(record.get("result"), self.done_record, TrainResult)
+        result = _result(record.get("result"), self.done_record, TrainResult)
+        self.owner.restored_seconds += float(result.seconds or 0.0)
+        return result
 
     def finish(self, method, result) -> None:
         """Keep the stage's final weights and result; drop its in-progress checkpoint."""
@@ -412,11 +427,12 @@ class StageCheckpoint:
             since_best, seconds = int(record["since_best"]), float(record["seconds"])
         except (KeyError, TypeError, ValueError):
             raise ValueError(f"checkpoint {path} lacks the early-stopping state; the checkpoint is corrupted") from None
+        self.owner.restored_seconds += seconds
         return LoopState(_result(record.get("result"), path, TrainResult), best_state, best, since_best, seconds)
 
     def save(self, epoch: int, method, optimizer, generators, loop: LoopState) -> None:
-        """Checkpoint after ``epoch`` (0-based) if it is due (every ``every`` epochs)."""
-        if (epoch + 1) % self.every:
+        """Checkpoint after ``epoch`` (0-based) if it is due (every ``every`` epochs, ``min_seconds`` apart)."""
+        if (epoch + 1) % self.every or time.perf_counter() - self._last_save < self.owner.min_seconds:
             return
         optim_tensors, optim_json = _optimizer_state(optimizer)
         tensors = {**_module_tensors(method), **optim_tensors, **_rng_tensors(generators, self.device)}
@@ -431,6 +447,7 @@ class StageCheckpoint:
         _write_json(self.record, record)  # the commit point
         self._remove_progress_tensors(keep=tensors_path.name)
         _fsync_dir(self.directory)
+        self._last_save = time.perf_counter()
 
     def _remove_progress_tensors(self, keep: str | None) -> None:
         for old in self.directory.glob(f"{self.name}.e*.safetensors"):
@@ -445,6 +462,14 @@ def _result(saved, path: Path, result_cls):
     result = result_cls(**saved)
     result.best_score = float(result.best_score) if result.best_score is not None else math.nan
     return result
+
+
+def check_seconds(seconds) -> float:
+    """``checkpoint_seconds`` as a float; a ValueError unless it is a finite number ≥ 0."""
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"checkpoint_seconds={seconds!r} is invalid; expected a number of seconds ≥ 0")
+    return float(seconds)
 
 
 def check_directory(directory) -> Path:

@@ -99,6 +99,16 @@ def _nonneg_int(text: str) -> int:
     return value
 
 
+def _nonnegative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value >= 0 or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r}; expected a number >= 0")
+    return value
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -250,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--checkpoint-dir", metavar="DIR", help="save the training state to DIR during the fit")
     g.add_argument("--checkpoint-every", type=_positive_int, metavar="N",
                    help="epochs between checkpoints (default: 1; needs --checkpoint-dir)")
+    g.add_argument("--checkpoint-seconds", type=_nonnegative_float, metavar="S",
+                   help="also at least S seconds between checkpoints (default: 0; needs --checkpoint-dir)")
     g.add_argument("--resume", action="store_true",
                    help="continue the fit checkpointed in --checkpoint-dir (same final model as an uninterrupted "
                         "fit); refused if DIR holds another configuration's or data's checkpoint")
@@ -639,8 +651,10 @@ def cmd_fit(args) -> int:
     if out.is_dir() and any(out.iterdir()) and not args.force:
         raise ValueError(f"model directory {out} exists and is not empty; pass --force to overwrite it or choose --out")
     _check_writable_target(out, "model directory")
-    if args.checkpoint_dir is None and (args.resume or args.checkpoint_every is not None):
-        flag = "--resume" if args.resume else "--checkpoint-every"
+    if args.checkpoint_dir is None and (args.resume or args.checkpoint_every is not None
+                                        or args.checkpoint_seconds is not None):
+        flag = ("--resume" if args.resume else "--checkpoint-every" if args.checkpoint_every is not None
+                else "--checkpoint-seconds")
         raise ValueError(f"{flag} needs --checkpoint-dir; expected the directory of the (interrupted) fit")
     if args.checkpoint_dir is not None:
         check_directory(args.checkpoint_dir)  # a file or an unwritable place fails before any work
@@ -659,6 +673,7 @@ def cmd_fit(args) -> int:
         verbose=_show_progress(args.quiet),
         checkpoint_dir=args.checkpoint_dir,
         checkpoint_every=args.checkpoint_every or 1,
+        checkpoint_seconds=args.checkpoint_seconds or 0.0,
         resume=args.resume,
         nproc=args.nproc,
         **params,

@@ -21,7 +21,7 @@ from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import metrics
-from .checkpoint import Checkpointer, check_directory, checkpointing, fingerprint
+from .checkpoint import Checkpointer, check_directory, check_seconds, checkpointing, fingerprint
 from .data.splits import validation_split
 from .distributed import check_distributable, fit_ddp
 from .methods import build_method, config_fields, method_class
@@ -72,6 +72,9 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
         JSON, atomic writes). A directory that already holds a checkpoint is refused unless ``resume``.
     checkpoint_every : int ≥ 1, default=1
         Epochs between checkpoints.
+    checkpoint_seconds : float ≥ 0, default=0.0
+        Also wait at least this many seconds between checkpoints (e.g. 60: a long fit loses at most a
+        minute to a kill and a short one never writes); the final model does not depend on it.
     resume : bool, default=False
         Continue the fit checkpointed in ``checkpoint_dir`` (finished stages are not retrained): the final
         model is bit-identical on CPU to an uninterrupted fit's. A checkpoint of another configuration or
@@ -90,6 +93,8 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
     stage_results_ : dict of stage name → TrainResult (a multi-stage method such as "kdtea" trains its
     teacher first; history_ is the last stage's); stage_models_ : dict of stage name → trained model (every
     round of "multiround", every generation of "ban"). Only the last stage's model (``model_``) is saved.
+    resumed_seconds_ : float — training seconds a resumed fit found already spent in its checkpoint (0.0
+    for a fit from scratch): its whole training time is this plus the resumed run's.
     """
 
     def __init__(
@@ -115,6 +120,7 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
         label_noise_rate=0.0,
         checkpoint_dir=None,
         checkpoint_every=1,
+        checkpoint_seconds=0.0,
         resume=False,
         nproc=1,
         **method_params,
@@ -139,6 +145,7 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
         self.label_noise_rate = label_noise_rate
         self.checkpoint_dir = checkpoint_dir
         self.checkpoint_every = checkpoint_every
+        self.checkpoint_seconds = checkpoint_seconds
         self.resume = resume
         self.nproc = nproc
         self._method_param_names = sorted(method_params)
@@ -180,6 +187,7 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
         every = self.checkpoint_every
         if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
             raise ValueError(f"checkpoint_every={every!r} is invalid; expected an integer ≥ 1")
+        check_seconds(self.checkpoint_seconds)
         if not isinstance(self.resume, (bool, np.bool_)):
             raise ValueError(f"resume={self.resume!r} is invalid; expected True or False")
         if self.checkpoint_dir is None:
@@ -192,10 +200,11 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
         """The fit's checkpointer (None without checkpoint_dir); refuses a checkpoint of another fit."""
         if self.checkpoint_dir is None:
             return None
-        skip = {"verbose", "num_threads", "checkpoint_dir", "checkpoint_every", "resume"}
+        skip = {"verbose", "num_threads", "checkpoint_dir", "checkpoint_every", "checkpoint_seconds", "resume"}
         config = {"estimator": type(self).__name__, "method": self.method,
                   **{k: v for k, v in self.get_params(deep=False).items() if k not in skip}}
-        return Checkpointer(self.checkpoint_dir, self.checkpoint_every, bool(self.resume), fingerprint(config, *arrays))
+        return Checkpointer(self.checkpoint_dir, self.checkpoint_every, bool(self.resume), fingerprint(config, *arrays),
+                            min_seconds=self.checkpoint_seconds)
 
     def _check_threshold(self):
         t = self.threshold
@@ -347,6 +356,7 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
         self.classes_ = self.binary_classes_ if self._is_binary() else np.arange(self.n_labels_)
         self.label_names_ = list(label_names or columns or [f"label_{i}" for i in range(self.n_labels_)])
         self.threshold_ = self._fit_threshold(X_val, Y_val)
+        self.resumed_seconds_ = 0.0 if checkpointer is None else checkpointer.restored_seconds
         return self
 
     def _check_nproc(self, model) -> None:

@@ -25,7 +25,7 @@ FORMAT = "mlkd-model"
 FORMAT_VERSION = 1
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
 #: Estimator options about how one fit ran (checkpointing, processes), not about the model: not saved.
-RUN_OPTIONS = ("checkpoint_dir", "checkpoint_every", "resume", "nproc")
+RUN_OPTIONS = ("checkpoint_dir", "checkpoint_every", "checkpoint_seconds", "resume", "nproc")
 
 
 def _atomic_write(path: Path, write) -> None:

@@ -23,6 +23,7 @@ GRID_EXAMPLE = """\
 
 def add_commands(sub, formatter) -> None:
     """Add ``bench`` and ``report`` to the ``mlkd`` subcommand parser ``sub``."""
+    from ..cli import _nonnegative_float  # mlkd.cli is loaded: it is the caller
     p = sub.add_parser(
         "bench",
         help="run a resumable benchmark grid into an SQLite results database",
@@ -34,7 +35,9 @@ def add_commands(sub, formatter) -> None:
             "A cell is identified by its data set, seed, noise and *resolved* config (method defaults merged\n"
             "with the given parameters, plus the training settings): rerunning the same command skips the\n"
             "cells already in RESULTS.db, so a killed run resumes where it stopped, and a changed default\n"
-            "is a new cell. Cells that fail are listed in RESULTS.db's failures table and retried next time."
+            "is a new cell. A cell that was running when the run was killed continues from its last\n"
+            "checkpoint (at most --checkpoint-seconds old) to the numbers of an uninterrupted fit.\n"
+            "Cells that fail are listed in RESULTS.db's failures table and retried next time."
         ),
         formatter_class=formatter,
         epilog=(
@@ -80,7 +83,18 @@ def add_commands(sub, formatter) -> None:
     p.add_argument("--address", metavar="ADDR",
                    help="Ray cluster to connect to (e.g. auto, ray://head:10001); default: start a local one")
     p.add_argument("--data-dir", metavar="DIR", help="directory of the MULAN data set folders (default: $MLKD_DATA)")
-    p.add_argument("--dry-run", "-n", action="store_true", help="list the cells and which are done; run nothing")
+    g = p.add_argument_group("interrupted cells (training state: safetensors + JSON, written atomically)")
+    g.add_argument("--checkpoint-dir", metavar="DIR",
+                   help="where running cells keep their training state, so that a rerun after a kill continues a "
+                        "long cell mid-fit to the same numbers (default: RESULTS.checkpoints beside the database; "
+                        "a cell's state is deleted once its row is written)")
+    g.add_argument("--checkpoint-seconds", type=_nonnegative_float, default=60.0, metavar="S",
+                   help="at least S seconds between a cell's checkpoints (default: 60, so cells shorter than "
+                        "that never write one; 0: after every epoch)")
+    g.add_argument("--no-checkpoints", action="store_true",
+                   help="no training state: a killed cell starts over")
+    p.add_argument("--dry-run", "-n", action="store_true",
+                   help="list the cells and which are done (or part-done: a checkpoint to continue); run nothing")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_bench)
 
@@ -118,7 +132,8 @@ def add_commands(sub, formatter) -> None:
     p.add_argument("--metrics", metavar="M1,M2,...",
                    help="report only these metrics (default: all), e.g. example_f1,micro_f1,macro_f1,mAP")
     p.add_argument("--methods", metavar="L1,L2,...",
-                   help="report only the cells of these method labels, in this column order (globs allowed, e.g. 'bce,skdtea*')")
+                   help="report only the cells of these method labels, in this column order (globs allowed, "
+                        "e.g. 'bce,skdtea*')")
     p.add_argument("--datasets", metavar="D1,D2,...", help="report only the cells of these data sets (globs allowed)")
     p.add_argument("--tune-on-validation", action="store_true",
                    help="also write tuned.md: per data set, each method's config with the best mean validation "
@@ -177,22 +192,32 @@ def _check_data(datasets, data_dir) -> list[str]:
 
 
 def cmd_bench(args) -> int:
+    from dataclasses import replace
+
     from .executors import make_executor
-    from .run import plan, run_grid
+    from .run import checkpoint_root, plan, run_grid
+    from .runner import has_checkpoint
 
     grid = build_grid(args)
     cells = grid.cells()
     missing = _check_data(grid.datasets, grid.data_dir)
     where = grid.data_dir or "$MLKD_DATA"
+    if args.no_checkpoints and args.checkpoint_dir is not None:
+        raise ValueError("--no-checkpoints and --checkpoint-dir contradict each other; expected one of them")
+    checkpoints = None if args.no_checkpoints else Path(args.checkpoint_dir or checkpoint_root(args.db)).expanduser()
     if args.dry_run:
         status = plan(cells, args.db)
         n_done = sum(done for _, done in status)
+        part = {c.key for c, done in status if not done and checkpoints is not None
+                and has_checkpoint(replace(c, checkpoint_dir=str(checkpoints)))}
         width = max(len(c.label) for c in cells)
         print(f"{'status':6}  {'dataset':10}  {'method':{width}}  seed  noise  key")
         for cell, done in status:
-            print(f"{'done' if done else 'todo':6}  {cell.dataset:10}  {cell.label:{width}}  {cell.seed:4}  "
-                  f"{cell.noise:5}  {cell.key}")
-        print(f"{len(cells)} cells: {n_done} done, {len(cells) - n_done} to run (dry run: nothing ran)")
+            state = "done" if done else "part" if cell.key in part else "todo"
+            print(f"{state:6}  {cell.dataset:10}  {cell.label:{width}}  {cell.seed:4}  {cell.noise:5}  {cell.key}")
+        print(f"{len(cells)} cells: {n_done} done, {len(cells) - n_done} to run"
+              + (f" ({len(part)} part-done: they continue from a checkpoint)" if part else "")
+              + " (dry run: nothing ran)")
         if missing:
             print(f"data not found in {where}: {', '.join(missing)}", file=sys.stderr)
         return 0
@@ -201,7 +226,8 @@ def cmd_bench(args) -> int:
                          "there (set MLKD_DATA or --data-dir; see 'mlkd datasets')")
     executor = make_executor(args.executor, args.jobs, args.threads, args.address)
     summary = run_grid(cells, args.db, executor, progress=not args.quiet and sys.stderr.isatty(),
-                       log=lambda line: print(line, file=sys.stderr, flush=True))
+                       log=lambda line: print(line, file=sys.stderr, flush=True),
+                       checkpoints=checkpoints, checkpoint_seconds=args.checkpoint_seconds)
     if summary.failed:
         for cell, error in summary.failed[:5]:
             print(f"mlkd: failed: {cell.dataset} {cell.label} seed {cell.seed}: {' '.join(error.split())}",

@@ -43,7 +43,9 @@ class Cell:
     """One unit of work: fit ``method`` with ``params``/``train`` on ``dataset`` with ``seed``; evaluate test once.
 
     ``label`` names the method config in reports (e.g. ``"skdtea:alpha=0.3"``); ``data_dir`` is where the
-    worker finds the MULAN files (None: its ``$MLKD_DATA``) and is not part of the cell's identity.
+    worker finds the MULAN files (None: its ``$MLKD_DATA``). ``checkpoint_dir`` (None: no checkpoints) is
+    a folder whose ``<key>/`` subfolder keeps the fit's training state at least ``checkpoint_seconds``
+    apart, so a killed cell resumes mid-fit to the same numbers. None of these three is part of its identity.
     """
 
     dataset: str
@@ -54,6 +56,8 @@ class Cell:
     seed: int = 0
     noise: str = "none"
     data_dir: str | None = None
+    checkpoint_dir: str | None = None
+    checkpoint_seconds: float = 60.0
 
     @property
     def config(self) -> dict:

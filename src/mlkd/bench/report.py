@@ -120,7 +120,8 @@ def select_rows(rows: list[dict], methods: Iterable[str] | None = None,
                              f"matching {', '.join(globs)}; expected some of: {known}")
     if methods is not None:
         globs = list(methods)
-        kept = sorted(kept, key=lambda r: next(i for i, g in enumerate(globs) if fnmatch.fnmatchcase(str(r["label"]), g)))
+        kept = sorted(kept, key=lambda r: next(i for i, g in enumerate(globs)
+                                               if fnmatch.fnmatchcase(str(r["label"]), g)))
     return kept
 
 

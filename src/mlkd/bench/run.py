@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
+from pathlib import Path
 
 from .executors import make_executor
 from .grid import Cell
+from .runner import cell_checkpoint_dir, has_checkpoint
 from .store import ResultsDB
 
 
@@ -24,8 +28,6 @@ class GridRun:
 
 def plan(cells: list[Cell], db_path) -> list[tuple[Cell, bool]]:
     """``(cell, done)`` for every cell; a database that does not exist yet has nothing done."""
-    from pathlib import Path
-
     done = set()
     if Path(db_path).expanduser().exists():
         with ResultsDB(db_path) as db:
@@ -33,24 +35,40 @@ def plan(cells: list[Cell], db_path) -> list[tuple[Cell, bool]]:
     return [(cell, cell.key in done) for cell in cells]
 
 
-def run_grid(cells: list[Cell], db_path, executor=None, progress: bool = False, log=None) -> GridRun:
+def checkpoint_root(db_path) -> Path:
+    """The default folder for cells' training state: ``results.db`` → ``results.checkpoints/`` beside it."""
+    return Path(db_path).expanduser().with_suffix(".checkpoints")
+
+
+def run_grid(cells: list[Cell], db_path, executor=None, progress: bool = False, log=None,
+             checkpoints=None, checkpoint_seconds: float = 60.0) -> GridRun:
     """Run the cells not yet in ``db_path`` with ``executor`` (default sequential) and write each at once.
 
     Re-running the same call after an interruption (even SIGKILL) runs only the cells still missing.
+    With ``checkpoints`` (a folder, e.g. ``checkpoint_root(db_path)``) each running cell also saves its
+    training state there at least ``checkpoint_seconds`` apart, and a rerun continues a killed cell from
+    it to the same numbers; a cell's state is deleted once its row is written.
     A cell that raises is recorded in the ``failures`` table and retried by the next run; the others go on.
     ``log`` (e.g. ``print``) receives one line before and after the run.
     """
     from tqdm.auto import tqdm
 
+    from ..checkpoint import check_directory, check_seconds
+
     executor = executor or make_executor("sequential")
     start = time.perf_counter()
+    if checkpoints is not None:
+        root = str(check_directory(checkpoints).resolve())
+        seconds = check_seconds(checkpoint_seconds)
+        cells = [replace(c, checkpoint_dir=root, checkpoint_seconds=seconds) for c in cells]
     with ResultsDB(db_path, create=True) as db:
         done = db.done_keys()
         todo = [c for c in cells if c.key not in done]
         summary = GridRun(total=len(cells), skipped=len(cells) - len(todo))
         if log:
+            resuming = sum(has_checkpoint(c) for c in todo)
             log(f"{summary.total} cells: {summary.skipped} already done in {db.path}, {len(todo)} to run "
-                f"({executor.name} executor)")
+                f"({executor.name} executor)" + (f"; {resuming} continue from a checkpoint" if resuming else ""))
         bar = tqdm(total=len(todo), desc="cells", unit="cell", disable=not progress or not todo, dynamic_ncols=True)
         try:
             for cell, outcome in executor.run(todo):
@@ -60,10 +78,15 @@ def run_grid(cells: list[Cell], db_path, executor=None, progress: bool = False, 
                     summary.failed.append((cell, error))
                 else:
                     summary.written += db.insert(outcome)
+                    if cell.checkpoint_dir is not None:  # the row is committed: its training state has served
+                        shutil.rmtree(cell_checkpoint_dir(cell), ignore_errors=True)
                 bar.update(1)
                 bar.set_postfix_str(f"{cell.dataset} {cell.label} seed {cell.seed}", refresh=False)
         finally:
             bar.close()
+        if checkpoints is not None:
+            with contextlib.suppress(OSError):
+                Path(root).rmdir()  # only if no cell left state behind
         summary.seconds = time.perf_counter() - start
         if log:
             log(f"wrote {summary.written} cells to {db.path} in {summary.seconds:.1f} s"

@@ -7,6 +7,7 @@ import platform
 import time
 import warnings
 from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 
@@ -40,14 +41,18 @@ def run_cell(cell: Cell, threads: int | None = None) -> dict:
     # num_threads=None: the fit keeps the thread count the executor set for this worker
     # Label noise hits the training and validation labels (seeded by the cell's seed); test labels stay clean.
     noise_kind, noise_rate = parse_noise(cell.noise)
+    # With a checkpoint folder the fit saves its state as it goes and picks up a killed run's state:
+    # bit-identical numbers (mlkd.checkpoint); fit_seconds adds the training time the checkpoint had spent.
+    checkpoints = {} if cell.checkpoint_dir is None else {
+        "checkpoint_dir": cell_checkpoint_dir(cell), "checkpoint_seconds": cell.checkpoint_seconds, "resume": True}
     clf = MultiLabelClassifier(cell.method, random_state=cell.seed, threshold=PROTOCOL["threshold"],
                                num_threads=None, label_noise_kind=noise_kind, label_noise_rate=noise_rate,
-                               **cell.train, **cell.params)
+                               **checkpoints, **cell.train, **cell.params)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # constant-label warnings of small sets repeat for every cell
         start = time.perf_counter()
         clf.fit(X[tr], Y[tr], X[va], Y[va])
-        fit_seconds = time.perf_counter() - start
+        fit_seconds = time.perf_counter() - start + clf.resumed_seconds_
     start = time.perf_counter()
     scores = clf.predict_proba(data.test.X)  # the test split, touched once
     predict_seconds = time.perf_counter() - start
@@ -82,6 +87,16 @@ def run_cell(cell: Cell, threads: int | None = None) -> dict:
         row.update({f"{k}_{suffix}": v for k, v in evaluate(data.test.Y, scores, threshold).items()})
     row["timestamp"] = datetime.now(timezone.utc).isoformat(timespec="microseconds")
     return row
+
+
+def cell_checkpoint_dir(cell: Cell) -> Path:
+    """Where ``cell`` keeps its training state: ``<checkpoint_dir>/<cell key>/``."""
+    return Path(cell.checkpoint_dir) / cell.key
+
+
+def has_checkpoint(cell: Cell) -> bool:
+    """Whether a killed run left ``cell`` a checkpoint to resume from."""
+    return cell.checkpoint_dir is not None and (cell_checkpoint_dir(cell) / "checkpoint.json").exists()
 
 
 def soft_target_examples(clf, X_val: np.ndarray, Y_val: np.ndarray, label_names=None) -> dict | None:
