@@ -192,6 +192,28 @@ def test_a_cell_killed_mid_fit_continues_from_its_checkpoint_to_the_uninterrupte
     assert resumed["fit_seconds"] >= sum(row["seconds"] for row in resumed["history"])
 
 
+def test_a_cell_whose_checkpoint_another_worker_holds_waits_for_it(tmp_path, mulan_dir):
+    import fcntl
+    import threading
+    from dataclasses import replace
+
+    from mlkd.bench.runner import cell_checkpoint_dir, run_cell
+
+    cell = replace(_grid(str(mulan_dir), methods=["bce"], seeds=[0]).cells()[0], checkpoint_dir=str(tmp_path))
+    folder = cell_checkpoint_dir(cell)
+    folder.mkdir(parents=True)
+    rows = []
+    with open(folder / ".lock", "a") as orphan:  # a worker of a killed run, still fitting this cell
+        fcntl.flock(orphan, fcntl.LOCK_EX)
+        worker = threading.Thread(target=lambda: rows.append(run_cell(cell, threads=1)))
+        worker.start()
+        worker.join(timeout=3)
+        assert worker.is_alive() and not rows  # it waits instead of writing beside the other one
+        fcntl.flock(orphan, fcntl.LOCK_UN)
+    worker.join(timeout=120)
+    assert not worker.is_alive() and rows[0]["key"] == cell.key and rows[0]["epochs_run"] == TINY["max_epochs"]
+
+
 def test_a_failing_cell_is_recorded_and_retried(tmp_path, mulan_dir, monkeypatch):
     real = bench_executors.run_cell
 

@@ -6,6 +6,7 @@ import os
 import platform
 import time
 import warnings
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -48,7 +49,7 @@ def run_cell(cell: Cell, threads: int | None = None) -> dict:
     clf = MultiLabelClassifier(cell.method, random_state=cell.seed, threshold=PROTOCOL["threshold"],
                                num_threads=None, label_noise_kind=noise_kind, label_noise_rate=noise_rate,
                                **checkpoints, **cell.train, **cell.params)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), cell_lock(cell):
         warnings.simplefilter("ignore")  # constant-label warnings of small sets repeat for every cell
         start = time.perf_counter()
         clf.fit(X[tr], Y[tr], X[va], Y[va])
@@ -92,6 +93,32 @@ def run_cell(cell: Cell, threads: int | None = None) -> dict:
 def cell_checkpoint_dir(cell: Cell) -> Path:
     """Where ``cell`` keeps its training state: ``<checkpoint_dir>/<cell key>/``."""
     return Path(cell.checkpoint_dir) / cell.key
+
+
+@contextmanager
+def cell_lock(cell: Cell):
+    """Hold ``cell``'s checkpoint folder alone while fitting (no-op without checkpoints or fcntl).
+
+    A worker orphaned by a killed run may still be fitting the cell; a rerun's worker waits here until it
+    ends instead of writing the same checkpoint files beside it, then continues from (or finds finished)
+    the stages it saved.
+    """
+    if cell.checkpoint_dir is None:
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no orphan detection
+        yield
+        return
+    folder = cell_checkpoint_dir(cell)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes or this process dies
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def has_checkpoint(cell: Cell) -> bool:
