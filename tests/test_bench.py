@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -190,6 +191,47 @@ def test_a_cell_killed_mid_fit_continues_from_its_checkpoint_to_the_uninterrupte
     assert [{k: v for k, v in row.items() if k != "seconds"} for row in resumed["history"]] == strip
     # fit_seconds counts the training the killed run did too, not only the rerun's part
     assert resumed["fit_seconds"] >= sum(row["seconds"] for row in resumed["history"])
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers die with the parent on Linux only")
+def test_process_workers_die_with_a_killed_bench(tmp_path, mulan_dir):
+    db = tmp_path / "results.db"
+    argv = ["bench", str(db), "-d", "emotions", "-m", "bce", "--seeds", "0,1", "-p", "max_epochs=200",
+            "-p", "patience=200", "--jobs", "2", "--threads", "1", "--quiet", "--checkpoint-seconds", "0"]
+    env = {**os.environ, "MLKD_DATA": str(mulan_dir), "PYTHONPATH": str(REPO / "src")}
+    proc = subprocess.Popen([sys.executable, "-m", "mlkd", *argv], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline \
+            and len(list(tmp_path.glob("results.checkpoints/*/stage0.json"))) < 2:
+        time.sleep(0.05)  # both workers are fitting
+    workers = [c for c in _children(proc.pid) if "spawn_main" in Path(f"/proc/{c}/cmdline").read_text()]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL and len(workers) == 2, proc.stderr.read().decode()[-2000:]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(map(_alive, workers)):
+        time.sleep(0.05)
+    assert not any(map(_alive, workers)), "orphaned workers go on fitting"
+
+
+def _alive(pid: int) -> bool:
+    try:  # a zombie (state Z) has ended; only its parent's reaping is missing
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def test_a_cell_whose_checkpoint_another_worker_holds_waits_for_it(tmp_path, mulan_dir):

@@ -8,7 +8,10 @@ the executor for the same ``threads``.
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
+import sys
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -17,6 +20,7 @@ from .grid import Cell
 from .runner import run_cell
 
 EXECUTORS = ("sequential", "process", "ray")
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def available_cores() -> int:
@@ -46,11 +50,29 @@ class SequentialExecutor:
                 yield cell, exc
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, parent: int | None = None) -> None:
     import torch
 
+    _die_with(parent)
     torch.set_num_threads(threads)
     warnings.simplefilter("ignore")
+
+
+def _die_with(parent: int | None) -> None:
+    """On Linux, have the kernel kill this worker when the bench process dies (SIGKILL included).
+
+    Without it a worker orphaned by a killed run goes on fitting its cell, unseen, beside the rerun's
+    workers (the rerun waits for its cell's lock, but the CPU is taken). Elsewhere this does nothing.
+    """
+    if parent is None or not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the prctl took effect
+        os._exit(1)
 
 
 def _worker_run(cell: Cell) -> dict:
@@ -74,7 +96,7 @@ class ProcessExecutor:
         if not cells:
             return
         pool = ProcessPoolExecutor(max_workers=min(self.jobs, len(cells)), mp_context=mp.get_context("spawn"),
-                                   initializer=_init_worker, initargs=(self.threads,))
+                                   initializer=_init_worker, initargs=(self.threads, os.getpid()))
         try:
             futures = {pool.submit(_worker_run, cell): cell for cell in cells}
             for future in as_completed(futures):
