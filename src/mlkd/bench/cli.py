@@ -87,10 +87,11 @@ def add_commands(sub, formatter) -> None:
     g.add_argument("--checkpoint-dir", metavar="DIR",
                    help="where running cells keep their training state, so that a rerun after a kill continues a "
                         "long cell mid-fit to the same numbers (default: RESULTS.checkpoints beside the database; "
-                        "a cell's state is deleted once its row is written)")
+                        "a cell's state is deleted once its row is written; on a Ray cluster use a folder every "
+                        "node sees)")
     g.add_argument("--checkpoint-seconds", type=_nonnegative_float, default=60.0, metavar="S",
-                   help="at least S seconds between a cell's checkpoints (default: 60, so cells shorter than "
-                        "that never write one; 0: after every epoch)")
+                   help="at least S seconds between a cell's checkpoints (default: 60, so a cell shorter than "
+                        "that only writes its finished stages; 0: after every epoch)")
     g.add_argument("--no-checkpoints", action="store_true",
                    help="no training state: a killed cell starts over")
     p.add_argument("--dry-run", "-n", action="store_true",
