@@ -315,7 +315,8 @@ class Checkpointer:
     """Checkpoints of one fit in ``directory``, every ``every`` epochs; ``resume`` continues what is there.
 
     ``min_seconds`` > 0 also waits that long (wall clock, from the stage's start or its last checkpoint)
-    between checkpoints: long fits lose at most that much to a kill, short ones never pay for a write.
+    between checkpoints: long fits lose at most that much to a kill, short ones only write each stage's
+    final weights.
     When the fit ends is the same either way (a resume is bit-identical from any checkpoint).
     ``restored_seconds`` sums the training seconds of what a resume found (finished stages and the last
     checkpoint of an unfinished one), so a resumed fit can report its whole training time.

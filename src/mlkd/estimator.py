@@ -74,7 +74,7 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
         Epochs between checkpoints.
     checkpoint_seconds : float ≥ 0, default=0.0
         Also wait at least this many seconds between checkpoints (e.g. 60: a long fit loses at most a
-        minute to a kill and a short one never writes); the final model does not depend on it.
+        minute to a kill and a short one only writes its final weights); the final model does not depend on it.
     resume : bool, default=False
         Continue the fit checkpointed in ``checkpoint_dir`` (finished stages are not retrained): the final
         model is bit-identical on CPU to an uninterrupted fit's. A checkpoint of another configuration or

@@ -99,9 +99,9 @@ def cell_checkpoint_dir(cell: Cell) -> Path:
 def cell_lock(cell: Cell):
     """Hold ``cell``'s checkpoint folder alone while fitting (no-op without checkpoints or fcntl).
 
-    A worker orphaned by a killed run may still be fitting the cell; a rerun's worker waits here until it
-    ends instead of writing the same checkpoint files beside it, then continues from (or finds finished)
-    the stages it saved.
+    Two bench runs over overlapping grids (or a Ray task retried while the first still runs) may fit the
+    same cell at once; the second waits here instead of writing the same checkpoint files beside the
+    first, then finds the stages it finished. (Process-pool workers of a killed run die with it on Linux.)
     """
     if cell.checkpoint_dir is None:
         yield
