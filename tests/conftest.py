@@ -38,3 +38,22 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+#: tests/test_gpu.py puts this back for its own tests.
+REAL_CUDA_AVAILABLE = torch.cuda.is_available
+
+
+@pytest.fixture(autouse=True, scope="session")
+def cpu_semantics():
+    """The suite pins what a CPU run guarantees (bit-identical reruns, CPU tensors out of ``predict_logits``), so
+    on a GPU machine 'auto' must mean the CPU here, as it does in CI, also in the subprocesses tests start.
+    tests/test_gpu.py is the CUDA suite: this process initialises CUDA first, so hiding the GPUs from children
+    through CUDA_VISIBLE_DEVICES leaves them to it."""
+    if torch.cuda.is_available():
+        torch.cuda.init()
+        torch.cuda.device_count()  # cached from now on: the variable set below would otherwise make it 0
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch.cuda, "is_available", lambda: False)
+        patch.setenv("CUDA_VISIBLE_DEVICES", "")
+        yield

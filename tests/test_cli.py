@@ -230,6 +230,18 @@ def test_a_data_set_name_trains_on_train_and_predicts_the_test_split(call, tmp_p
     assert report["split"] == "test" and report["n_samples"] == 65
 
 
+def test_fit_on_the_cpu_when_asked_saves_the_device_with_the_model(fitted, call, tmp_path):
+    from mlkd.io import load_model
+
+    root = fitted[0]
+    _ok(call("fit", root / "tiny-train.arff", "--n-labels", "3", *TINY, "-m", "bce", "--device", "cpu",
+             "--out", tmp_path / "m"))
+    assert load_model(tmp_path / "m").device == "cpu"
+    from mlkd.cli import build_parser
+
+    assert build_parser().parse_args(["fit", "x.arff", "-m", "bce"]).device == "auto"
+
+
 def test_fit_never_overwrites_a_non_empty_directory_without_force(fitted, call):
     root, model, _, _ = fitted
     fit = ["fit", root / "tiny-train.arff", "--method", "bce", "--n-labels", "3", *TINY, "--quiet"]
@@ -295,6 +307,9 @@ def bad_inputs(fitted, tmp_path):
         "corrupted config": (["evaluate", not_json, test], ["config.json"]),
         "feature mismatch": (["predict", model, other], ["4 features", "5"]),
         "unwritable --out": (["predict", model, test, "--out", a_file / "p.csv"], ["a-file"]),
+        "bad --device": ([*fit, "--method", "bce", "--device", "gpu"], ["gpu", "cpu", "cuda:N"]),
+        "absent GPU": ([*fit, "--method", "bce", "--device", "cuda:7"], ["cuda:7", "not available"]),
+        "demo absent GPU": (["demo", "--device", "cuda:7"], ["cuda:7", "not available"]),
         "demo unknown method": (["demo", "--methods", "bce,nope"], ["nope"]),
         "demo unknown data set": (["demo", "--dataset", "nope"], ["nope"]),
     }

@@ -28,7 +28,8 @@ from . import methods as mlkd_methods
 from . import metrics as mlkd_metrics
 from .checkpoint import check_directory
 from .distributed import is_primary
-from .estimator import MultiLabelClassifier
+from .estimator import MultiLabelClassifier, check_device
+from .trainer import resolve_device
 
 EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED = 0, 2, 130
 ARFF_SUFFIXES = (".arff", ".arff.gz", ".arff.bz2", ".arff.xz")
@@ -87,6 +88,18 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r}; expected a positive integer")
     return value
+
+
+def _device(text: str) -> str:
+    """'auto', 'cpu', 'cuda' or 'cuda:N' (whether that GPU exists is checked when the fit starts)."""
+    head, _, index = text.partition(":")
+    if text in ("auto", "cpu", "cuda") or (head == "cuda" and index.isdigit()):
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r}; expected auto, cpu, cuda or cuda:N")
+
+
+DEVICE_HELP = ("where to train: auto (default: the first CUDA GPU when there is one, else the CPU), cpu, cuda or "
+               "cuda:N. A model trained on a GPU is saved device-free and loads and predicts on a CPU")
 
 
 def _nonneg_int(text: str) -> int:
@@ -256,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nproc", type=_positive_int, default=1, metavar="N",
                    help="processes for this one fit (default: 1): DistributedDataParallel, each process taking a "
                         "disjoint shard of every batch (gloo on CPU, NCCL on GPU); under torchrun, WORLD_SIZE")
+    p.add_argument("--device", type=_device, default="auto", metavar="DEV", help=DEVICE_HELP)
     g = p.add_argument_group("interruption (checkpoints: safetensors + JSON, written atomically)")
     g.add_argument("--checkpoint-dir", metavar="DIR", help="save the training state to DIR during the fit")
     g.add_argument("--checkpoint-every", type=_positive_int, metavar="N",
@@ -374,6 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help=f"hidden width, for the methods that have a 'hidden' parameter (default: {DEMO_HIDDEN})",
     )
+    p.add_argument("--device", type=_device, default="auto", metavar="DEV", help=DEVICE_HELP)
     _add_data_dir(p)
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_demo)
@@ -423,6 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite the model files in an existing non-empty --out")
     p.add_argument("--seed", type=_nonneg_int, default=0, metavar="N", help="seed (default: 0)")
     p.add_argument("--threads", type=_positive_int, metavar="N", help="CPU threads for torch (default: 1)")
+    p.add_argument("--device", type=_device, default="auto", metavar="DEV", help=DEVICE_HELP)
     p.add_argument("--threshold", type=_threshold, default="tuned", metavar="T",
                    help="'tuned' (default), 'tuned-per-label', or a fixed number in (0, 1)")
     _add_label_options(p, "")
@@ -676,6 +692,7 @@ def cmd_fit(args) -> int:
         checkpoint_seconds=args.checkpoint_seconds or 0.0,
         resume=args.resume,
         nproc=args.nproc,
+        device=args.device,
         **params,
     )
     start = time.perf_counter()
@@ -807,7 +824,9 @@ def cmd_demo(args) -> int:
     train, test = bench.train, bench.test
     # Small networks train fastest on one thread; several threads stall badly when the cores are shared.
     torch.set_num_threads(1)
-    settings = f"seed {args.seed}, max_epochs {args.max_epochs}, hidden {args.hidden}, 1 CPU thread"
+    device = resolve_device(check_device(args.device))
+    where = "1 CPU thread" if device.type == "cpu" else f"{device} ({torch.cuda.get_device_name(device)})"
+    settings = f"seed {args.seed}, max_epochs {args.max_epochs}, hidden {args.hidden}, {where}"
     print(
         f"demo: {name} ({train.n_samples} train / {test.n_samples} test rows, {train.n_features} "
         f"features, {train.n_labels} labels); {settings}",
@@ -823,6 +842,7 @@ def cmd_demo(args) -> int:
             max_epochs=args.max_epochs,
             random_state=args.seed,
             verbose=_show_progress(args.quiet),
+            device=args.device,
             **params,
         )
         start = time.perf_counter()
@@ -890,7 +910,7 @@ def cmd_distill(args) -> int:
     ds, what = _load(args.data, "train", data_dir=args.data_dir, label_file=args.label_file, n_labels=args.n_labels)
     clf = MultiLabelClassifier(
         "distill", threshold=args.threshold, random_state=args.seed, verbose=_show_progress(args.quiet),
-        num_threads=args.threads or 1, **train_cfg, **params,
+        num_threads=args.threads or 1, device=args.device, **train_cfg, **params,
     )
     start = time.perf_counter()
     clf.fit(ds.X, ds.Y, label_names=ds.label_names)

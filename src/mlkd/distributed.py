@@ -84,7 +84,8 @@ def fit_ddp(method: Method, X, Y, X_val=None, Y_val=None, config: TrainConfig | 
             raise ValueError(f"nproc={nproc} but torchrun started WORLD_SIZE={world} processes; expected them equal")
         return _rank(int(os.environ["RANK"]), world, "env://", method, X, Y, X_val, Y_val, cfg, device.type)
     if device.type == "cuda" and torch.cuda.device_count() < nproc:
-        raise ValueError(f"nproc={nproc} needs one GPU per process; found {torch.cuda.device_count()}")
+        raise ValueError(f"nproc={nproc} needs one GPU per process; found {torch.cuda.device_count()}; expected "
+                         f"nproc ≤ {torch.cuda.device_count()}, or device='cpu' to run the processes on the CPU (gloo)")
     with tempfile.TemporaryDirectory(prefix="mlkd-ddp-") as tmp:
         out = Path(tmp)
         args = (nproc, f"tcp://127.0.0.1:{_free_port()}", method, X, Y, X_val, Y_val, cfg, device.type, str(out))

@@ -179,7 +179,7 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
         floats = {k: _setting(k, getattr(self, k), float) for k in ("lr", "weight_decay", "momentum", "lr_decay")}
         threads = None if self.num_threads is None else _setting("num_threads", self.num_threads, int)
         cfg = TrainConfig(**ints, **floats, optimizer=self.optimizer, monitor=self.monitor, seed=int(self.random_state),
-                          device=_check_device(self.device), progress=bool(self.verbose), num_threads=threads)
+                          device=check_device(self.device), progress=bool(self.verbose), num_threads=threads)
         cfg.validate()
         return cfg
 
@@ -469,7 +469,7 @@ def _setting(name: str, value, kind: type):
         raise ValueError(f"training parameter {name!r}={value!r} is invalid; expected {expected}") from None
 
 
-def _check_device(device):
+def check_device(device):
     """'auto', 'cpu' or an available CUDA device; anything else is a ValueError before any work."""
     if device == "auto":
         return device
