@@ -15,6 +15,7 @@ import torch
 from mlkd.bench import METRIC_COLUMNS, Grid, ResultsDB, SequentialExecutor, make_executor, run_grid
 from mlkd.bench import executors as bench_executors
 from mlkd.bench.grid import TRAIN_KEYS, MethodSpec, resolved_config
+from mlkd.bench.runner import cpu_model
 from mlkd.cli import main
 from tests.conftest import REPO
 
@@ -292,6 +293,11 @@ def test_row_holds_protocol_numbers_history_and_soft_targets(sequential_rows):
                                       abs=2e-4)
     assert next(r for r in rows if r["method"] == "bce")["examples"] is None
     assert {r["threads"] for r in rows} == {1} and rows[0]["mlkd_version"] and rows[0]["python_version"]
+    # the CPU model is recorded: kernels (and so the last bits of every number) depend on it
+    assert cpu_model() in rows[0]["machine"] and rows[0]["machine"].endswith(f"{os.cpu_count()} cpu")
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists() and "model name" in cpuinfo.read_text(errors="replace"):
+        assert cpu_model() and cpu_model() in cpuinfo.read_text(errors="replace")
 
 
 def test_distilled_cell_shows_the_soft_targets_of_its_teacher_stage(mulan_dir, recwarn):

@@ -80,7 +80,7 @@ def run_cell(cell: Cell, threads: int | None = None) -> dict:
         "mlkd_version": __version__,
         "torch_version": torch.__version__,
         "python_version": platform.python_version(),
-        "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpu",
+        "machine": machine_description(),
         "history": clf.history_,
         "examples": soft_target_examples(clf, X[va], Y[va], data.train.label_names),
     }
@@ -88,6 +88,28 @@ def run_cell(cell: Cell, threads: int | None = None) -> dict:
         row.update({f"{k}_{suffix}": v for k, v in evaluate(data.test.Y, scores, threshold).items()})
     row["timestamp"] = datetime.now(timezone.utc).isoformat(timespec="microseconds")
     return row
+
+
+def cpu_model() -> str:
+    """The processor's model name ("AMD EPYC", "Intel(R) Xeon(R) ..."), or "" where it cannot be read.
+
+    Rows record it because CPU matmul kernels are chosen per processor (MKL dispatch), so cells fitted on
+    different CPUs agree within seed noise, not bit for bit (BENCHMARKS.md, "Reproducibility").
+    """
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor().strip()
+
+
+def machine_description() -> str:
+    """``host architecture [CPU model,] N cpu`` for a results row's ``machine`` column."""
+    model = cpu_model()
+    return f"{platform.node()} {platform.machine()} {model + ', ' if model else ''}{os.cpu_count()} cpu"
 
 
 def cell_checkpoint_dir(cell: Cell) -> Path:

@@ -49,7 +49,7 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("mlkd_version", "TEXT", ""),
     ("torch_version", "TEXT", ""),
     ("python_version", "TEXT", ""),
-    ("machine", "TEXT", "host, architecture, CPU count"),
+    ("machine", "TEXT", "host, architecture, CPU model, CPU count"),
     ("timestamp", "TEXT NOT NULL", "UTC ISO time the cell finished"),
     ("history", "TEXT", "JSON list of per-epoch dicts: every loss term, total, val_score, seconds"),
     ("examples", "TEXT", "JSON: a few validation rows' ground truth vs soft targets (methods that make them)"),
