@@ -61,7 +61,12 @@ def test_members_stop_on_their_own_and_end_at_their_best_validation_state():
     for model, result in fits:
         assert result.stopped_early and result.epochs_run == result.best_epoch + 1 + 4
         restored = mean_average_precision(Yv, torch.sigmoid(predict_logits(model, Xv)).numpy())
-        assert restored == pytest.approx(result.best_score, abs=1e-6)
+        # The best score was computed on vmapped (bmm) logits, the restored member's on mm: the last-bit
+        # difference can swap one near-tied pair of validation scores on some CPUs (8.7e-6 of mAP on an
+        # AMD EPYC), while the states after the best epoch are >= 2e-3 away: 1e-4 tells them apart.
+        assert restored == pytest.approx(result.best_score, abs=1e-4)
+        later = [row["val_score"] for row in result.history[result.best_epoch + 1:]]
+        assert all(abs(restored - result.best_score) < abs(restored - v) for v in later)
         assert restored > Yv.mean() + 0.2  # far above chance (the label prevalence)
     assert len({result.epochs_run for _, result in fits}) > 1 or len(fits) == 1
 
