@@ -103,6 +103,30 @@ def test_nemenyi_critical_difference_is_demsars():
     assert stats.cliques([1.0, 1.5, 3.9, 4.0], cd=1.0) == [(0, 1), (2, 3)]
 
 
+def test_significant_pairs_are_those_beyond_the_critical_difference():
+    ranks = [2.0, 5.5, 1.0, 4.1]
+    # gaps: m2-m0 1.0, m2-m3 3.1, m2-m1 4.5, m0-m1 3.5, m0-m3 2.1, m3-m1 1.4
+    assert stats.significant_pairs(ranks, cd=2.0) == [(2, 1, 4.5), (2, 3, pytest.approx(3.1)), (0, 1, 3.5),
+                                                        (0, 3, pytest.approx(2.1))]
+    assert stats.significant_pairs(ranks, cd=4.5) == []  # "more than CD": a gap equal to CD is not enough
+
+
+def test_index_lists_the_pairs_beyond_cd_from_its_own_ranks(report):
+    index = report.index.read_text()
+    section = index.split("### Pairs beyond the critical difference")[1].split("###")[0]
+    for comp in report.comparisons:
+        line = next(x for x in section.splitlines() if x.startswith(f"| {comp.variant.name} |"))
+        claimed = {(a.strip(), b.strip()) for part in line.split("|")[3].split(";") if ">" in part
+                   for a, bs in [part.split(">")] for b in bs.split(",")}
+        if comp.friedman.pvalue >= 0.05:
+            assert "none tested" in line and not claimed
+            continue
+        names = list(METHODS)
+        expected = {(names[i], names[j]) for i in range(len(names)) for j in range(len(names))
+                    if comp.avg_ranks[j] - comp.avg_ranks[i] > comp.cd}
+        assert claimed == expected
+
+
 def test_small_grid_gets_tables_and_says_why_there_is_no_test(tmp_path):
     db = make_results_db(tmp_path / "one.db", datasets=("emotions", "flags"), methods=("skdtea",))
     report = make_report(db, tmp_path / "out", metrics=["example_f1", "mAP"])

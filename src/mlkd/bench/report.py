@@ -451,6 +451,7 @@ def _index_md(table, report, db_path, bars, overview, cell_curves, heatmaps, fil
                               "∞" if math.isinf(f.iman_davenport) else f"{f.iman_davenport:.3f}",
                               _num(f.iman_davenport_pvalue, ".3g"), f"{comp.cd:.3f}", fig, comp.note])
         lines += [_md_table(["metric", "N", "χ²_F", "p", "F_F", "p (F_F)", "CD", "figure", "note"], frows), ""]
+        lines += _pairs_md(report.comparisons, table.methods, alpha)
         shown = [c for c in report.comparisons if c.figure and c.variant.column in HEADLINE]
         if shown:
             lines += ["### Critical-difference diagrams", "", "Headline metrics; the table links the others.", ""]
@@ -478,6 +479,30 @@ def _index_md(table, report, db_path, bars, overview, cell_curves, heatmaps, fil
     else:
         lines += ["No method of this grid records soft targets (skdtea does).", ""]
     return "\n".join(lines)
+
+
+def _pairs_md(comparisons: list[Comparison], methods: list[str], alpha: float) -> list[str]:
+    """The Nemenyi post-hoc result in words: per metric whose Friedman test rejects, who beats whom beyond CD."""
+    rows = []
+    for comp in comparisons:
+        f = comp.friedman
+        if f is None or comp.cd is None:
+            continue
+        if not f.pvalue < alpha:
+            rows.append([comp.variant.name, f"{comp.cd:.3f}", f"none tested: Friedman p = {f.pvalue:.3g} ≥ {alpha}"])
+            continue
+        pairs = stats.significant_pairs(comp.avg_ranks, comp.cd)
+        by_better: dict[int, list[int]] = {}
+        for i, j, _ in pairs:
+            by_better.setdefault(i, []).append(j)
+        text = "; ".join(f"{methods[i]} > {', '.join(methods[j] for j in worse)}" for i, worse in by_better.items())
+        rows.append([comp.variant.name, f"{comp.cd:.3f}", text or "none: no two average ranks differ by more than CD"])
+    if not rows:
+        return []
+    return ["### Pairs beyond the critical difference", "",
+            f"Where the Friedman test rejects at α = {alpha}: each `a > b, c` says a's average rank is better than "
+            "b's and c's by more than CD (Nemenyi); a pair not listed is not shown to differ.", "",
+            _md_table(["metric", "CD", "significantly better (Nemenyi)"], rows), ""]
 
 
 # ---------------------------------------------------------------------------------------------------

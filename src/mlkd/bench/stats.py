@@ -100,3 +100,16 @@ def cliques(avg_ranks, cd: float) -> list[tuple[int, ...]]:
         if j > i and not any(set(order[i : j + 1]) <= set(g) for g in groups):
             groups.append(tuple(int(m) for m in order[i : j + 1]))
     return groups
+
+
+def significant_pairs(avg_ranks, cd: float) -> list[tuple[int, int, float]]:
+    """Pairs (better, worse, rank gap) of methods whose average ranks differ by more than ``cd`` (Nemenyi).
+
+    Sorted by the better method's rank, then by the gap, largest first. Only meaningful after the Friedman test
+    has rejected "all methods equal" (Demšar 2006, section 3.2.2).
+    """
+    r = np.asarray(avg_ranks, dtype=float)
+    gaps = r[None, :] - r[:, None]  # gaps[i, j] = rank(j) - rank(i) > 0: i is better than j
+    better, worse = np.nonzero(gaps > cd)
+    pairs = [(int(i), int(j), float(gaps[i, j])) for i, j in zip(better, worse, strict=True)]
+    return sorted(pairs, key=lambda p: (r[p[0]], p[0], -p[2], p[1]))
