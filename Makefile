@@ -1,5 +1,6 @@
 # Everything a fresh machine needs: `make demo` runs the demo, `make test` runs the test suite.
 # torch==2.13.0 is installed before the package so pip uses the local CPU wheel, never a CUDA build.
+# The ray extra is installed so the test of `mlkd bench --executor ray` runs against a real local Ray.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -9,10 +10,10 @@ export MLKD_DATA
 
 .PHONY: demo test lint bench clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
-	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev]"
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev,ray]"
 	touch $@
 
 demo: $(VENV)/.installed
