@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -276,6 +277,24 @@ def test_a_failing_cell_is_recorded_and_retried(tmp_path, mulan_dir, monkeypatch
     assert (second.skipped, second.written, second.failed) == (1, 1, [])
     with ResultsDB(tmp_path / "r.db") as db:
         assert len(db) == 2 and db.failures() == []
+
+
+def test_a_finished_cell_is_in_the_database_file_itself_while_the_grid_still_runs(tmp_path):
+    """Copying or committing results.db without its -wal file (the grid still running) keeps every cell."""
+    import shutil
+
+    path = tmp_path / "r.db"
+    with ResultsDB(path, create=True) as db:
+        row = {"key": "k1", "dataset": "yeast", "method": "bce", "label": "bce", "config": {"hidden": 8},
+               "config_hash": "h", "seed": 0, "noise": "none", "mAP_tuned": 0.5, "timestamp": "2026-12-02T00:00:00"}
+        assert db.insert(row)
+        db.record_failure(SimpleNamespace(key="k2", dataset="yeast", label="bce", seed=1, noise="none"),
+                          "diverged", "2026-12-02T00:00:01")
+        shutil.copy(path, tmp_path / "copy.db")  # the main file only: the writer's connection is still open
+        con = sqlite3.connect(tmp_path / "copy.db")
+        assert con.execute("SELECT key, mAP_tuned FROM results").fetchall() == [("k1", 0.5)]
+        assert con.execute("SELECT key FROM failures").fetchall() == [("k2",)]
+        con.close()
 
 
 # -- rows --------------------------------------------------------------------------------------------

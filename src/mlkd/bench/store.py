@@ -129,6 +129,7 @@ class ResultsDB:
             cur = self.conn.execute(f"INSERT OR IGNORE INTO results ({', '.join(COLUMN_NAMES)}) VALUES ({marks})",
                                     values)
             self.conn.execute("DELETE FROM failures WHERE key = ?", (row["key"],))
+        self._checkpoint()
         return cur.rowcount == 1
 
     def record_failure(self, cell, error: str, timestamp: str) -> None:
@@ -136,6 +137,13 @@ class ResultsDB:
             self.conn.execute("BEGIN IMMEDIATE")
             self.conn.execute("INSERT OR REPLACE INTO failures VALUES (?, ?, ?, ?, ?, ?, ?)",
                               (cell.key, cell.dataset, cell.label, cell.seed, cell.noise, error, timestamp))
+        self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        """Copy the WAL into the database file now, not when the last connection closes: a grid runs for
+        hours, and whoever copies or commits ``results.db`` alone (without ``-wal``) must get every finished
+        cell. PASSIVE never waits for readers; what a reader holds back is copied at the next cell."""
+        self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     # -- reading --------------------------------------------------------------------------------------
     def done_keys(self) -> set[str]:
