@@ -105,7 +105,7 @@ def add_commands(sub, formatter) -> None:
         description=(
             "Write a report folder from a results database made by 'mlkd bench':\n"
             "  index.md   average ranks per metric, the Friedman test and Nemenyi critical-difference diagrams\n"
-            "             (Demšar 2006), and links to every figure\n"
+            "             (Demšar 2006), the method pairs beyond the critical difference, and links to every figure\n"
             "  tables.md  mean ± std per data set × method for every metric at both thresholds, best in bold,\n"
             "             average ranks across data sets\n"
             "  tuned.md   (--tune-on-validation) per data set, each method's config with the best mean\n"
