@@ -8,17 +8,17 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
 
 from mlkd.bench import METRIC_COLUMNS, Grid, ResultsDB, SequentialExecutor, make_executor, run_grid
 from mlkd.bench import executors as bench_executors
-from mlkd.bench.grid import TRAIN_KEYS, MethodSpec, resolved_config
+from mlkd.bench.grid import TRAIN_KEYS, Cell, MethodSpec, resolved_config
 from mlkd.bench.runner import cpu_model
 from mlkd.cli import main
 from tests.conftest import REPO
+from tests.fixtures.make_results_db import make_results_db
 
 TINY = {"hidden": 16, "max_epochs": 2}
 COMPARED = (*METRIC_COLUMNS, "threshold", "val_score", "epochs_run", "best_epoch", "config_hash", "key")
@@ -283,17 +283,17 @@ def test_a_finished_cell_is_in_the_database_file_itself_while_the_grid_still_run
     """Copying or committing results.db without its -wal file (the grid still running) keeps every cell."""
     import shutil
 
+    with ResultsDB(make_results_db(tmp_path / "fixture.db", datasets=("yeast",), methods=("bce",),
+                                   seeds=(0,))) as fixture:
+        row = fixture.rows()[0]  # a complete row as mlkd bench writes it
     path = tmp_path / "r.db"
     with ResultsDB(path, create=True) as db:
-        row = {"key": "k1", "dataset": "yeast", "method": "bce", "label": "bce", "config": {"hidden": 8},
-               "config_hash": "h", "seed": 0, "noise": "none", "mAP_tuned": 0.5, "timestamp": "2026-12-02T00:00:00"}
         assert db.insert(row)
-        db.record_failure(SimpleNamespace(key="k2", dataset="yeast", label="bce", seed=1, noise="none"),
-                          "diverged", "2026-12-02T00:00:01")
+        db.record_failure(Cell("yeast", "bce", "bce", seed=1), "diverged", "2026-12-02T00:00:01")
         shutil.copy(path, tmp_path / "copy.db")  # the main file only: the writer's connection is still open
         con = sqlite3.connect(tmp_path / "copy.db")
-        assert con.execute("SELECT key, mAP_tuned FROM results").fetchall() == [("k1", 0.5)]
-        assert con.execute("SELECT key FROM failures").fetchall() == [("k2",)]
+        assert con.execute("SELECT key, mAP_tuned FROM results").fetchall() == [(row["key"], row["mAP_tuned"])]
+        assert con.execute("SELECT seed FROM failures").fetchall() == [(1,)]
         con.close()
 
 
