@@ -18,7 +18,7 @@ import sqlite3
 import subprocess
 import sys
 
-from common import ROOT, replace_block
+from common import REFERENCE_PARAMS, ROOT, replace_block
 
 GPU_DB = ROOT / "benchmarks" / "results" / "gpu.db"
 CPU_DB = ROOT / "benchmarks" / "results" / "selfkd.db"
@@ -75,7 +75,7 @@ def main() -> int:
         if not torch.cuda.is_available():
             ap.error("--run needs a CUDA GPU; this machine has none (run without --run to rebuild the report)")
         cmd = [sys.executable, "-m", "mlkd", "bench", str(GPU_DB), "-d", ",".join(DATASETS),
-               *(a for m in METHODS for a in ("-m", m)), "--seeds", "0", "--param", "device=cuda",
+               *(a for m in METHODS for a in ("-m", m)), "--seeds", "0", "--param", "device=cuda", *REFERENCE_PARAMS,
                "--jobs", str(args.jobs), "--threads", "1", "--no-checkpoints"]
         subprocess.run(cmd, check=True)
     if not GPU_DB.exists():

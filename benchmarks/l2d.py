@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import METRIC_COLS, ROOT, fmt, load_results, mean_std, replace_block
+from common import METRIC_COLS, REFERENCE_KERNELS, ROOT, fmt, load_results, mean_std, replace_block
 
 TABULAR = ["emotions", "scene", "yeast"]
 IMAGE = "digits-random"
@@ -153,7 +153,8 @@ def run_cell(cell: dict) -> dict:
 
     X, Y, X_test, Y_test = load(cell["dataset"], cell["quick"])
     tr, va = validation_split(Y, fraction=1 / 6, seed=0)  # fixed split; seeds vary init + order
-    clf = MultiLabelClassifier(cell["method"], random_state=cell["seed"], **cell["train"], **cell["params"])
+    clf = MultiLabelClassifier(cell["method"], random_state=cell["seed"], **{**REFERENCE_KERNELS, **cell["train"]},
+                               **cell["params"])
     t0 = time.perf_counter()
     clf.fit(X[tr], Y[tr], X[va], Y[va])
     fit_s = time.perf_counter() - t0

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import warnings
 
-from common import replace_block
+from common import REFERENCE_KERNELS, replace_block
 from l2d import BATCH, EPOCHS, SIZES, VARIANTS, load, teacher_dir, track
 
 TERMS = ("bce", "mld", "cd", "id", "total")
@@ -37,7 +37,8 @@ def main():
         student, _ = SIZES[track(d)]
         params = {**student, **VARIANTS["+ L2D (MLD + LED)"], "teacher_dir": str(teacher_dir(d, 0, False))}
         train = dict(EPOCHS[track(d)], batch_size=BATCH, max_epochs=2, patience=2)
-        clf = MultiLabelClassifier("distill", random_state=0, **train, **params).fit(X[tr], Y[tr], X[va], Y[va])
+        clf = MultiLabelClassifier("distill", random_state=0, **{**REFERENCE_KERNELS, **train}, **params)
+        clf.fit(X[tr], Y[tr], X[va], Y[va])
         for epoch, h in enumerate(clf.history_):
             print(d, epoch, {k: round(h[k], 2) for k in TERMS if k in h}, flush=True)
             lines.append(f"| {d} | {epoch} | " + " | ".join(f"{h[k]:.1f}" if k in h else "—" for k in TERMS)

@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import ROOT, replace_block
+from common import REFERENCE_PARAMS, ROOT, replace_block
 
 DATASETS = "flags,emotions,scene,yeast,genbase,medical,enron,corel5k,bibtex,tmc2007,delicious"
 METHODS = "bce,skdtea,ls,tfkd_self,tfkd_reg,pskd,cskd,ban,raskd,raskd_plus,multiround,pll"
@@ -62,7 +62,8 @@ def main():
     ap.add_argument("--report-only", action="store_true", help="report and tables from the finished cells")
     args = ap.parse_args()
     methods = [a for m in args.methods.split(",") for a in ("-m", m)]
-    bench = [DB, "-d", args.datasets, *methods, "--seeds", args.seeds, "--jobs", str(args.jobs), "--threads", "1"]
+    bench = [DB, "-d", args.datasets, *methods, "--seeds", args.seeds, *REFERENCE_PARAMS, "--jobs", str(args.jobs),
+             "--threads", "1"]
     t0 = time.time()
     if not args.report_only:
         mlkd("bench", *bench)

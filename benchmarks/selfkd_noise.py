@@ -47,9 +47,9 @@ def stage_list():
 
 
 def chain_key(chain: dict) -> str:
-    from mlkd.trainer import EARLY_STOPPING_RULE, TrainConfig
+    from mlkd.trainer import EARLY_STOPPING_RULE, REFERENCE_KERNELS, TrainConfig, identity_settings
 
-    train = asdict(TrainConfig())
+    train = identity_settings(asdict(TrainConfig(**REFERENCE_KERNELS)))  # the reference path (see run_chain)
     for execution_only in ("num_threads", "device", "progress", "seed"):
         train.pop(execution_only)
     stages = [asdict(s) for s in stage_list()]
@@ -66,7 +66,7 @@ def run_chain(chain: dict) -> dict:
     from mlkd.noise import add_train_val_noise
     from mlkd.preprocessing import FeatureScaler
     from mlkd.stages import run_stages
-    from mlkd.trainer import TrainConfig, predict_logits
+    from mlkd.trainer import REFERENCE_KERNELS, TrainConfig, predict_logits
 
     data = load_dataset(chain["dataset"])
     tr, va = validation_split(data.train.Y, fraction=1 / 6, seed=0)  # fixed split, as in every table
@@ -77,7 +77,8 @@ def run_chain(chain: dict) -> dict:
     scaler = FeatureScaler().fit(X[tr])
     X_tr, X_va, X_te = scaler.transform(X[tr]), scaler.transform(X[va]), scaler.transform(data.test.X)
     t0 = time.perf_counter()
-    outcomes = run_stages(stage_list(), X_tr, Y_tr, X_va, Y_va, TrainConfig(seed=chain["seed"]), input_scaler=scaler)
+    outcomes = run_stages(stage_list(), X_tr, Y_tr, X_va, Y_va, TrainConfig(seed=chain["seed"], **REFERENCE_KERNELS),
+                          input_scaler=scaler)
     fit_s = time.perf_counter() - t0
     stages = {}
     for name, (model, result) in outcomes.items():

@@ -18,7 +18,7 @@ import warnings
 import numpy as np
 import torch
 
-from common import fmt, mean_std, replace_block
+from common import REFERENCE_KERNELS, fmt, mean_std, replace_block
 from mlkd import MultiLabelClassifier
 from mlkd.data import load_dataset
 
@@ -36,7 +36,7 @@ def main():
         for method in args.methods.split(","):
             fits, epochs, per_epoch = [], [], []
             for seed in map(int, args.seeds.split(",")):
-                clf = MultiLabelClassifier(method, random_state=seed, num_threads=threads)
+                clf = MultiLabelClassifier(method, random_state=seed, num_threads=threads, **REFERENCE_KERNELS)
                 t0 = time.perf_counter()
                 clf.fit(data.train.X, data.train.Y)
                 fits.append(time.perf_counter() - t0)

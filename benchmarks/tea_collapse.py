@@ -16,7 +16,7 @@ import argparse
 import time
 import warnings
 
-from common import replace_block
+from common import REFERENCE_KERNELS, replace_block
 
 VARIANTS = [("l2, λ_align = 1 (TEA default)", {}), ("l2, λ_align = 0.1", {"lambda_align": 0.1}),
             ("l2, λ_align = 0.01", {"lambda_align": 0.01}), ("no alignment (λ_align = 0)", {"lambda_align": 0.0}),
@@ -34,7 +34,7 @@ def diagnose(dataset: str, params: dict, seed: int = 0) -> dict:
     tr, va = validation_split(data.train.Y, fraction=1 / 6, seed=0)
     X, Y = data.train.X, data.train.Y
     t0 = time.perf_counter()
-    clf = MultiLabelClassifier("tea", random_state=seed, **params).fit(X[tr], Y[tr], X[va], Y[va])
+    clf = MultiLabelClassifier("tea", random_state=seed, **REFERENCE_KERNELS, **params).fit(X[tr], Y[tr], X[va], Y[va])
     fit_s = time.perf_counter() - t0
     model = clf.model_.eval()
     with torch.no_grad():

@@ -17,6 +17,7 @@ from mlkd.bench import executors as bench_executors
 from mlkd.bench.grid import TRAIN_KEYS, Cell, MethodSpec, resolved_config
 from mlkd.bench.runner import cpu_model
 from mlkd.cli import main
+from mlkd.trainer import REFERENCE_KERNELS
 from tests.conftest import REPO
 from tests.fixtures.make_results_db import make_results_db
 
@@ -67,6 +68,28 @@ def test_cell_key_follows_the_resolved_config_not_its_spelling():
     # --param goes to the methods that have it and to training; a method's own spec wins
     cell = Grid.build(["flags"], ["skdtea:hidden=8"], seeds=[0], params={"hidden": 16, "lr": 0.01}).cells()[0]
     assert cell.params == {"hidden": 8} and cell.train == {"lr": 0.01}
+
+
+def test_the_reference_path_keeps_the_keys_of_cells_written_before_the_fast_path_and_the_default_is_new():
+    spec = MethodSpec.parse("bce")
+    reference = Grid.build(["emotions"], [spec], seeds=[0], params=dict(REFERENCE_KERNELS)).cells()[0]
+    fast = Grid.build(["emotions"], [spec], seeds=[0]).cells()[0]
+    # fused_mlp did not exist when the first cells were written: at its reference value it is not in the key
+    assert "fused_mlp" not in reference.config["train"] and reference.config["train"]["fused_optimizer"] is False
+    assert fast.config["train"]["fused_mlp"] is True and fast.key != reference.key
+
+
+def test_every_finished_headline_cell_is_still_a_cell_of_the_headline_grid():
+    """A changed default must not orphan the committed results: the grid file pins the settings they used."""
+    grid = Grid.from_file(REPO / "benchmarks" / "headline.toml")
+    keys = {cell.key for cell in grid.cells()}
+    database = sqlite3.connect(f"file:{REPO / 'benchmarks' / 'results' / 'selfkd.db'}?mode=ro", uri=True)
+    with database:
+        rows = database.execute("SELECT key, dataset, method FROM results WHERE noise = 'none' AND label = method")
+        methods = {s.method for s in grid.methods}
+        finished = {key for key, dataset, method in rows if dataset in grid.datasets and method in methods}
+    database.close()
+    assert len(finished) >= 588 and finished <= keys
 
 
 def test_noise_axis_is_canonical_and_trains_on_noisy_labels_with_clean_test(mulan_dir):

@@ -242,6 +242,27 @@ def test_fit_on_the_cpu_when_asked_saves_the_device_with_the_model(fitted, call,
     assert build_parser().parse_args(["fit", "x.arff", "-m", "bce"]).device == "auto"
 
 
+def test_fit_with_reference_kernels_trains_the_reference_path(fitted, call, tmp_path):
+    """--reference-kernels reproduces an estimator fit on the reference path, not the default fast path."""
+    import numpy as np
+
+    from mlkd import MultiLabelClassifier
+    from mlkd.data import read_arff
+    from mlkd.io import load_model
+    from mlkd.trainer import REFERENCE_KERNELS
+
+    root = fitted[0]
+    args = [root / "tiny-train.arff", "--n-labels", "3", *TINY, "-m", "bce"]
+    _ok(call("fit", *args, "--reference-kernels", "--out", tmp_path / "ref"))
+    data = read_arff(root / "tiny-train.arff", n_labels=3)
+    saved = load_model(tmp_path / "ref")
+    assert saved.fused_optimizer is False and saved.fused_mlp is False
+    ref = MultiLabelClassifier("bce", max_epochs=3, hidden=16, **REFERENCE_KERNELS).fit(data.X, data.Y)
+    fast = MultiLabelClassifier("bce", max_epochs=3, hidden=16).fit(data.X, data.Y)
+    assert np.array_equal(saved.predict_proba(data.X), ref.predict_proba(data.X))
+    assert not np.array_equal(ref.predict_proba(data.X), fast.predict_proba(data.X))
+
+
 def test_fit_never_overwrites_a_non_empty_directory_without_force(fitted, call):
     root, model, _, _ = fitted
     fit = ["fit", root / "tiny-train.arff", "--method", "bce", "--n-labels", "3", *TINY, "--quiet"]

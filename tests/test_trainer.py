@@ -1,5 +1,7 @@
 """The trainer: determinism, early stopping with best-state restore, per-term logging, clear failures."""
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -137,3 +139,33 @@ def test_separable_data_stops_early_instead_of_polishing_the_loss():
     res = Trainer(TrainConfig(max_epochs=300, patience=5, seed=0)).fit(m, X[:150], Y[:150], X[150:], Y[150:])
     assert res.best_score > 0.99
     assert res.stopped_early and res.epochs_run < 150  # BCE moves below 1e-3 per epoch long before 300
+
+
+FAULT_CHILD = """
+import resource, sys, torch
+from mlkd.trainer import keep_freed_memory_for_reuse
+print(keep_freed_memory_for_reuse(), end=" ")
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(10):
+    t = torch.ones(16 << 20)  # 64 MB, allocated and freed like a large gradient every step
+    del t
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_a_fit_reuses_freed_large_buffers_instead_of_faulting_fresh_pages_every_step():
+    import os
+    import subprocess
+
+    def faults(opt_out: bool) -> tuple[str, int]:
+        env = {**os.environ, "MLKD_MALLOPT": "0" if opt_out else "1"}
+        tuned, n = subprocess.run([sys.executable, "-c", FAULT_CHILD], env=env, check=True, capture_output=True,
+                                  text=True).stdout.split()
+        return tuned, int(n)
+
+    (tuned, reused), (untuned, fresh) = faults(opt_out=False), faults(opt_out=True)
+    assert tuned == "True" and untuned == "False"
+    pages = (64 << 20) // 4096
+    assert fresh > 8 * pages  # glibc's default: every 64 MB buffer is new pages, zeroed by the kernel
+    assert reused < 3 * pages  # tuned: the first buffers' pages are used again

@@ -38,6 +38,7 @@ from .trainer import (
     _make_optimizer,
     _validation_score,
     device_tensors,
+    keep_freed_memory_for_reuse,
     resolve_device,
 )
 
@@ -98,6 +99,7 @@ def fit_seeds(
     cfg.validate()
     members = [build_method(method, X.shape[1], Y.shape[1], params, seed=s) for s in seeds]
     check_batchable(members[0])
+    keep_freed_memory_for_reuse()
     threads = torch.get_num_threads()
     device = resolve_device(cfg.device)
     try:

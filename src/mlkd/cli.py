@@ -29,7 +29,7 @@ from . import metrics as mlkd_metrics
 from .checkpoint import check_directory
 from .distributed import is_primary
 from .estimator import MultiLabelClassifier, check_device
-from .trainer import resolve_device
+from .trainer import REFERENCE_KERNELS, resolve_device
 
 EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED = 0, 2, 130
 ARFF_SUFFIXES = (".arff", ".arff.gz", ".arff.bz2", ".arff.xz")
@@ -270,6 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="processes for this one fit (default: 1): DistributedDataParallel, each process taking a "
                         "disjoint shard of every batch (gloo on CPU, NCCL on GPU); under torchrun, WORLD_SIZE")
     p.add_argument("--device", type=_device, default="auto", metavar="DEV", help=DEVICE_HELP)
+    p.add_argument("--reference-kernels", action="store_true",
+                   help="train on the reference path (torch's per-parameter AdamW, nn.Dropout under autograd) "
+                        "instead of the fused fast path: slower, the same metrics up to seed noise, and the "
+                        "kernels the published benchmark cells used (reproduces them bit for bit)")
     g = p.add_argument_group("interruption (checkpoints: safetensors + JSON, written atomically)")
     g.add_argument("--checkpoint-dir", metavar="DIR", help="save the training state to DIR during the fit")
     g.add_argument("--checkpoint-every", type=_positive_int, metavar="N",
@@ -693,6 +697,7 @@ def cmd_fit(args) -> int:
         resume=args.resume,
         nproc=args.nproc,
         device=args.device,
+        **(REFERENCE_KERNELS if args.reference_kernels else {}),
         **params,
     )
     start = time.perf_counter()

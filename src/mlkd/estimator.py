@@ -27,7 +27,7 @@ from .distributed import check_distributable, fit_ddp
 from .methods import build_method, config_fields, method_class
 from .preprocessing import FeatureScaler
 from .stages import run_stages
-from .trainer import TrainConfig, Trainer, predict_logits
+from .trainer import REFERENCE_KERNELS, TrainConfig, Trainer, predict_logits
 
 #: Validation hold-outs are drawn with this fixed seed: seeds change initialisation and batch order, never
 #: the split (PROTOCOL.md §6).
@@ -50,6 +50,12 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
     num_threads :
         Training settings (see ``mlkd.trainer.TrainConfig``). A method's official optimiser is a dict of
         these, e.g. ``MultiLabelClassifier("c2ae", **c2ae_official_train_config())``.
+    fused_optimizer, fused_mlp : bool, default=True
+        The fast path: one fused AdamW/Adam kernel for all parameters, and MLP layers trained as one
+        hand-written forward/backward with a cheap dropout mask (``mlkd.nn``). Both change a fit's numbers by
+        float rounding and random streams only (same metrics up to seed noise, BENCHMARKS.md "Performance");
+        ``**mlkd.trainer.REFERENCE_KERNELS`` (both False) is the reference path the published benchmark
+        cells were fitted with, reproducing them bit for bit.
     validation_fraction : float, default=1/6
         Share of the training rows held out (iterative-stratified, fixed split) for early stopping and
         threshold tuning when ``fit`` is not given ``X_val``/``Y_val``.
@@ -116,6 +122,8 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
         momentum=_D.momentum,
         lr_decay=_D.lr_decay,
         num_threads=_D.num_threads,
+        fused_optimizer=_D.fused_optimizer,
+        fused_mlp=_D.fused_mlp,
         label_noise_kind=None,
         label_noise_rate=0.0,
         checkpoint_dir=None,
@@ -141,6 +149,8 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
         self.momentum = momentum
         self.lr_decay = lr_decay
         self.num_threads = num_threads
+        self.fused_optimizer = fused_optimizer
+        self.fused_mlp = fused_mlp
         self.label_noise_kind = label_noise_kind
         self.label_noise_rate = label_noise_rate
         self.checkpoint_dir = checkpoint_dir
@@ -178,8 +188,9 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
         ints = {k: _setting(k, getattr(self, k), int) for k in ("max_epochs", "batch_size", "patience")}
         floats = {k: _setting(k, getattr(self, k), float) for k in ("lr", "weight_decay", "momentum", "lr_decay")}
         threads = None if self.num_threads is None else _setting("num_threads", self.num_threads, int)
+        flags = {k: _flag(k, getattr(self, k)) for k in ("fused_optimizer", "fused_mlp")}
         cfg = TrainConfig(**ints, **floats, optimizer=self.optimizer, monitor=self.monitor, seed=int(self.random_state),
-                          device=check_device(self.device), progress=bool(self.verbose), num_threads=threads)
+                          device=check_device(self.device), progress=bool(self.verbose), num_threads=threads, **flags)
         cfg.validate()
         return cfg
 
@@ -203,6 +214,8 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
         skip = {"verbose", "num_threads", "checkpoint_dir", "checkpoint_every", "checkpoint_seconds", "resume"}
         config = {"estimator": type(self).__name__, "method": self.method,
                   **{k: v for k, v in self.get_params(deep=False).items() if k not in skip}}
+        # Settings added after checkpoints were written: left out at the value that reproduces those fits.
+        config = {k: v for k, v in config.items() if not (k in REFERENCE_KERNELS and v == REFERENCE_KERNELS[k])}
         return Checkpointer(self.checkpoint_dir, self.checkpoint_every, bool(self.resume), fingerprint(config, *arrays),
                             min_seconds=self.checkpoint_seconds)
 
@@ -467,6 +480,13 @@ def _setting(name: str, value, kind: type):
     except (TypeError, ValueError, OverflowError):
         expected = "an integer" if kind is int else "a number"
         raise ValueError(f"training parameter {name!r}={value!r} is invalid; expected {expected}") from None
+
+
+def _flag(name: str, value) -> bool:
+    """A True/False training setting; a ValueError naming it otherwise (1 or "yes" are not accepted)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"training parameter {name!r}={value!r} is invalid; expected True or False")
+    return bool(value)
 
 
 def check_device(device):

@@ -23,7 +23,7 @@ from typing import Any
 
 from ..data import DATASET_NAMES
 from ..methods import REGISTRY, config_fields, make_config, method_class
-from ..trainer import EARLY_STOPPING_RULE, TrainConfig
+from ..trainer import EARLY_STOPPING_RULE, TrainConfig, identity_settings
 
 #: Protocol choices fixed for every cell (PROTOCOL.md §2, §4, §6); part of the resolved config.
 PROTOCOL = {"validation_fraction": 1 / 6, "split_seed": 0, "threshold": "tuned"}
@@ -89,13 +89,15 @@ def resolved_config(method: str, params: dict | None = None, train: dict | None 
     """Everything that determines a cell's numbers apart from data set, seed and noise.
 
     ``{"method": name, "params": method defaults ∪ params, "train": TrainConfig defaults ∪ train,
-    "protocol": PROTOCOL}``, with every value coerced to its declared type.
+    "protocol": PROTOCOL}``, with every value coerced to its declared type (a training setting added after
+    the first cells were written is left out at its earlier behaviour's value: ``trainer.identity_settings``).
     """
     config = make_config(method, params or {})
     return {
         "method": method,
         "params": dataclasses.asdict(config),
-        "train": {k: v for k, v in dataclasses.asdict(train_config(train)).items() if k in TRAIN_KEYS},
+        "train": identity_settings({k: v for k, v in dataclasses.asdict(train_config(train)).items()
+                                    if k in TRAIN_KEYS}),
         "protocol": dict(PROTOCOL),
         "early_stopping": EARLY_STOPPING_RULE,  # a changed rule is a new cell, not a reused one
     }

@@ -94,9 +94,7 @@ class RASKD(BCE):
 
     def penultimate(self, x: Tensor) -> Tensor:
         """h: the backbone's output before its last linear layer (x itself for depth 0)."""
-        for layer in list(self.net)[:-1]:
-            x = layer(x)
-        return x
+        return self.net.hidden(x)
 
     def representatives(self) -> Tensor:
         return self.aux_head.weight if self.config.representatives == "head" else self.prototypes
