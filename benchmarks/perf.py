@@ -571,9 +571,9 @@ def section_batched(args) -> str:
         "dropped from the stack). Each member has its seed's initial weights and batch order; dropout and label "
         "noise come from one vmapped stream, so per-seed numbers differ and the comparison is in distribution "
         "(mean ± std over the seeds). With no random draws (dropout 0, bce) a member equals its sequential fit "
-        "to float rounding, same stopping epoch (tests/test_batched.py). The sequential fits use the defaults "
-        "(the fast path); the batched fit uses fused AdamW and the MLPs' plain layers under `vmap` (the fused "
-        "MLP is one autograd node that `vmap` does not batch).",
+        "to float rounding, same stopping epoch (tests/test_batched.py). Both use the fast path (the defaults): "
+        "the batched fit runs fused AdamW over the stacked weights and each MLP as `FusedDense`'s stacked form "
+        "(batched matmuls over the members, each member's own dropout masks).",
         "", *lines])
 
 

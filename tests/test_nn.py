@@ -168,3 +168,48 @@ def test_a_non_boolean_fast_path_setting_is_refused(bad):
     X, Y = linear_problem(n=40)
     with pytest.raises(ValueError, match="fused_mlp.*expected True or False"):
         MultiLabelClassifier("bce", fused_mlp=bad, max_epochs=1).fit(X, Y)
+
+
+def _member_losses(members, x, y, **vmap_kwargs):
+    """Per-member ⟨MLP(x_k), y_k⟩ under vmap over stacked weights, and each member's weight gradients."""
+    from torch.func import functional_call, stack_module_state, vmap
+
+    params, _ = stack_module_state(members)
+    params = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+    template = copy.deepcopy(members[0]).to("meta")
+
+    def loss(p, xk, yk):
+        return (functional_call(template, p, (xk,)) * yk).sum()
+
+    with fused_mlp_training():
+        losses = vmap(loss, **vmap_kwargs)(params, x, y)
+    losses.sum().backward()
+    return losses, {k: v.grad for k, v in params.items()}
+
+
+def test_under_vmap_the_members_train_as_batched_matmuls_with_each_members_own_gradients():
+    torch.manual_seed(0)
+    members = [MLP(6, [10, 10], 3, "leaky_relu", dropout=0.0).train() for _ in range(4)]
+    x, y = torch.randn(4, 9, 6), torch.randn(4, 9, 3)
+    losses, grads = _member_losses(members, x, y, randomness="different")
+    for k, member in enumerate(members):
+        with fused_mlp_training():
+            member.zero_grad()
+            expected = (member(x[k]) * y[k]).sum()
+            expected.backward()
+        torch.testing.assert_close(losses[k], expected)
+        for name, p in member.named_parameters():
+            torch.testing.assert_close(grads[name][k], p.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_under_vmap_each_member_draws_its_own_dropout_masks_and_error_mode_refuses():
+    torch.manual_seed(0)
+    member = MLP(6, [64], 3, "relu", dropout=0.5).train()
+    members = [copy.deepcopy(member) for _ in range(3)]  # identical weights: only the masks can differ
+    x = torch.randn(5, 6).expand(3, 5, 6)
+    y = torch.ones(3, 5, 3)
+    different, _ = _member_losses(members, x, y, randomness="different")
+    same, _ = _member_losses(members, x, y, randomness="same")
+    assert len(set(different.tolist())) == 3 and len(set(same.tolist())) == 1
+    with pytest.raises(RuntimeError, match="randomness"):
+        _member_losses(members, x, y, randomness="error")

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from .methods.base import Batch, Method, StepContext, build_method, method_class
+from .nn import fused_mlp_training
 from .trainer import (
     TrainConfig,
     TrainResult,
@@ -105,7 +106,8 @@ def fit_seeds(
     try:
         if cfg.num_threads is not None:
             torch.set_num_threads(cfg.num_threads)
-        with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        with (torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []),
+              fused_mlp_training(cfg.fused_mlp)):
             torch.manual_seed(seeds[0])
             return _fit(members, seeds, X, Y, X_val, Y_val, cfg, device)
     finally:

@@ -21,6 +21,7 @@ Evaluation, ``no_grad`` and other activations use the plain ``nn.Sequential`` pa
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 from collections.abc import Sequence
 
@@ -66,11 +67,11 @@ def rounded_keep_probability(p: float) -> float:
     return levels / _MASK_LEVELS
 
 
-def dropout_keep_masks(shape: tuple[int, int], count: int, p: float, device) -> Tensor:
+def dropout_keep_masks(shape: tuple[int, ...], count: int, p: float, device) -> Tensor:
     """``count`` masks of ``shape`` (float 0/1, stacked on a new first axis) keeping each unit with probability
     ``rounded_keep_probability(p)``, from one draw of the default generator: a 64-bit integer gives four masks'
     worth of 15-bit integers (the draw's top bit is always 0, so each 16-bit slice is masked to 15 bits)."""
-    n = count * shape[0] * shape[1]
+    n = count * math.prod(shape)
     words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_()
     slices = words.view(torch.int16)[:n].bitwise_and_(_MASK_LEVELS - 1)
     threshold = round(rounded_keep_probability(p) * _MASK_LEVELS)
@@ -81,72 +82,144 @@ def dropout_keep_masks(shape: tuple[int, int], count: int, p: float, device) -> 
     return keep.view(count, *shape).to(torch.float32)
 
 
+def _masks(x: Tensor, weights, n_act: int, p: float, members: int | None):
+    """The dropout masks of the ``n_act`` activated layers (None without dropout); ``members`` stacks an axis."""
+    if p <= 0 or n_act == 0:
+        return None
+    lead = (x.shape[0],) if members is None else (members, x.shape[-2])
+    width = weights[0].shape[-2]
+    if all(w.shape[-2] == width for w in weights[1:n_act]):  # one draw for every layer's mask
+        return dropout_keep_masks((*lead, width), n_act, p, x.device)
+    return [dropout_keep_masks((*lead, w.shape[-2]), 1, p, x.device)[0] for w in weights[:n_act]]
+
+
+def _dense_forward(x: Tensor, weights, biases, slope: float, p: float, n_act: int, masks):
+    """(output, each layer's input after the first, each activated layer's factor d) for rows x of shape
+    (rows, in), or (members, rows, in) with weights (members, out, in) and biases (members, out)."""
+    stacked = x.ndim == 3
+    scale = 1.0 / rounded_keep_probability(p) if p > 0 else 1.0
+    rise, floor = (1.0 - slope) * scale, slope * scale
+    inputs, factors = [], []
+    h = x
+    for i in range(len(weights)):
+        if i:
+            inputs.append(h)
+        if stacked:
+            pre = torch.baddbmm(biases[i].unsqueeze(-2), h, weights[i].transpose(-1, -2))
+        else:
+            pre = torch.addmm(biases[i], h, weights[i].t())
+        if i >= n_act:
+            return pre, inputs, factors
+        # d = (pre > 0 ? 1 : slope) · mask / keep from sign() and clamp(): exactly 1 or slope, and no
+        # comparison (bool kernels are slow on CPU)
+        d = pre.sign().clamp_(0, 1).mul_(rise).add_(floor)
+        if masks is not None:
+            h = pre.mul_(d.mul_(masks[i]))
+        else:  # the reference forward, bit for bit
+            h = torch.relu(pre) if slope == 0 else torch.nn.functional.leaky_relu(pre, slope)
+        factors.append(d)
+    return h, inputs, factors
+
+
+def _dense_backward(grad: Tensor, inputs, factors, weights, need_input_grad: bool) -> list:
+    """[grad of x, grad W₁, grad b₁, …] for ``_dense_forward``'s layers (``inputs`` here include x)."""
+    stacked = grad.ndim == 3
+    n, n_act = len(weights), len(factors)
+    grads: list[Tensor | None] = [None] * (2 * n)
+    g = grad
+    for i in reversed(range(n)):
+        if i < n_act:
+            g = g * factors[i]
+        if stacked:  # computed as (members, in, out): the layout of mlkd.batched's stored weights
+            grads[2 * i] = torch.bmm(inputs[i].transpose(1, 2), g).transpose(1, 2)
+            grads[2 * i + 1] = g.sum(1)
+        else:  # the products autograd's addmm backward computes for x·Wᵀ + b: bit-identical gradients
+            grads[2 * i] = g.t().mm(inputs[i])
+            grads[2 * i + 1] = g.sum(0)
+        if i > 0 or need_input_grad:
+            g = torch.bmm(g, weights[i]) if stacked else g.mm(weights[i])
+        else:
+            g = None
+    return [g, *grads]
+
+
 class FusedDense(torch.autograd.Function):
     """Linear layers with a piecewise-linear activation and dropout after each (and after the last one too
-    when ``activate_last``), as one autograd node.
+    when ``activate_last``), as one autograd node; under ``torch.func.vmap`` (``mlkd.batched``) the members'
+    layers run as batched matmuls in ``_StackedDense``.
 
-    apply(x, slope, p, activate_last, W₁, b₁, W₂, b₂, …) with nn.Linear's (out, in) weights.
+    apply(x, slope, p, activate_last, W₁, b₁, W₂, b₂, …) with nn.Linear's (out, in) weights → (output,
+    intermediates…): only the first output is for the caller (``fused_dense``); the others are kept for the
+    backward pass.
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, slope: float, p: float, activate_last: bool, *params: Tensor) -> Tensor:
+    def forward(x: Tensor, slope: float, p: float, activate_last: bool, *params: Tensor):
         weights, biases = params[0::2], params[1::2]
         n_act = len(weights) - (0 if activate_last else 1)
-        masks = None
-        if p > 0 and n_act > 0:
-            width = weights[0].shape[0]
-            if all(w.shape[0] == width for w in weights[1:n_act]):  # one draw for every layer's mask
-                masks = dropout_keep_masks((x.shape[0], width), n_act, p, x.device)
-            else:
-                masks = [dropout_keep_masks((x.shape[0], w.shape[0]), 1, p, x.device)[0] for w in weights[:n_act]]
-        scale = 1.0 / rounded_keep_probability(p) if p > 0 else 1.0
-        rise, floor = (1.0 - slope) * scale, slope * scale
-        inputs, factors = [], []
-        h = x
-        for i in range(len(weights)):
-            inputs.append(h)
-            pre = torch.addmm(biases[i], h, weights[i].t())
-            if i >= n_act:
-                h = pre
-                break
-            # d = (pre > 0 ? 1 : slope) · mask / keep from sign() and clamp(): exactly 1 or slope, and no
-            # comparison (bool kernels are slow on CPU)
-            d = pre.sign().clamp_(0, 1).mul_(rise).add_(floor)
-            if masks is not None:
-                h = pre.mul_(d.mul_(masks[i]))
-            else:  # the reference forward, bit for bit
-                h = torch.relu(pre) if slope == 0 else torch.nn.functional.leaky_relu(pre, slope)
-            factors.append(d)
-        ctx.save_for_backward(*inputs, *factors, *weights)
-        ctx.n_layers, ctx.n_act = len(weights), n_act
-        return h
+        h, inputs, factors = _dense_forward(x, weights, biases, slope, p, n_act, _masks(x, weights, n_act, p, None))
+        return (h, *inputs, *factors)
 
     @staticmethod
-    def backward(ctx, grad: Tensor):
+    def setup_context(ctx, inputs, output):
+        x, _, _, activate_last, *params = inputs
+        ctx.n_layers = len(params) // 2
+        ctx.n_act = ctx.n_layers - (0 if activate_last else 1)
+        ctx.mark_non_differentiable(*output[1:])
+        ctx.save_for_backward(x, *output[1:], *params[0::2])
+
+    @staticmethod
+    def backward(ctx, grad: Tensor, *_):
         n, n_act = ctx.n_layers, ctx.n_act
         saved = ctx.saved_tensors
         inputs, factors, weights = saved[:n], saved[n : n + n_act], saved[n + n_act :]
-        grads: list[Tensor | None] = [None] * (2 * n)
-        g = grad
-        for i in reversed(range(n)):
-            if i < n_act:
-                g = g * factors[i]
-            # the products autograd's addmm backward computes for x·Wᵀ + b: bit-identical gradients
-            grads[2 * i] = g.t().mm(inputs[i])
-            grads[2 * i + 1] = g.sum(0)
-            if i > 0:
-                g = g.mm(weights[i])
-            elif ctx.needs_input_grad[0]:
-                g = g.mm(weights[0])
-            else:
-                g = None
+        g, *grads = _dense_backward(grad, inputs, factors, weights, ctx.needs_input_grad[0])
         return (g, None, None, None, *grads)
+
+    @staticmethod
+    def vmap(info, in_dims, x, slope, p, activate_last, *params):
+        if p > 0 and info.randomness == "error":
+            raise RuntimeError("vmap: FusedDense draws dropout masks; call vmap with randomness='different' or 'same'")
+
+        def stacked(t, dim):
+            return t.movedim(dim, 0) if dim is not None else t.expand(info.batch_size, *t.shape)
+
+        outputs = _StackedDense.apply(stacked(x, in_dims[0]), slope, p, activate_last, info.randomness == "same",
+                                      *(stacked(t, d) for t, d in zip(params, in_dims[4:], strict=True)))
+        return outputs, (0,) * len(outputs)
+
+
+class _StackedDense(torch.autograd.Function):
+    """``FusedDense`` of K members at once: x (K, rows, in), W (K, out, in), b (K, out); each member draws its own
+    dropout masks (or, with ``same_masks``, all share one draw, as vmap's randomness="same" asks)."""
+
+    @staticmethod
+    def forward(ctx, x, slope, p, activate_last, same_masks, *params):
+        weights, biases = params[0::2], params[1::2]
+        n_act = len(weights) - (0 if activate_last else 1)
+        members = x.shape[0]
+        masks = _masks(x, weights, n_act, p, 1 if same_masks else members)
+        if same_masks and masks is not None:
+            masks = [m.expand(members, *m.shape[1:]) for m in masks]
+        h, inputs, factors = _dense_forward(x, weights, biases, slope, p, n_act, masks)
+        ctx.mark_non_differentiable(*inputs, *factors)
+        ctx.save_for_backward(x, *inputs, *factors, *weights)
+        ctx.n_layers, ctx.n_act = len(weights), n_act
+        return (h, *inputs, *factors)
+
+    @staticmethod
+    def backward(ctx, grad, *_):
+        n, n_act = ctx.n_layers, ctx.n_act
+        saved = ctx.saved_tensors
+        inputs, factors, weights = saved[:n], saved[n : n + n_act], saved[n + n_act :]
+        g, *grads = _dense_backward(grad, inputs, factors, weights, ctx.needs_input_grad[0])
+        return (g, None, None, None, None, *grads)
 
 
 def fused_dense(x: Tensor, linears: Sequence[nn.Linear], slope: float, p: float, activate_last: bool) -> Tensor:
-    """``FusedDense`` over ``linears`` (each with a bias)."""
+    """``FusedDense`` over ``linears`` (each with a bias): the layers' output."""
     params = [t for layer in linears for t in (layer.weight, layer.bias)]
-    return FusedDense.apply(x, slope, p, activate_last, *params)
+    return FusedDense.apply(x, slope, p, activate_last, *params)[0]
 
 
 class MLP(nn.Sequential):
