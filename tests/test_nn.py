@@ -213,3 +213,18 @@ def test_under_vmap_each_member_draws_its_own_dropout_masks_and_error_mode_refus
     assert len(set(different.tolist())) == 3 and len(set(same.tolist())) == 1
     with pytest.raises(RuntimeError, match="randomness"):
         _member_losses(members, x, y, randomness="error")
+
+
+def test_the_labelwise_backbone_trains_its_blocks_on_the_fused_path_with_the_same_intermediates():
+    from mlkd.backbones import MLPBackbone
+
+    torch.manual_seed(0)
+    net = MLPBackbone(7, 4, hidden=12, depth=2, embed_dim=3, dropout=0.0).train()
+    x = torch.randn(5, 7)
+    reference = net(x)
+    with fused_mlp_training():
+        fused = net(x)
+        nodes = {type(t.grad_fn).__name__ for t in fused.intermediates}
+    assert nodes == {"FusedDenseBackward"}
+    assert torch.equal(reference.logits, fused.logits)
+    assert all(torch.equal(a, b) for a, b in zip(reference.intermediates, fused.intermediates, strict=True))

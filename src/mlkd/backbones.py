@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .nn import ACTIVATIONS
+from .nn import ACTIVATIONS, PIECEWISE_LINEAR_SLOPES, fused_dense, fused_mlp_enabled
 
 
 @dataclass
@@ -127,12 +127,19 @@ class MLPBackbone(nn.Module):
             prev = hidden
         self.layers = nn.ModuleList(layers)
         self.head = LabelwiseProjectionHead(prev, n_labels, embed_dim)
+        self.activation, self.dropout = activation, float(dropout)
 
     def forward(self, x: Tensor) -> ModelOutput:
         intermediates = []
         h = x
+        # the fast path (mlkd.nn): each block as one FusedDense node, its output kept as an intermediate
+        fused = (self.training and fused_mlp_enabled() and torch.is_grad_enabled() and x.dtype == torch.float32
+                 and self.activation in PIECEWISE_LINEAR_SLOPES)
         for layer in self.layers:
-            h = layer(h)
+            if fused:
+                h = fused_dense(h, [layer[0]], PIECEWISE_LINEAR_SLOPES[self.activation], self.dropout, True)
+            else:
+                h = layer(h)
             intermediates.append(h)
         embeddings, logits = self.head(h)
         return ModelOutput(logits, embeddings, h, intermediates)
