@@ -169,3 +169,39 @@ def test_a_fit_reuses_freed_large_buffers_instead_of_faulting_fresh_pages_every_
     pages = (64 << 20) // 4096
     assert fresh > 8 * pages  # glibc's default: every 64 MB buffer is new pages, zeroed by the kernel
     assert reused < 3 * pages  # tuned: the first buffers' pages are used again
+
+
+@pytest.mark.parametrize("name", ["bce", "skdtea", "raskd"])
+@pytest.mark.parametrize("fast", [True, False])
+def test_training_leaves_no_reference_cycles_and_restores_automatic_garbage_collection(name, fast):
+    """Automatic collection is paused during a fit; that is safe only if a step leaves no garbage cycles."""
+    import gc
+
+    from mlkd.trainer import REFERENCE_KERNELS
+
+    settings = {} if fast else REFERENCE_KERNELS
+    _fit(seed=0, epochs=1, name=name)  # imports done: their one-off garbage is not the fit's
+    gc.collect()
+    X, Y = linear_problem(n=200, seed=1)
+    m = build_method(name, X.shape[1], Y.shape[1], {"hidden": 32}, seed=0)
+    found = []  # what every collection during the fit (the trainer's per-epoch ones included) freed
+
+    def record(phase, info):
+        if phase == "stop":
+            found.append(info["collected"])
+
+    assert gc.isenabled()
+    gc.callbacks.append(record)
+    try:
+        Trainer(TrainConfig(max_epochs=3, batch_size=32, **settings)).fit(m, X[:150], Y[:150], X[150:], Y[150:])
+        assert gc.isenabled()
+        gc.collect()
+    finally:
+        gc.callbacks.remove(record)
+    assert len(found) >= 4 and sum(found) == 0
+    gc.disable()
+    try:
+        Trainer(TrainConfig(max_epochs=1, **settings)).fit(m, X[:150], Y[:150], X[150:], Y[150:])
+        assert not gc.isenabled()  # a caller's own choice is kept
+    finally:
+        gc.enable()

@@ -22,6 +22,7 @@ per-epoch hook) — ``bce``, ``ls``, ``tea``, ``skdtea`` among them. Anything el
 from __future__ import annotations
 
 import dataclasses
+import gc
 import math
 import time
 from collections.abc import Iterable
@@ -40,6 +41,7 @@ from .trainer import (
     _validation_score,
     device_tensors,
     keep_freed_memory_for_reuse,
+    paused_garbage_collection,
     resolve_device,
 )
 
@@ -107,7 +109,7 @@ def fit_seeds(
         if cfg.num_threads is not None:
             torch.set_num_threads(cfg.num_threads)
         with (torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []),
-              fused_mlp_training(cfg.fused_mlp)):
+              fused_mlp_training(cfg.fused_mlp), paused_garbage_collection()):
             torch.manual_seed(seeds[0])
             return _fit(members, seeds, X, Y, X_val, Y_val, cfg, device)
     finally:
@@ -179,6 +181,7 @@ def _fit(members, seeds, X, Y, X_val, Y_val, cfg: TrainConfig, dev) -> list[tupl
                 sums[name] = sums.get(name, 0.0) + value.detach() * w
             sums["total"] = sums.get("total", 0.0) + member_totals.detach() * w
         epoch_means = {k: (v / n).tolist() for k, v in sums.items()}
+        gc.collect(1)  # young generations only (automatic collection is paused during the fit)
         if has_val:
             forward.eval()
             with torch.no_grad():

@@ -6,8 +6,10 @@ them per epoch, and keeps the best state by a validation score.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import ctypes
+import gc
 import math
 import os
 import platform
@@ -127,6 +129,21 @@ def keep_freed_memory_for_reuse() -> bool:
     return _allocator_tuned
 
 
+@contextlib.contextmanager
+def paused_garbage_collection():
+    """Automatic garbage collection off inside the block (restored after; the caller collects the young
+    generations at each epoch end). A full collection walks every object of the process — ~200 000 once torch
+    and scikit-learn are imported, 0.1–0.3 s — and struck once every few epochs, a fifth of a small fit's time.
+    A training step leaves no reference cycles (tests/test_trainer.py), so nothing piles up meanwhile."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -207,7 +224,7 @@ class Trainer:
         try:
             if cfg.num_threads is not None:
                 torch.set_num_threads(cfg.num_threads)
-            with torch.random.fork_rng(devices=devices), fused_mlp_training(cfg.fused_mlp):
+            with torch.random.fork_rng(devices=devices), fused_mlp_training(cfg.fused_mlp), paused_garbage_collection():
                 torch.manual_seed(cfg.seed)
                 return self._fit(method, X, Y, X_val, Y_val, stage)
         finally:
@@ -247,7 +264,8 @@ class Trainer:
                 idx = perm[begin : begin + bs]
                 out = step(Batch(X_t[idx], Y_t[idx], idx), ctx)
                 total = sum(out.losses.values())
-                optimizer.zero_grad(set_to_none=True)
+                for param in params:  # optimizer.zero_grad(set_to_none=True) without its ~0.1 ms of bookkeeping
+                    param.grad = None
                 total.backward()
                 optimizer.step()
                 w = idx.shape[0]
@@ -255,6 +273,7 @@ class Trainer:
                     sums[name] = sums.get(name, 0.0) + value.detach() * w
                 sums["total"] = sums.get("total", 0.0) + total.detach() * w
             method.on_epoch_end(ctx)
+            gc.collect(1)  # the young generations only: whatever an epoch left in cycles, without walking the process
             if self.data_parallel is not None:
                 sums = self.data_parallel.reduce(sums)
             row = {"epoch": epoch, **{k: float(v) / n for k, v in sums.items()}}
