@@ -15,7 +15,9 @@ autograd over ~4 nodes a layer:
 * without dropout the fused path computes exactly what autograd computes (same matmuls, same products),
   bit for bit (tests/test_nn.py).
 
-Evaluation, ``no_grad`` and other activations use the plain ``nn.Sequential`` path.
+Evaluation, ``no_grad`` and other activations use the plain ``nn.Sequential`` path. Under ``torch.func.vmap``
+(``mlkd.batched``: several seeds as one model) the members' layers run as batched matmuls, each member with
+its own dropout masks. ``MLPBackbone`` (the L2D label-wise models) runs each hidden block the same way.
 """
 
 from __future__ import annotations
