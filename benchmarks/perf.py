@@ -488,7 +488,7 @@ def section_fastpath(args) -> str:
             rows = db.rows("noise = 'none' AND label = method")
         return {(r["dataset"], r["method"], r["seed"]): r for r in rows
                 if r["dataset"] in SMALL_SETS and r["method"] in methods
-                and json.loads(r["config"])["train"].get("fused_mlp", False) == fast}
+                and r["config"]["train"].get("fused_mlp", False) == fast}
 
     fast, ref = cells(FASTPATH_DB, True), cells(HEADLINE_DB, False)
     pairs = sorted(set(fast) & set(ref))
