@@ -36,6 +36,14 @@ def _init_worker() -> None:
 NEUTRAL_TRAIN_DEFAULTS = {"fused_optimizer": False, "fused_mlp": False}
 
 
+def reference_config_hash(method: str) -> str:
+    """The ``mlkd bench`` config hash of ``method`` with its defaults on the reference path: the headline's cells."""
+    from mlkd.bench.grid import config_hash
+    from mlkd.bench.grid import resolved_config as bench_config
+
+    return config_hash(bench_config(method, {}, REFERENCE_KERNELS))
+
+
 def resolved_config(cell: dict) -> dict:
     """Everything that determines a cell's numbers: method defaults merged with its params, training defaults."""
     from dataclasses import asdict

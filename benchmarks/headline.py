@@ -26,7 +26,7 @@ import time
 
 import tomllib
 
-from common import ROOT, replace_block
+from common import ROOT, reference_config_hash, replace_block
 from selfkd import mlkd, sections
 
 DB = "benchmarks/results/selfkd.db"
@@ -51,7 +51,8 @@ def compute_time(grid: dict) -> tuple[int, int, float]:
 
     with ResultsDB(ROOT / DB) as db:
         rows = db.rows("noise = 'none' AND label = method")
-    keep = [r for r in rows if r["dataset"] in grid["datasets"] and r["method"] in grid["methods"]]
+    keep = [r for r in rows if r["dataset"] in grid["datasets"] and r["method"] in grid["methods"]
+            and r["config_hash"] == reference_config_hash(r["method"])]
     total = len(grid["datasets"]) * len(grid["methods"]) * len(grid["seeds"])
     return len(keep), total, sum(r["fit_seconds"] + (r["predict_seconds"] or 0) for r in keep)
 

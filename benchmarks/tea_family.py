@@ -19,7 +19,17 @@ import time
 
 import numpy as np
 
-from common import METRIC_COLS, ROOT, cell_key, delta_table, grouped, metric_table, replace_block
+from common import (
+    METRIC_COLS,
+    REFERENCE_PARAMS,
+    ROOT,
+    cell_key,
+    delta_table,
+    grouped,
+    metric_table,
+    reference_config_hash,
+    replace_block,
+)
 from selfkd import DB, mlkd
 
 SMALL = ["flags", "emotions", "genbase", "medical", "scene", "yeast", "enron"]
@@ -50,7 +60,7 @@ def main():
         for ds_list, seed_list in ((small, seeds), (large, seeds[:1]), (large, seeds[1:])):
             if ds_list and seed_list:
                 mlkd("bench", DB, "-d", ",".join(ds_list), *ms, "--seeds", ",".join(map(str, seed_list)),
-                     "--jobs", str(args.jobs), "--threads", "1")
+                     *REFERENCE_PARAMS, "--jobs", str(args.jobs), "--threads", "1")
     results = db_results(cells)
     wall = time.time() - t0
     this_run = "" if args.report_only else f", wall {wall / 60:.1f} min this run"
@@ -111,8 +121,8 @@ def db_results(cells: list[dict]) -> dict[str, dict]:
     with ResultsDB(ROOT / DB) as db:
         for r in db.rows("noise = 'none' AND label = method"):
             cell = wanted.get((r["dataset"], r["method"], r["seed"]))
-            if cell is None:
-                continue
+            if cell is None or r["config_hash"] != reference_config_hash(r["method"]):
+                continue  # another config under the same label (e.g. a fast-path cell) is not this table's
             out[cell_key(cell)] = {
                 **cell, "at_05": {m: r[f"{m}_05"] for m in METRICS}, "at_tuned": {m: r[f"{m}_tuned"] for m in METRICS},
                 "threshold": r["threshold"], "val_mAP": r["val_score"], "best_epoch": r["best_epoch"],
