@@ -101,8 +101,8 @@ class TrainResult:
 
 #: glibc's mallopt parameters (malloc.h) and the values a fit sets: tensors up to 256 MB come from the heap and
 #: up to 512 MB of freed heap is kept for reuse, instead of mmap'ing and zeroing fresh pages for every large
-#: temporary (a 64 MB gradient or AdamW intermediate each step). BENCHMARKS.md, "Performance": the delicious
-#: L2D teacher spent 37 % of its CPU time in the kernel faulting pages in before this.
+#: temporary (a 64 MB gradient or AdamW intermediate each step). BENCHMARKS.md, "Performance" (5b): the headline's
+#: delicious distill cells spent 42 % of their CPU time in the kernel faulting pages in before this.
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 ALLOCATOR_SETTINGS = {"mmap_threshold": 256 << 20, "trim_threshold": 512 << 20}
 _allocator_tuned = False
@@ -133,7 +133,8 @@ def keep_freed_memory_for_reuse() -> bool:
 def paused_garbage_collection():
     """Automatic garbage collection off inside the block (restored after; the caller collects the young
     generations at each epoch end). A full collection walks every object of the process — ~200 000 once torch
-    and scikit-learn are imported, 0.1–0.3 s — and struck once every few epochs, a fifth of a small fit's time.
+    and scikit-learn are imported, 0.1–0.3 s — and struck about once in ten epochs of a small fit (yeast: 0.33 s
+    in 12 epochs of 0.1 s).
     A training step leaves no reference cycles (tests/test_trainer.py), so nothing piles up meanwhile."""
     enabled = gc.isenabled()
     gc.disable()
