@@ -1,5 +1,6 @@
 """The trainer: determinism, early stopping with best-state restore, per-term logging, clear failures."""
 
+import copy
 import sys
 
 import numpy as np
@@ -205,3 +206,47 @@ def test_training_leaves_no_reference_cycles_and_restores_automatic_garbage_coll
         assert not gc.isenabled()  # a caller's own choice is kept
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize("kind", ["adamw", "adam"])
+def test_the_lean_fused_step_updates_exactly_as_the_optimizers_own_step(kind):
+    """FusedAdamStep skips torch's per-step list building; weights and optimizer state must stay bit for bit
+    those of optimizer.step(), through a learning-rate change and a step where a parameter has no gradient."""
+    from mlkd.trainer import FusedAdamStep, _make_optimizer
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.ReLU(), torch.nn.Linear(7, 3))
+    twin = copy.deepcopy(model)
+    cfg = TrainConfig(optimizer=kind, lr=0.01, weight_decay=0.1)
+    opt, twin_opt = _make_optimizer(list(model.parameters()), cfg), _make_optimizer(list(twin.parameters()), cfg)
+    lean = FusedAdamStep(twin_opt)
+    x, y = torch.randn(16, 5), torch.randn(16, 3)
+    for i in range(6):
+        if i == 3:
+            for o in (opt, twin_opt):
+                o.param_groups[0]["lr"] = 0.003
+        for m, step in ((model, opt.step), (twin, lean)):
+            m.zero_grad(set_to_none=True)
+            ((m(x) - y) ** 2).mean().backward()
+            if i == 4:
+                m[2].bias.grad = None  # a parameter without a gradient this step: left alone, as torch does
+            step()
+    for a, b in zip(model.parameters(), twin.parameters(), strict=True):
+        assert torch.equal(a, b)
+    for a, b in zip(model.parameters(), twin.parameters(), strict=True):
+        sa, sb = opt.state[a], twin_opt.state[b]
+        assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert lean._lists is not None  # the lean path ran (and took the state's own tensors)
+    assert float(twin_opt.state[twin[2].bias]["step"]) == 5 and float(twin_opt.state[twin[0].weight]["step"]) == 6
+
+
+def test_the_lean_fused_step_defers_to_the_optimizer_outside_its_case():
+    from mlkd.trainer import FusedAdamStep, _make_optimizer
+
+    params = [torch.nn.Parameter(torch.randn(4))]
+    for cfg in (TrainConfig(fused_optimizer=False), TrainConfig(optimizer="rmsprop")):
+        step = FusedAdamStep(_make_optimizer(params, cfg))
+        params[0].grad = torch.ones(4)
+        step()
+        step()
+        assert not step._eligible and step._lists is None

@@ -253,6 +253,7 @@ class Trainer:
             start -= loop.seconds
         first = len(result.history)  # 0, or the epochs a resumed checkpoint already ran
         step = method.step if self.data_parallel is None else self.data_parallel.wrap(method)
+        optimizer_step = FusedAdamStep(optimizer)  # after restore: it keeps the state's tensors
         bar = tqdm(range(first, cfg.max_epochs), desc=f"fit {method.name}", disable=not cfg.progress, leave=False)
         for epoch in bar:
             t0 = time.perf_counter()
@@ -263,12 +264,13 @@ class Trainer:
             sums: dict[str, torch.Tensor] = {}
             for begin in range(0, n, bs):
                 idx = perm[begin : begin + bs]
-                out = step(Batch(X_t[idx], Y_t[idx], idx), ctx)
+                # index_select: the rows X_t[idx] gives, in half the time of advanced indexing
+                out = step(Batch(X_t.index_select(0, idx), Y_t.index_select(0, idx), idx), ctx)
                 total = sum(out.losses.values())
                 for param in params:  # optimizer.zero_grad(set_to_none=True) without its ~0.1 ms of bookkeeping
                     param.grad = None
                 total.backward()
-                optimizer.step()
+                optimizer_step()
                 w = idx.shape[0]
                 for name, value in out.losses.items():
                     sums[name] = sums.get(name, 0.0) + value.detach() * w
@@ -330,6 +332,51 @@ def _make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
     opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
     # fused: one kernel for all parameters instead of ~10 ops each; the same update up to float rounding.
     return opt_cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=cfg.fused_optimizer)
+
+
+class FusedAdamStep:
+    """``optimizer.step()`` for a fused Adam/AdamW with one parameter group, minus ~0.2 ms of Python a step.
+
+    torch's step rebuilds six tensor lists, looks up every parameter's state and regroups the lists by device
+    and dtype on every call: a tenth of a small model's training step. After the first step (which creates
+    the state) this makes the same two calls torch's ``_fused_adam`` makes — step counts + 1, then the fused
+    kernel — on lists built once, with the group's current hyperparameters, so the update is bit for bit
+    ``optimizer.step()``'s. Anything outside that case (another optimizer, not fused, AMSGrad, several groups
+    or devices, a parameter without a gradient this step) calls ``optimizer.step()`` itself.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer) -> None:
+        self.optimizer = optimizer
+        self._lists: tuple | None = None
+        group = optimizer.param_groups[0]
+        self._eligible = (
+            isinstance(optimizer, torch.optim.Adam) and len(optimizer.param_groups) == 1 and bool(group.get("fused"))
+            and not group["amsgrad"] and not group["differentiable"] and not group["capturable"]
+            and getattr(optimizer, "grad_scale", None) is None and getattr(optimizer, "found_inf", None) is None
+            and len({(p.device, p.dtype) for p in group["params"]}) == 1
+        )
+
+    def __call__(self) -> None:
+        if not self._eligible:
+            self.optimizer.step()
+            return
+        group = self.optimizer.param_groups[0]
+        params = group["params"]
+        grads = [p.grad for p in params]
+        if self._lists is None or any(g is None or g.is_sparse for g in grads):
+            self.optimizer.step()  # creates the state on the first call
+            state = self.optimizer.state
+            if all(p in state and "exp_avg" in state[p] for p in params):
+                self._lists = ([state[p]["exp_avg"] for p in params], [state[p]["exp_avg_sq"] for p in params],
+                               [state[p]["step"] for p in params])
+            return
+        exp_avgs, exp_avg_sqs, steps = self._lists
+        beta1, beta2 = group["betas"]
+        torch._foreach_add_(steps, 1)
+        kernel = torch._fused_adamw_ if group["decoupled_weight_decay"] else torch._fused_adam_
+        kernel(params, grads, exp_avgs, exp_avg_sqs, [], steps, amsgrad=False, lr=group["lr"], beta1=beta1,
+               beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"], maximize=group["maximize"],
+               grad_scale=None, found_inf=None)
 
 
 def device_tensors(X, Y, X_val, Y_val, dev):
