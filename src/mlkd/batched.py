@@ -34,6 +34,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from .methods.base import Batch, Method, StepContext, build_method, method_class
 from .nn import fused_mlp_training
 from .trainer import (
+    FusedAdamStep,
     TrainConfig,
     TrainResult,
     _apply_lr_schedule,
@@ -141,6 +142,7 @@ def _fit(members, seeds, X, Y, X_val, Y_val, cfg: TrainConfig, dev) -> list[tupl
     # Fused AdamW: a member's numbers cannot match its sequential fit bit for bit anyway (vmapped random draws).
     cfg = dataclasses.replace(cfg, fused_optimizer=True)
     optimizer = _make_optimizer(weights, cfg)
+    optimizer_step = FusedAdamStep(optimizer)
     shuffles = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
     method_gen = torch.Generator(device=dev).manual_seed(seeds[0] + 1)
     n = X_t.shape[0]
@@ -173,9 +175,10 @@ def _fit(members, seeds, X, Y, X_val, Y_val, cfg: TrainConfig, dev) -> list[tupl
             idx = perms[:, begin : begin + bs]
             losses = batched_losses(weights, X_t[idx], Y_t[idx], idx, ctx)
             member_totals = sum(losses.values())
-            optimizer.zero_grad(set_to_none=True)
+            for w in weights:  # zero_grad(set_to_none=True) without its bookkeeping
+                w.grad = None
             member_totals.sum().backward()  # members share no weights: each gets its own gradient
-            optimizer.step()
+            optimizer_step()
             w = idx.shape[1]
             for name, value in losses.items():
                 sums[name] = sums.get(name, 0.0) + value.detach() * w
@@ -213,6 +216,7 @@ def _fit(members, seeds, X, Y, X_val, Y_val, cfg: TrainConfig, dev) -> list[tupl
         if stopped:
             keep = [slot for slot in range(len(active)) if slot not in stopped]
             weights, optimizer = _compact(weights, optimizer, keep, cfg)
+            optimizer_step = FusedAdamStep(optimizer)
             active = [active[slot] for slot in keep]
     for slot, k in enumerate(active):  # no validation: a member ends at its last state
         if best_state[k] is None:
