@@ -380,3 +380,31 @@ def test_ray_executor_gives_the_sequential_numbers(mulan_dir, sequential_rows):
         _check_same([row for _, row in executor.run(_grid(str(mulan_dir)).cells())], sequential_rows)
     finally:
         ray.shutdown()
+
+
+def test_a_performance_section_that_cannot_run_here_keeps_its_published_figures(tmp_path, monkeypatch, capsys):
+    """benchmarks/perf.py on a machine without a section's tool (py-spy): the section's earlier figures in
+    perf.json and BENCHMARKS.md stay as they were, and the run says so."""
+    import json
+
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import perf
+
+    published = {"markdown": "| the old table |", "load_before": "1", "load_after": "1", "seconds": 1.0,
+                 "when": "2026-12-02 18:09", "command": "benchmarks/perf.py --only profile"}
+    results, markdown = tmp_path / "perf.json", tmp_path / "BENCHMARKS.md"
+    results.write_text(json.dumps({"profile": published}))
+    markdown.write_text("# Benchmarks\n\n<!-- perf:start -->\n| the old table |\n<!-- perf:end -->\n")
+    before = markdown.read_text()
+
+    def cannot_run(args):
+        raise perf.SectionSkipped("py-spy is not installed")
+
+    monkeypatch.setattr(perf, "RESULTS", results)
+    monkeypatch.setattr(perf, "replace_block", lambda name, body: pytest.fail("nothing should be rewritten"))
+    monkeypatch.setitem(perf.SECTIONS, "profile", cannot_run)
+    monkeypatch.setattr(sys, "argv", ["perf.py", "--only", "profile"])
+    perf.main()
+    assert json.loads(results.read_text()) == {"profile": published}
+    assert markdown.read_text() == before
+    assert "profile: skipped, py-spy is not installed; its figures of 2026-12-02 18:09 stay" in capsys.readouterr().out
