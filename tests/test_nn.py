@@ -228,3 +228,92 @@ def test_the_labelwise_backbone_trains_its_blocks_on_the_fused_path_with_the_sam
     assert nodes == {"FusedDenseBackward"}
     assert torch.equal(reference.logits, fused.logits)
     assert all(torch.equal(a, b) for a, b in zip(reference.intermediates, fused.intermediates, strict=True))
+
+
+class _AutogradNodes:
+    """``DenseTape``'s interface with nothing recorded: every fused MLP is a ``FusedDense`` autograd node."""
+
+    def recording(self):
+        import contextlib
+
+        return contextlib.nullcontext()
+
+    def backward(self, loss):
+        loss.backward()
+
+
+def _tiny_settings(method: str) -> dict:
+    from mlkd.methods import config_fields
+
+    fields = config_fields(method)
+    small = {k: v for k, v in {"hidden": 16, "teacher_hidden": 24, "teacher_max_epochs": 3, "rounds": 2,
+                               "generations": 2}.items() if k in fields}
+    return dict(max_epochs=5, patience=5, batch_size=32, lr=1e-2, **small)
+
+
+@pytest.fixture(scope="module")
+def saved_teacher(tmp_path_factory):
+    from mlkd import MultiLabelClassifier
+
+    X, Y = linear_problem(n=160, d=8, L=4, seed=5)
+    path = tmp_path_factory.mktemp("teacher") / "model"
+    MultiLabelClassifier("labelwise", **_tiny_settings("labelwise")).fit(X, Y).save(path)
+    return str(path)
+
+
+@pytest.mark.parametrize("method, params", [
+    *[(name, {}) for name in sorted(__import__("mlkd.methods", fromlist=["REGISTRY"]).REGISTRY)],
+    ("skdtea", {"alignment": "cca"}),  # z_x feeds the decoder, the L2 term and the orthogonality term
+    ("skdtea", {"shared_decoder": False, "teacher_input": "x+y", "detach_teacher": False}),
+])
+def test_the_tape_trains_every_method_to_the_weights_of_fused_dense_autograd_nodes_bit_for_bit(
+        method, params, saved_teacher, monkeypatch):
+    """The trainer's DenseTape (fused MLPs back-propagated without autograd nodes) changes no bit of a fit:
+    the fast path's published metrics (BENCHMARKS.md, 4a-4b) were measured with FusedDense nodes."""
+    import mlkd.trainer
+    from mlkd import MultiLabelClassifier
+
+    X, Y = linear_problem(n=160, d=8, L=4, seed=5)
+    teacher = {"distill": {"teacher_dir": saved_teacher}, "pretrained": {"model_dir": saved_teacher}}
+    settings = {**_tiny_settings(method), **params, **teacher.get(method, {})}
+    taped = MultiLabelClassifier(method, **settings).fit(X[:120], Y[:120], X[120:], Y[120:])
+    monkeypatch.setattr(mlkd.trainer, "DenseTape", _AutogradNodes)
+    nodes = MultiLabelClassifier(method, **settings).fit(X[:120], Y[:120], X[120:], Y[120:])
+    assert [h["total"] for h in taped.history_] == [h["total"] for h in nodes.history_]
+    assert np.array_equal(taped.predict_proba(X), nodes.predict_proba(X))
+
+
+def test_the_tape_gives_autograds_gradients_for_chained_reused_and_unused_mlps():
+    """One step with every way a method can wire MLPs: a record feeding a later record and the loss, one MLP
+    called twice, a layer on a computed input (a FusedDense node), an output that never reaches the loss."""
+    from mlkd.nn import DenseTape
+
+    torch.manual_seed(0)
+    a, b, c = (MLP(d_in, [12], d_out, "leaky_relu", dropout=0.2).train() for d_in, d_out in [(5, 6), (6, 3), (9, 3)])
+    unused = MLP(5, [4], 2, "relu", dropout=0.2).train()
+    x, y = torch.randn(10, 5), torch.rand(10, 3)
+
+    def loss():
+        z = a(x)
+        s1, s2 = b(z), b(z * 0.5)  # b twice: once on a record's output, once on a computed input
+        t = c(torch.cat([z, s1], dim=1))
+        unused(x).detach()
+        return F.binary_cross_entropy_with_logits(s1 + s2 + t, y) + z.pow(2).mean()
+
+    modules = [a, b, c, unused]
+    expected = []
+    with fused_mlp_training():
+        torch.manual_seed(1)
+        loss().backward()
+        expected = [p.grad for m in modules for p in m.parameters()]
+        for m in modules:
+            m.zero_grad(set_to_none=True)
+        torch.manual_seed(1)  # the same dropout masks
+        tape = DenseTape()
+        with tape.recording():
+            total = loss()
+        tape.backward(total)
+    got = [p.grad for m in modules for p in m.parameters()]
+    assert all(g is None for g in got[-4:]) and all(g is None for g in expected[-4:])
+    for e, g in zip(expected[:-4], got[:-4], strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-6, atol=1e-7)

@@ -87,6 +87,19 @@ def test_divergence_is_reported_with_a_clear_error():
         Trainer(TrainConfig(max_epochs=3)).fit(_Diverging(X.shape[1], Y.shape[1], MethodConfig()), X, Y)
 
 
+class _Lossless(_Diverging):
+    name = "lossless"
+
+    def step(self, batch, ctx):
+        return StepOutput({}, self.lin(batch.x))
+
+
+def test_a_step_without_loss_terms_is_a_clear_error():
+    X, Y = linear_problem(n=40)
+    with pytest.raises(ValueError, match="returned no loss terms; expected a dict of at least one"):
+        Trainer(TrainConfig(max_epochs=1)).fit(_Lossless(X.shape[1], Y.shape[1], MethodConfig()), X, Y)
+
+
 @pytest.mark.parametrize(
     ("field", "value", "match"),
     [("batch_size", 0, "batch_size"), ("lr", -1.0, "lr"), ("optimizer", "sgd", "optimizer"), ("monitor", "f1", "mon")],
