@@ -235,21 +235,20 @@ def section_flops(args) -> str:
 def _step_loop(method, X_t, Y_t, bs, optimizer, perm, fast: bool) -> float:
     """CPU seconds of one epoch of training steps (no validation) on ``perm``'s batch order."""
     from mlkd.methods.base import Batch, StepContext
-    from mlkd.nn import DenseTape, fused_mlp_training
+    from mlkd.nn import fused_mlp_training
     from mlkd.trainer import FusedAdamStep, training_step
 
     ctx = StepContext(0, 1, torch.Generator().manual_seed(1))
     method.train()
     params = [p for p in method.parameters() if p.requires_grad]
-    # the trainer's own step; on the fast path with its FusedAdamStep and DenseTape
+    # the trainer's own step; on the fast path with its FusedAdamStep
     optimizer_step = None if optimizer is None else FusedAdamStep(optimizer) if fast else optimizer.step
-    tape = DenseTape() if fast else None
     t0 = time.thread_time()
     with fused_mlp_training(fast):
         for begin in range(0, X_t.shape[0], bs):
             idx = perm[begin : begin + bs]
             training_step(method.step, Batch(X_t.index_select(0, idx), Y_t.index_select(0, idx), idx), ctx, params,
-                          tape, optimizer_step)
+                          optimizer_step)
     return time.thread_time() - t0
 
 

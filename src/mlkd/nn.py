@@ -18,8 +18,6 @@ autograd over ~4 nodes a layer:
 Evaluation, ``no_grad`` and other activations use the plain ``nn.Sequential`` path. Under ``torch.func.vmap``
 (``mlkd.batched``: several seeds as one model) the members' layers run as batched matmuls, each member with
 its own dropout masks. ``MLPBackbone`` (the L2D label-wise models) runs each hidden block the same way.
-Inside ``Trainer.fit`` an MLP whose input is data or another MLP's output is not even an autograd node: the
-trainer's ``DenseTape`` runs the same forward and backward around autograd, to the same weights bit for bit.
 """
 
 from __future__ import annotations
@@ -240,83 +238,11 @@ class _StackedDense(torch.autograd.Function):
 
 
 def fused_dense(x: Tensor, linears: Sequence[nn.Linear], slope: float, p: float, activate_last: bool) -> Tensor:
-    """``FusedDense`` over ``linears`` (each with a bias): the layers' output (recorded on the active
-    ``DenseTape`` instead of as an autograd node, when there is one)."""
+    """``FusedDense`` over ``linears`` (each with a bias): the layers' output."""
     params = [t for layer in linears for t in (layer.weight, layer.bias)]
     if _functorch_active():
         return _VmappedDense.apply(x, slope, p, activate_last, *params)[0]
-    tape = getattr(_state, "tape", None)
-    if tape is not None and x.grad_fn is None:  # input from data or from an earlier record: see DenseTape
-        return tape.record(x, slope, p, activate_last, params)
     return FusedDense.apply(x, slope, p, activate_last, *params)
-
-
-class DenseTape:
-    """One training step's fused MLP layers, back-propagated without autograd nodes.
-
-    Inside ``with tape.recording():`` every ``fused_dense`` call (a training-mode ``MLP`` on the fast path)
-    runs ``FusedDense``'s forward without building a graph and returns its output as a fresh leaf tensor that
-    requires grad. ``tape.backward(loss)`` back-propagates the loss to those leaves with autograd (the loss
-    terms are small tensors: a few nodes), then, newest record first, turns each leaf's gradient into its
-    layers' weight gradients with ``FusedDense``'s own backward and hands the input gradient on (to an
-    earlier record's leaf, or through autograd to whatever the input was computed from).
-
-    Only layers whose input is a leaf (data, a parameter, an earlier record's output) are recorded; a layer
-    whose input autograd computed (SKDTEA's decoder on ``cat([z_x, z_e])``, C2AE's on a sigmoid of a code)
-    stays a ``FusedDense`` node. A gradient then reaches every record's output in one autograd pass, summed
-    where autograd sums it; the tape adds a later record's input gradient (or a second call's weight
-    gradient) to it afterwards. With two contributions that is the same sum (a + b = b + a in floating point
-    too); a tensor fed to three or more places may sum them in another order, a float-rounding difference.
-    Every method trains to the weights of ``FusedDense`` nodes bit for bit (tests/test_nn.py), minus their
-    per-node cost: the custom Function's ``apply`` and context, one gradient-accumulation node per weight
-    and bias, the engine's scheduling (BENCHMARKS.md, "Performance", 1b).
-
-    A recorded output is a leaf: an in-place operation on it raises, as on any tensor that requires grad.
-    ``Trainer.fit`` uses a tape on the fast path except under DistributedDataParallel, whose gradient
-    all-reduce hooks onto autograd's accumulation nodes.
-    """
-
-    def __init__(self) -> None:
-        self._records: list[tuple] = []
-
-    @contextlib.contextmanager
-    def recording(self):
-        previous = getattr(_state, "tape", None)
-        _state.tape = self
-        try:
-            yield self
-        finally:
-            _state.tape = previous
-
-    def record(self, x: Tensor, slope: float, p: float, activate_last: bool, params: Sequence[Tensor]) -> Tensor:
-        weights, biases = params[0::2], params[1::2]
-        n_act = len(weights) - (0 if activate_last else 1)
-        with torch.no_grad():
-            h, inputs, factors = _dense_forward(x, weights, biases, slope, p, n_act,
-                                                _masks(x, weights, n_act, p, None))
-        if x.requires_grad or any(t.requires_grad for t in params):  # as autograd: if an input needs grad
-            h.requires_grad_()
-            self._records.append((h, x, inputs, factors, weights, params))
-        return h
-
-    def backward(self, loss: Tensor) -> None:
-        """``loss.backward()`` through the recorded layers; gradients accumulate into ``.grad`` as autograd's do."""
-        records, self._records = self._records, []
-        loss.backward()
-        for h, x, inputs, factors, weights, params in reversed(records):
-            if h.grad is None:  # the output did not reach the loss
-                continue
-            g_x, *grads = _dense_backward(h.grad, [x, *inputs], factors, weights, x.requires_grad)
-            for param, grad in zip(params, grads, strict=True):
-                if param.requires_grad:
-                    _accumulate(param, grad)
-            if g_x is not None:  # x is a leaf: an earlier record's output, or a parameter
-                _accumulate(x, g_x)
-
-
-def _accumulate(leaf: Tensor, grad: Tensor) -> None:
-    """``leaf.grad += grad`` as autograd's accumulation does it (the first gradient is stored as it is)."""
-    leaf.grad = grad if leaf.grad is None else leaf.grad + grad
 
 
 def _functorch_active() -> bool:

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import LoopState, active_checkpointer
 from .methods.base import Batch, Method, StepContext
-from .nn import DenseTape, fused_mlp_training
+from .nn import fused_mlp_training
 
 
 @dataclass
@@ -254,8 +254,6 @@ class Trainer:
         first = len(result.history)  # 0, or the epochs a resumed checkpoint already ran
         step = method.step if self.data_parallel is None else self.data_parallel.wrap(method)
         optimizer_step = FusedAdamStep(optimizer)  # after restore: it keeps the state's tensors
-        # the fast path's MLPs back-propagated without autograd nodes (DDP all-reduces from those nodes' hooks)
-        tape = DenseTape() if cfg.fused_mlp and self.data_parallel is None else None
         bar = tqdm(range(first, cfg.max_epochs), desc=f"fit {method.name}", disable=not cfg.progress, leave=False)
         for epoch in bar:
             t0 = time.perf_counter()
@@ -268,7 +266,7 @@ class Trainer:
                 idx = perm[begin : begin + bs]
                 # index_select: the rows X_t[idx] gives, in half the time of advanced indexing
                 batch = Batch(X_t.index_select(0, idx), Y_t.index_select(0, idx), idx)
-                out, total = training_step(step, batch, ctx, params, tape, optimizer_step)
+                out, total = training_step(step, batch, ctx, params, optimizer_step)
                 w = idx.shape[0]
                 for name, value in out.losses.items():
                     sums[name] = sums.get(name, 0.0) + value.detach() * w
@@ -316,22 +314,18 @@ class Trainer:
         return result
 
 
-def training_step(step, batch: Batch, ctx: StepContext, params, tape: DenseTape | None, optimizer_step):
+def training_step(step, batch: Batch, ctx: StepContext, params, optimizer_step):
     """One step of ``Trainer.fit``: the method's losses, their sum back-propagated into ``params``' fresh
-    gradients (through ``tape`` when there is one), the optimizer's update (none when ``optimizer_step`` is
-    None: the benchmarks time the steps without it). Returns (the method's StepOutput, the summed loss)."""
-    with tape.recording() if tape is not None else contextlib.nullcontext():
-        out = step(batch, ctx)
+    gradients, the optimizer's update (none when ``optimizer_step`` is None: the benchmarks time the steps
+    without it). Returns (the method's StepOutput, the summed loss)."""
+    out = step(batch, ctx)
     if not out.losses:
         raise ValueError("the method's step returned no loss terms; expected a dict of at least one loss tensor")
     first, *others = out.losses.values()
     total = sum(others, first)  # not sum(values): 0 + loss would be one more op and autograd node a step
     for param in params:  # optimizer.zero_grad(set_to_none=True) without its ~0.1 ms of bookkeeping
         param.grad = None
-    if tape is not None:
-        tape.backward(total)
-    else:
-        total.backward()
+    total.backward()
     if optimizer_step is not None:
         optimizer_step()
     return out, total
