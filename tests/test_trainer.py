@@ -194,9 +194,12 @@ def test_training_leaves_no_reference_cycles_and_restores_automatic_garbage_coll
     from mlkd.trainer import REFERENCE_KERNELS
 
     settings = {} if fast else REFERENCE_KERNELS
-    _fit(seed=0, epochs=1, name=name)  # imports done: their one-off garbage is not the fit's
-    gc.collect()
     X, Y = linear_problem(n=200, seed=1)
+    # imports done (the reference path's first optimizer.step() imports torch._dynamo): their one-off garbage
+    # is not the fit's
+    warm = build_method(name, X.shape[1], Y.shape[1], {"hidden": 32}, seed=0)
+    Trainer(TrainConfig(max_epochs=1, batch_size=32, **settings)).fit(warm, X[:150], Y[:150], X[150:], Y[150:])
+    gc.collect()
     m = build_method(name, X.shape[1], Y.shape[1], {"hidden": 32}, seed=0)
     found = []  # what every collection during the fit (the trainer's per-epoch ones included) freed
 
@@ -222,9 +225,11 @@ def test_training_leaves_no_reference_cycles_and_restores_automatic_garbage_coll
 
 
 @pytest.mark.parametrize("kind", ["adamw", "adam"])
-def test_the_lean_fused_step_updates_exactly_as_the_optimizers_own_step(kind):
-    """FusedAdamStep skips torch's per-step list building; weights and optimizer state must stay bit for bit
-    those of optimizer.step(), through a learning-rate change and a step where a parameter has no gradient."""
+@pytest.mark.parametrize("no_grad_at", [0, 4])
+def test_the_lean_fused_step_updates_exactly_as_the_optimizers_own_step(kind, no_grad_at):
+    """FusedAdamStep skips torch's per-step list building (and creates the state itself on the first step);
+    weights and optimizer state must stay bit for bit those of optimizer.step(), through a learning-rate change
+    and a step where a parameter has no gradient (the very first one, or a later one)."""
     from mlkd.trainer import FusedAdamStep, _make_optimizer
 
     torch.manual_seed(0)
@@ -241,15 +246,53 @@ def test_the_lean_fused_step_updates_exactly_as_the_optimizers_own_step(kind):
         for m, step in ((model, opt.step), (twin, lean)):
             m.zero_grad(set_to_none=True)
             ((m(x) - y) ** 2).mean().backward()
-            if i == 4:
+            if i == no_grad_at:
                 m[2].bias.grad = None  # a parameter without a gradient this step: left alone, as torch does
             step()
     for a, b in zip(model.parameters(), twin.parameters(), strict=True):
         assert torch.equal(a, b)
         sa, sb = opt.state[a], twin_opt.state[b]
-        assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+        assert list(sa) == list(sb)
+        assert all(torch.equal(sa[k], sb[k]) and (sa[k].dtype, sa[k].device) == (sb[k].dtype, sb[k].device)
+                   for k in sa)
     assert lean._lists is not None  # the lean path ran (and took the state's own tensors)
     assert float(twin_opt.state[twin[2].bias]["step"]) == 5 and float(twin_opt.state[twin[0].weight]["step"]) == 6
+
+
+_NO_COMPILER_IMPORT = """
+import sys
+import numpy as np
+import torch
+from mlkd import MultiLabelClassifier
+from mlkd.trainer import _dynamo_disabled_functions
+
+rng = np.random.default_rng(0)
+X = rng.normal(size=(80, 5))
+Y = (X[:, :3] + rng.normal(scale=0.5, size=(80, 3)) > 0).astype(float)
+for method in ("bce", "skdtea"):
+    clf = MultiLabelClassifier(method, hidden=8, max_epochs=3, checkpoint_dir=sys.argv[1] + method,
+                               checkpoint_every=1).fit(X, Y)
+    clf.predict(X)
+assert "torch._dynamo" not in sys.modules, "a fit imported torch._dynamo"
+functions = _dynamo_disabled_functions()
+assert len(functions) >= 5, [f.__qualname__ for f in functions]
+assert not any("__dynamo_disable" in vars(f) for f in functions), "torch.optim was left changed"
+p = torch.nn.Parameter(torch.zeros(2))
+opt = torch.optim.AdamW([p])
+p.grad = torch.ones(2)
+opt.step()
+assert "torch._dynamo" in sys.modules, "outside a fit torch.optim should behave as torch made it"
+"""
+
+
+def test_a_fit_does_not_import_torchs_compiler_and_leaves_torch_optim_as_it_was(tmp_path):
+    """torch.optim imports torch._dynamo (1.2-1.5 s a process) on its first optimizer; a default fit, its
+    checkpoints included, trains without it, and afterwards torch.optim is untouched."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-c", _NO_COMPILER_IMPORT, str(tmp_path / "ckpt-")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 def test_the_lean_fused_step_defers_to_the_optimizer_outside_its_case():

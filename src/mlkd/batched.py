@@ -42,6 +42,7 @@ from .trainer import (
     _validation_score,
     device_tensors,
     keep_freed_memory_for_reuse,
+    optimizers_without_compiler_import,
     paused_garbage_collection,
     resolve_device,
 )
@@ -110,7 +111,7 @@ def fit_seeds(
         if cfg.num_threads is not None:
             torch.set_num_threads(cfg.num_threads)
         with (torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []),
-              fused_mlp_training(cfg.fused_mlp), paused_garbage_collection()):
+              fused_mlp_training(cfg.fused_mlp), paused_garbage_collection(), optimizers_without_compiler_import()):
             torch.manual_seed(seeds[0])
             return _fit(members, seeds, X, Y, X_val, Y_val, cfg, device)
     finally:

@@ -9,10 +9,12 @@ from __future__ import annotations
 import contextlib
 import copy
 import ctypes
+import functools
 import gc
 import math
 import os
 import platform
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -145,6 +147,63 @@ def paused_garbage_collection():
             gc.enable()
 
 
+@functools.cache
+def _dynamo_disabled_functions() -> tuple:
+    """The functions torch.optim wraps with ``torch._disable_dynamo``, found by the wrapper's code object:
+    ``Optimizer.add_param_group``, ``state_dict``, ``load_state_dict``, ``zero_grad`` and the Adam/AdamW and
+    RMSprop step functions in torch 2.13. The wrapper imports ``torch._dynamo`` on its first call, unless the
+    wrapped function already carries its ``__dynamo_disable`` twin."""
+    import importlib
+
+    inner_code = torch._disable_dynamo(lambda: None).__code__
+    holders = [torch.optim.Optimizer, *(importlib.import_module(f"torch.optim.{m}") for m in ("adam", "rmsprop"))]
+    seen: set = set()
+    return tuple(fn for holder in holders for value in list(vars(holder).values())
+                 for fn in _wrapped_by(value, inner_code, seen))
+
+
+def _wrapped_by(obj, inner_code, seen: set) -> list:
+    """The functions that ``obj`` (or a function in its closure, like adam()'s fallback wrapper) wraps with the
+    wrapper whose code is ``inner_code``."""
+    func = getattr(obj, "__func__", obj)
+    if id(func) in seen or not callable(func):
+        return []
+    seen.add(id(func))
+    if getattr(func, "__code__", None) is inner_code:
+        return [func.__wrapped__]
+    found = []
+    for cell in getattr(func, "__closure__", None) or ():
+        with contextlib.suppress(ValueError):  # an empty cell
+            found += _wrapped_by(cell.cell_contents, inner_code, seen)
+    return found
+
+
+@contextlib.contextmanager
+def optimizers_without_compiler_import():
+    """Inside the block torch.optim does not import ``torch._dynamo`` (1.2–1.5 s, once per process, more than a
+    whole small fit takes to train).
+
+    torch.optim marks its bookkeeping functions "not for torch.compile" with a wrapper that imports the
+    compiler on first use to build the marked twin. Outside a torch.compile trace the twin just calls the
+    function, so here each wrapped function is its own twin, which is what runs. mlkd never traces an
+    optimizer, and afterwards the functions are as they were: a later call imports the compiler as torch
+    always does. Nothing is changed when ``torch._dynamo`` is already imported, or for a function another
+    block is already covering."""
+    if "torch._dynamo" in sys.modules:
+        yield
+        return
+    covered = []
+    for fn in _dynamo_disabled_functions():
+        if "__dynamo_disable" not in vars(fn):
+            setattr(fn, "__dynamo_disable", fn)  # the attribute torch's wrapper looks up (_compile.py)
+            covered.append(fn)
+    try:
+        yield
+    finally:
+        for fn in covered:
+            vars(fn).pop("__dynamo_disable", None)
+
+
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -225,7 +284,8 @@ class Trainer:
         try:
             if cfg.num_threads is not None:
                 torch.set_num_threads(cfg.num_threads)
-            with torch.random.fork_rng(devices=devices), fused_mlp_training(cfg.fused_mlp), paused_garbage_collection():
+            with (torch.random.fork_rng(devices=devices), fused_mlp_training(cfg.fused_mlp),
+                  paused_garbage_collection(), optimizers_without_compiler_import()):
                 torch.manual_seed(cfg.seed)
                 return self._fit(method, X, Y, X_val, Y_val, stage)
         finally:
@@ -351,11 +411,14 @@ class FusedAdamStep:
     """``optimizer.step()`` for a fused Adam/AdamW with one parameter group, minus ~0.2 ms of Python a step.
 
     torch's step rebuilds six tensor lists, looks up every parameter's state and regroups the lists by device
-    and dtype on every call: a tenth of a small model's training step. After the first step (which creates
-    the state) this makes the same two calls torch's ``_fused_adam`` makes — step counts + 1, then the fused
-    kernel — on lists built once, with the group's current hyperparameters, so the update is bit for bit
-    ``optimizer.step()``'s. Anything outside that case (another optimizer, not fused, AMSGrad, several groups
-    or devices, a parameter without a gradient this step) calls ``optimizer.step()`` itself.
+    and dtype on every call: a tenth of a small model's training step. This makes the same two calls torch's
+    ``_fused_adam`` makes — step counts + 1, then the fused kernel — on lists built once, with the group's
+    current hyperparameters, so the update is bit for bit ``optimizer.step()``'s. On the first call it creates
+    the state with the optimizer's own ``_init_group`` (zero moments and step counts, as torch's first step
+    does), not through ``optimizer.step()``, whose wrapper imports ``torch._dynamo``: 1.2–1.5 s once per
+    process, more than a small fit's training. Anything outside that case (another optimizer, not fused,
+    AMSGrad, several groups or devices, a parameter without a gradient this step) calls ``optimizer.step()``
+    itself. Like the fused kernel call itself, this skips the optimizer's step hooks, which mlkd does not use.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer) -> None:
@@ -367,6 +430,7 @@ class FusedAdamStep:
             and not group["amsgrad"] and not group["differentiable"] and not group["capturable"]
             and getattr(optimizer, "grad_scale", None) is None and getattr(optimizer, "found_inf", None) is None
             and len({(p.device, p.dtype) for p in group["params"]}) == 1
+            and not any(torch.is_complex(p) for p in group["params"])
         )
 
     def __call__(self) -> None:
@@ -376,13 +440,14 @@ class FusedAdamStep:
         group = self.optimizer.param_groups[0]
         params = group["params"]
         grads = [p.grad for p in params]
-        if self._lists is None or any(g is None or g.is_sparse for g in grads):
-            self.optimizer.step()  # creates the state on the first call
-            state = self.optimizer.state
-            if all(p in state and "exp_avg" in state[p] for p in params):
-                self._lists = ([state[p]["exp_avg"] for p in params], [state[p]["exp_avg_sq"] for p in params],
-                               [state[p]["step"] for p in params])
+        if any(g is None or g.is_sparse for g in grads):
+            self.optimizer.step()
+            self._lists = self._lists or self._state_lists()
             return
+        if self._lists is None:
+            with torch.no_grad():  # the state torch's first step would create (kept as it is after a restore)
+                self.optimizer._init_group(group, [], [], [], [], [], [])
+            self._lists = self._state_lists()
         exp_avgs, exp_avg_sqs, steps = self._lists
         beta1, beta2 = group["betas"]
         torch._foreach_add_(steps, 1)
@@ -390,6 +455,14 @@ class FusedAdamStep:
         kernel(params, grads, exp_avgs, exp_avg_sqs, [], steps, amsgrad=False, lr=group["lr"], beta1=beta1,
                beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"], maximize=group["maximize"],
                grad_scale=None, found_inf=None)
+
+    def _state_lists(self) -> tuple | None:
+        """(exp_avgs, exp_avg_sqs, steps) of the group's parameters; None while some have no state yet."""
+        state, params = self.optimizer.state, self.optimizer.param_groups[0]["params"]
+        if not all(p in state and "exp_avg" in state[p] for p in params):
+            return None
+        return ([state[p]["exp_avg"] for p in params], [state[p]["exp_avg_sq"] for p in params],
+                [state[p]["step"] for p in params])
 
 
 def device_tensors(X, Y, X_val, Y_val, dev):
