@@ -5,21 +5,50 @@ Three lines for a practitioner::
     from mlkd import SKDTEAClassifier
     clf = SKDTEAClassifier().fit(X, Y)
     clf.predict(X_new)
+
+The names below are imported on first use (PEP 562), so ``import mlkd`` and the ``mlkd --help`` of the command
+line do not pay for torch and scikit-learn until a model is needed.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
-from .estimator import (  # noqa: E402
-    C2AEClassifier,
-    DistillClassifier,
-    KDTEAClassifier,
-    MPVAEClassifier,
-    MultiLabelClassifier,
-    SKDTEAClassifier,
-)
-from .io import load_model, save_model  # noqa: E402
+#: public name → the submodule that defines it
+_EXPORTS = {
+    "MultiLabelClassifier": "estimator", "SKDTEAClassifier": "estimator", "C2AEClassifier": "estimator",
+    "MPVAEClassifier": "estimator", "KDTEAClassifier": "estimator", "DistillClassifier": "estimator",
+    "load_model": "io", "save_model": "io",
+}
 
 __all__ = [
     "MultiLabelClassifier", "SKDTEAClassifier", "C2AEClassifier", "MPVAEClassifier", "KDTEAClassifier",
     "DistillClassifier", "load_model", "save_model", "__version__",
 ]
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value  # later lookups find it without this hook
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
+
+
+if TYPE_CHECKING:
+    from .estimator import (
+        C2AEClassifier,
+        DistillClassifier,
+        KDTEAClassifier,
+        MPVAEClassifier,
+        MultiLabelClassifier,
+        SKDTEAClassifier,
+    )
+    from .io import load_model, save_model

@@ -17,19 +17,16 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 from xml.sax.saxutils import quoteattr
 
-import numpy as np
-import torch
-
 from . import __version__
-from . import data as mlkd_data
-from . import methods as mlkd_methods
-from . import metrics as mlkd_metrics
-from .checkpoint import check_directory
-from .distributed import is_primary
-from .estimator import MultiLabelClassifier, check_device
-from .trainer import REFERENCE_KERNELS, resolve_device
+
+if TYPE_CHECKING:
+    from .estimator import MultiLabelClassifier
+
+# numpy, torch and the modules that load them are imported inside the commands that need them, so that
+# `mlkd --help`, `--version` and `datasets` answer without loading torch (~2 s)
 
 EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED = 0, 2, 130
 ARFF_SUFFIXES = (".arff", ".arff.gz", ".arff.bz2", ".arff.xz")
@@ -46,10 +43,30 @@ DEMO_HIDDEN = 128
 # argument parsing
 # ---------------------------------------------------------------------------------------------------
 class _Parser(argparse.ArgumentParser):
-    """argparse whose usage errors are the same one line as every other mlkd error."""
+    """argparse whose usage errors are the same one line as every other mlkd error, and whose epilog may end
+    in text computed only when the help is shown (``_Later``)."""
 
     def error(self, message):
         raise _UsageError(f"{message}; see '{self.prog} --help'")
+
+    def format_help(self) -> str:
+        if isinstance(self.epilog, _Later):
+            self.epilog = self.epilog.text()
+        return super().format_help()
+
+
+class _Later:
+    """``"text" + _Later(fn, *args)``: help text ending in ``fn(*args)``, computed when the help is shown. The
+    method tables need the method registry, i.e. torch; building the parser must not."""
+
+    def __init__(self, fn, *args, head: str = "") -> None:
+        self.fn, self.args, self.head = fn, args, head
+
+    def __radd__(self, head: str) -> _Later:
+        return _Later(self.fn, *self.args, head=head + self.head)
+
+    def text(self) -> str:
+        return self.head + self.fn(*self.args)
 
 
 class _UsageError(ValueError):
@@ -212,8 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
             "  mlkd fit delicious --method bce --batch-size 512 --nproc 2   # DDP over 2 processes\n"
             "  mlkd fit yeast -m skdtea --checkpoint-dir ckpt/yeast --checkpoint-every 5\n"
             "  mlkd fit yeast -m skdtea --checkpoint-dir ckpt/yeast --checkpoint-every 5 --resume   # after a kill\n\n"
-            f"methods and their parameters (--param KEY=VALUE) with defaults:\n{_methods_help()}"
-        ),
+            "methods and their parameters (--param KEY=VALUE) with defaults:\n"
+        ) + _Later(_methods_help),
     )
     p.add_argument("data", metavar="DATA", help=DATA_HELP)
     p.add_argument("--method", "-m", required=True, metavar="M", help="training method (the methods are listed below)")
@@ -424,8 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
             "lr (its training). --student-spec keys: any 'distill' parameter below, and the training settings\n"
             f"{', '.join(DISTILL_TRAIN_KEYS)}.\n\n"
             "distill parameters with defaults:\n"
-            + _methods_help_for("distill")
-        ),
+        ) + _Later(_methods_help_for, "distill"),
     )
     p.add_argument("data", metavar="DATA", help=DATA_HELP)
     t = p.add_mutually_exclusive_group()
@@ -473,6 +489,8 @@ def _info(info, key, default=None):
 
 def _dataset_name(spec: str) -> str | None:
     """The catalogue name ``spec`` stands for (names are case-insensitive), else None."""
+    from . import data as mlkd_data
+
     key = spec.strip().lower()
     return key if key in mlkd_data.DATASET_NAMES else None
 
@@ -486,6 +504,8 @@ def _is_arff_path(spec: str) -> bool:
 
 
 def _check_dataset_name(spec: str, allow_path: bool = True) -> str:
+    from . import data as mlkd_data
+
     name = _dataset_name(spec)
     if name is None:
         also = " or a path to an .arff file" if allow_path else ""
@@ -503,6 +523,8 @@ def _data_stem(spec: str) -> str:
 
 def _load(spec: str, split: str, *, data_dir=None, label_file=None, n_labels=None):
     """(dataset, description) for a data set name (its ``split``) or an ARFF file (all rows)."""
+    from . import data as mlkd_data
+
     if not _is_arff_path(spec):
         name = _check_dataset_name(spec)
         ds = getattr(mlkd_data.load_dataset(name, data_dir=data_dir), split)
@@ -538,6 +560,8 @@ def _label_xml(names) -> str:
 
 
 def _load_model(model_dir: str) -> MultiLabelClassifier:
+    from .estimator import MultiLabelClassifier
+
     path = Path(model_dir).expanduser()
     if not path.exists():
         raise FileNotFoundError(
@@ -561,6 +585,8 @@ def _check_writable_target(path: Path, what: str) -> None:
 
 
 def _threshold_text(threshold) -> str:
+    import numpy as np
+
     t = np.asarray(threshold, dtype=float)
     if t.ndim == 0:
         return f"{float(t):.2f}"
@@ -586,6 +612,8 @@ def _table(header: list[str], rows: list[list[str]], right: set[int] | None = No
 
 
 def _jsonable(value):
+    import numpy as np
+
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, (np.floating, np.integer)):
@@ -603,6 +631,8 @@ def _jsonable(value):
 # commands
 # ---------------------------------------------------------------------------------------------------
 def cmd_datasets(args) -> int:
+    from . import data as mlkd_data
+
     directory = Path(args.data_dir).expanduser() if args.data_dir else mlkd_data.data_dir()
     infos = {name: mlkd_data.DATASETS.get(name) or _embedded_info(name) for name in mlkd_data.DATASET_NAMES}
     with_cardinality = any(_info(info, "cardinality") is not None for info in mlkd_data.DATASETS.values())
@@ -630,6 +660,8 @@ def cmd_datasets(args) -> int:
 
 def _embedded_info(name: str) -> dict:
     """Shapes of a data set the catalogue does not list (the embedded one), read from the data itself."""
+    from . import data as mlkd_data
+
     bench = mlkd_data.load_dataset(name)
     train, test = bench.train, bench.test
     return {
@@ -643,6 +675,8 @@ def _embedded_info(name: str) -> dict:
 
 
 def _parse_params(method: str, pairs: list[tuple[str, str]]) -> dict:
+    from . import methods as mlkd_methods
+
     mlkd_methods.method_class(method)  # unknown method → ValueError listing the known ones
     raw: dict[str, str] = {}
     for key, value in pairs:
@@ -656,6 +690,8 @@ def _parse_params(method: str, pairs: list[tuple[str, str]]) -> dict:
 def _methods_help() -> str:
     import textwrap
 
+    from . import methods as mlkd_methods
+
     lines = []
     for name in sorted(mlkd_methods.REGISTRY):
         fields = ", ".join(f"{k}={v}" for k, v in mlkd_methods.config_fields(name).items())
@@ -664,6 +700,13 @@ def _methods_help() -> str:
 
 
 def cmd_fit(args) -> int:
+    import torch
+
+    from .checkpoint import check_directory
+    from .distributed import is_primary
+    from .estimator import MultiLabelClassifier
+    from .trainer import REFERENCE_KERNELS
+
     params = _parse_params(args.method, args.param)
     out = Path(args.out or Path("runs") / f"{_data_stem(args.data)}-{args.method}").expanduser()
     if out.exists() and not out.is_dir():
@@ -769,6 +812,8 @@ def cmd_predict(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    from . import metrics as mlkd_metrics
+
     model = _load_model(args.model_dir)
     ds, what = _load_for_model(args, model, "test")
     if ds.n_labels != model.n_labels_:
@@ -822,6 +867,14 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    import torch
+
+    from . import data as mlkd_data
+    from . import methods as mlkd_methods
+    from . import metrics as mlkd_metrics
+    from .estimator import MultiLabelClassifier, check_device
+    from .trainer import resolve_device
+
     for method in args.methods:
         mlkd_methods.method_class(method)
     name = _check_dataset_name(args.dataset, allow_path=False)
@@ -869,6 +922,8 @@ DISTILL_TEACHER_KEYS = ("backbone", "hidden", "depth", "embed_dim", "max_epochs"
 def _methods_help_for(method: str) -> str:
     import textwrap
 
+    from . import methods as mlkd_methods
+
     fields = ", ".join(f"{k}={v}" for k, v in mlkd_methods.config_fields(method).items())
     return textwrap.fill(fields, width=100, initial_indent="  ", subsequent_indent="  ")
 
@@ -883,6 +938,7 @@ def _spec(pairs: list[tuple[str, str]], flag: str) -> dict[str, str]:
 
 
 def cmd_distill(args) -> int:
+    from .estimator import MultiLabelClassifier
     from .io import read_config
 
     teacher = _spec(args.teacher_spec, "--teacher-spec")

@@ -15,12 +15,21 @@ import sys
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .grid import Cell
-from .runner import run_cell
+if TYPE_CHECKING:
+    from .grid import Cell
 
 EXECUTORS = ("sequential", "process", "ray")
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def run_cell(cell: Cell, threads: int | None) -> dict:
+    """``mlkd.bench.runner.run_cell``, imported on first use: the ``mlkd`` command builds its parser (which
+    lists these executors) without loading torch."""
+    from .runner import run_cell as run
+
+    return run(cell, threads)
 
 
 def available_cores() -> int:

@@ -8,7 +8,6 @@ deterministic for a given seed.
 from __future__ import annotations
 
 import numpy as np
-from iterstrat.ml_stratifiers import MultilabelStratifiedKFold, MultilabelStratifiedShuffleSplit
 
 __all__ = ["validation_split", "kfold_splits"]
 
@@ -43,6 +42,8 @@ def validation_split(Y, fraction: float = 1 / 6, seed: int = 0) -> tuple[np.ndar
     if not 0.0 < float(fraction) < 1.0:
         raise ValueError(f"fraction must be in (0, 1), got {fraction}")
     n_val = min(max(int(np.ceil(fraction * n)), 1), n - 1)
+    from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit  # loads scikit-learn: on first use
+
     splitter = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=n_val, random_state=seed)
     train, val = next(splitter.split(np.zeros((n, 1)), Y))
     train = np.sort(np.asarray(train, dtype=np.int64))
@@ -68,6 +69,8 @@ def kfold_splits(Y, n_splits: int = 5, seed: int = 0) -> list[tuple[np.ndarray, 
     n_splits = int(n_splits)
     if n_splits > n:
         raise ValueError(f"n_splits={n_splits} is more than the number of samples ({n})")
+    from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
+
     kf = MultilabelStratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     return [
         (np.sort(np.asarray(tr, dtype=np.int64)), np.sort(np.asarray(te, dtype=np.int64)))
