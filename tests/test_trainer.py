@@ -308,3 +308,24 @@ def test_the_lean_fused_step_defers_to_the_optimizer_outside_its_case():
             own_opt.step()
         assert not step._eligible and step._lists is None
         assert not torch.equal(ours, start) and torch.equal(ours, theirs)  # it updated, as the optimizer does
+
+
+def test_the_lean_fused_step_falls_back_to_the_optimizers_step_on_another_private_api(monkeypatch):
+    """FusedAdamStep creates the first step's state with torch's private Adam._init_group; where that is missing
+    or has another signature (another torch), it takes the optimizer's own first step and goes on lean."""
+    import mlkd.trainer
+    from mlkd.trainer import FusedAdamStep, _make_optimizer
+
+    def another_api(optimizer, group):
+        raise TypeError("_init_group() takes 3 positional arguments but 8 were given")
+
+    monkeypatch.setattr(mlkd.trainer, "_create_adam_state", another_api)
+    start = torch.randn(4)
+    ours, theirs = torch.nn.Parameter(start.clone()), torch.nn.Parameter(start.clone())
+    step, own_opt = FusedAdamStep(_make_optimizer([ours], TrainConfig())), _make_optimizer([theirs], TrainConfig())
+    for i in range(3):
+        ours.grad, theirs.grad = torch.full((4,), 0.5 + i), torch.full((4,), 0.5 + i)
+        step()
+        own_opt.step()
+        assert torch.equal(ours, theirs)
+    assert step._lists is not None  # lean after the first step

@@ -445,8 +445,12 @@ class FusedAdamStep:
             self._lists = self._lists or self._state_lists()
             return
         if self._lists is None:
-            with torch.no_grad():  # the state torch's first step would create (kept as it is after a restore)
-                self.optimizer._init_group(group, [], [], [], [], [], [])
+            try:
+                _create_adam_state(self.optimizer, group)
+            except (AttributeError, TypeError):  # a torch whose Adam has another private API: its own step
+                self.optimizer.step()
+                self._lists = self._state_lists()
+                return
             self._lists = self._state_lists()
         exp_avgs, exp_avg_sqs, steps = self._lists
         beta1, beta2 = group["betas"]
@@ -463,6 +467,13 @@ class FusedAdamStep:
             return None
         return ([state[p]["exp_avg"] for p in params], [state[p]["exp_avg_sq"] for p in params],
                 [state[p]["step"] for p in params])
+
+
+def _create_adam_state(optimizer: torch.optim.Adam, group: dict) -> None:
+    """The state torch's first Adam step creates for ``group``'s parameters (zero moments, zero step counts on
+    the parameters' device); parameters that already have state (after a restore) keep it."""
+    with torch.no_grad():
+        optimizer._init_group(group, [], [], [], [], [], [])
 
 
 def device_tensors(X, Y, X_val, Y_val, dev):
