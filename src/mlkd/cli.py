@@ -56,14 +56,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 class _Later:
-    """``"text" + _Later(fn, *args)``: help text ending in ``fn(*args)``, computed when the help is shown. The
-    method tables need the method registry, i.e. torch; building the parser must not."""
+    """Help text ``head + fn(*args)``, the call made when the help is shown: the method tables need the method
+    registry, i.e. torch, and building the parser must not."""
 
-    def __init__(self, fn, *args, head: str = "") -> None:
-        self.fn, self.args, self.head = fn, args, head
-
-    def __radd__(self, head: str) -> _Later:
-        return _Later(self.fn, *self.args, head=head + self.head)
+    def __init__(self, head: str, fn, *args) -> None:
+        self.head, self.fn, self.args = head, fn, args
 
     def text(self) -> str:
         return self.head + self.fn(*self.args)
@@ -220,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
             "A fixed 1/6 of the training rows is held out for early stopping and threshold tuning."
         ),
         formatter_class=_Formatter,
-        epilog=(
+        epilog=_Later(
             "examples:\n"
             "  mlkd fit emotions --method skdtea\n"
             "  mlkd fit yeast -m ls --param epsilon=0.2 --param hidden=256 --seed 1 --out runs/yeast-ls\n"
@@ -229,8 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
             "  mlkd fit delicious --method bce --batch-size 512 --nproc 2   # DDP over 2 processes\n"
             "  mlkd fit yeast -m skdtea --checkpoint-dir ckpt/yeast --checkpoint-every 5\n"
             "  mlkd fit yeast -m skdtea --checkpoint-dir ckpt/yeast --checkpoint-every 5 --resume   # after a kill\n\n"
-            "methods and their parameters (--param KEY=VALUE) with defaults:\n"
-        ) + _Later(_methods_help),
+            "methods and their parameters (--param KEY=VALUE) with defaults:\n",
+            _methods_help,
+        ),
     )
     p.add_argument("data", metavar="DATA", help=DATA_HELP)
     p.add_argument("--method", "-m", required=True, metavar="M", help="training method (the methods are listed below)")
@@ -426,7 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
             "A fixed 1/6 of the training rows is held out for early stopping and threshold tuning."
         ),
         formatter_class=_Formatter,
-        epilog=(
+        epilog=_Later(
             "examples:\n"
             "  mlkd distill emotions --out runs/emotions-l2d                      # wide MLP -> small MLP, L2D\n"
             "  mlkd distill emotions --teacher runs/emotions-labelwise --student-spec hidden=64\n"
@@ -440,8 +438,9 @@ def build_parser() -> argparse.ArgumentParser:
             "--teacher-spec keys: backbone, hidden, depth, embed_dim (the teacher's network) and max_epochs,\n"
             "lr (its training). --student-spec keys: any 'distill' parameter below, and the training settings\n"
             f"{', '.join(DISTILL_TRAIN_KEYS)}.\n\n"
-            "distill parameters with defaults:\n"
-        ) + _Later(_methods_help_for, "distill"),
+            "distill parameters with defaults:\n",
+            _methods_help_for, "distill",
+        ),
     )
     p.add_argument("data", metavar="DATA", help=DATA_HELP)
     t = p.add_mutually_exclusive_group()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import ctypes
-import functools
 import gc
 import math
 import os
@@ -147,35 +146,15 @@ def paused_garbage_collection():
             gc.enable()
 
 
-@functools.cache
 def _dynamo_disabled_functions() -> tuple:
-    """The functions torch.optim wraps with ``torch._disable_dynamo``, found by the wrapper's code object:
-    ``Optimizer.add_param_group``, ``state_dict``, ``load_state_dict``, ``zero_grad`` and the Adam/AdamW and
-    RMSprop step functions in torch 2.13. The wrapper imports ``torch._dynamo`` on its first call, unless the
-    wrapped function already carries its ``__dynamo_disable`` twin."""
-    import importlib
-
-    inner_code = torch._disable_dynamo(lambda: None).__code__
-    holders = [torch.optim.Optimizer, *(importlib.import_module(f"torch.optim.{m}") for m in ("adam", "rmsprop"))]
-    seen: set = set()
-    return tuple(fn for holder in holders for value in list(vars(holder).values())
-                 for fn in _wrapped_by(value, inner_code, seen))
-
-
-def _wrapped_by(obj, inner_code, seen: set) -> list:
-    """The functions that ``obj`` (or a function in its closure, like adam()'s fallback wrapper) wraps with the
-    wrapper whose code is ``inner_code``."""
-    func = getattr(obj, "__func__", obj)
-    if id(func) in seen or not callable(func):
-        return []
-    seen.add(id(func))
-    if getattr(func, "__code__", None) is inner_code:
-        return [func.__wrapped__]
-    found = []
-    for cell in getattr(func, "__closure__", None) or ():
-        with contextlib.suppress(ValueError):  # an empty cell
-            found += _wrapped_by(cell.cell_contents, inner_code, seen)
-    return found
+    """The bookkeeping methods torch.optim marks with ``torch._disable_dynamo`` (``add_param_group``, run by the
+    constructor; ``state_dict`` and ``load_state_dict``, run by checkpoints; ``zero_grad``), unwrapped. The
+    marking wrapper imports ``torch._dynamo`` on its first call unless the function already carries its
+    ``__dynamo_disable`` twin. Only methods that carry that very wrapper (same code object) are returned."""
+    marked = torch._disable_dynamo(lambda: None).__code__
+    opt = torch.optim.Optimizer
+    methods = (opt.add_param_group, opt.state_dict, opt.load_state_dict, opt.zero_grad)
+    return tuple(m.__wrapped__ for m in methods if getattr(m, "__code__", None) is marked)
 
 
 @contextlib.contextmanager
