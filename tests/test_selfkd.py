@@ -1,5 +1,6 @@
 """The self-distillation family of METHODS.md §4–6: RAS-KD, multi-round SD, PLL student, TF-KD, PS-KD, CS-KD, BAN."""
 
+import json
 import math
 
 import numpy as np
@@ -11,6 +12,7 @@ from mlkd import MultiLabelClassifier, load_model
 from mlkd.methods import REGISTRY, Batch, build_method, make_config
 from mlkd.methods._kd import bernoulli_kl, binary_gce, binary_kl
 from mlkd.methods.ban import BAN
+from mlkd.methods.base import config_identity
 from mlkd.methods.cskd import draw_partners
 from mlkd.methods.multiround import MultiRound
 from mlkd.methods.pll import PLL, pll_targets
@@ -42,6 +44,41 @@ def test_registered_with_the_specified_defaults():
     assert (make_config("ban").generations, make_config("ban").ensemble) == (3, False)
 
 
+KD_METHODS = ["tfkd_self", "tfkd_reg", "cskd", "ban", "raskd_plus"]
+
+
+@pytest.mark.parametrize("name", KD_METHODS)
+def test_kd_term_is_summed_over_labels_by_default_and_the_earlier_mean_keeps_its_identity(name):
+    default, earlier = make_config(name), make_config(name, {"kd_reduction": "mean"})
+    assert default.kd_reduction == "sum"  # METHODS.md: binKL_T = Σ_k KL(...)
+    # cells and checkpoints written before the parameter existed used "mean": that setting keeps their hash
+    assert config_identity(default)["kd_reduction"] == "sum" and "kd_reduction" not in config_identity(earlier)
+    with pytest.raises(ValueError, match=r"'kd_reduction'='batchmean' is not valid; expected one of \['sum', 'mean'\]"):
+        build_method(name, 6, 4, {**SMALL, "kd_reduction": "batchmean"})
+
+
+def test_kd_reduction_is_no_part_of_a_config_whose_kd_term_is_off():
+    # plain RAS-KD has no instance term: its published cells stay its cells whatever kd_reduction says
+    assert "kd_reduction" not in config_identity(make_config("raskd"))
+    assert "kd_reduction" not in config_identity(make_config("cskd", {"lambda_kd": 0.0}))
+    assert "kd_reduction" in config_identity(make_config("raskd", {"instance": True}))
+
+
+def test_a_model_saved_before_kd_reduction_existed_loads_with_the_setting_it_was_trained_with(tmp_path):
+    X, Y = linear_problem(n=120, d=6, L=4, seed=0)
+    clf = MultiLabelClassifier("cskd", hidden=8, max_epochs=2, random_state=0).fit(X, Y)
+    clf.save(tmp_path / "m")
+    config_path = tmp_path / "m" / "config.json"
+    config = json.loads(config_path.read_text())
+    del config["method_params"]["kd_reduction"]  # what an mlkd before 2026-12-03 wrote
+    config_path.write_text(json.dumps(config))
+    old = load_model(tmp_path / "m")
+    assert old.get_params()["kd_reduction"] == "mean"
+    np.testing.assert_array_equal(old.predict_proba(X), clf.predict_proba(X))
+    clf.save(tmp_path / "new")  # a model saved now records the default it was trained with
+    assert load_model(tmp_path / "new").get_params()["kd_reduction"] == "sum"
+
+
 # -- shared losses -------------------------------------------------------------------------------------
 def test_bernoulli_kl_matches_hand_computation_and_vanishes_on_agreement():
     t, s = torch.tensor([[0.0, 2.0]]), torch.tensor([[math.log(3.0), 2.0]])  # σ(log 3) = 0.75
@@ -54,9 +91,16 @@ def test_bernoulli_kl_matches_hand_computation_and_vanishes_on_agreement():
     entropy = F.binary_cross_entropy(p, p, reduction="none")
     bce = F.binary_cross_entropy_with_logits(s / 4, p, reduction="none")
     assert torch.allclose(bernoulli_kl(t, s, 4.0), bce - entropy, atol=1e-6)
+    # METHODS.md's binKL_T sums over labels and averages over samples; "mean" also averages over labels
+    kl = bce - entropy
+    assert torch.allclose(binary_kl(t, s, 4.0), kl.sum(1).mean(), atol=1e-6)
+    assert torch.allclose(binary_kl(t, s, 4.0, reduction="mean"), kl.sum(1).mean() / 4, atol=1e-6)
     mask = torch.zeros(5, 4)
     mask[0, 1] = 1
-    assert torch.allclose(binary_kl(t, s, 4.0, mask), (bce - entropy)[0, 1] / 20, atol=1e-6)
+    assert torch.allclose(binary_kl(t, s, 4.0, mask), kl[0, 1] / 5, atol=1e-6)
+    assert torch.allclose(binary_kl(t, s, 4.0, mask, reduction="mean"), kl[0, 1] / 20, atol=1e-6)
+    with pytest.raises(ValueError, match="reduction 'batchmean' is not valid"):
+        binary_kl(t, s, reduction="batchmean")
 
 
 def test_binary_gce_formula():
@@ -183,13 +227,19 @@ def test_pll_loss_and_stages(loss):
 def test_tfkd_reg_virtual_teacher_and_its_label_smoothing_equivalent():
     y = torch.tensor([[1.0, 0.0, 1.0]])
     assert torch.allclose(torch.sigmoid(virtual_teacher_logits(y, 0.99)), torch.tensor([[0.99, 0.01, 0.99]]))
-    m = build_method("tfkd_reg", 6, 4, SMALL, seed=0)
     b = batch_of()
-    out = m.step(b, ctx())
     p = torch.sigmoid(virtual_teacher_logits(b.y, 0.99))
-    # (1−α)·BCE(z, y) + α·binKL(p ‖ z) = BCE(z, (1−α)y + αp) − α·H(p)
+    entropy = F.binary_cross_entropy(p, p)  # mean over samples and labels
+    # METHODS.md: (1−α)·BCE(z, y) + α·binKL(p ‖ z), binKL summed over the L = 4 labels = L·(BCE(z, p) − H(p))
+    m = build_method("tfkd_reg", 6, 4, SMALL, seed=0)
+    out = m.step(b, ctx())
+    hard, soft = F.binary_cross_entropy_with_logits(out.logits, b.y), F.binary_cross_entropy_with_logits(out.logits, p)
+    expected = float((0.1 * hard + 0.9 * 4 * (soft - entropy)).detach())
+    assert float(sum(out.losses.values()).detach()) == pytest.approx(expected, rel=1e-5)
+    # averaged over labels (kd_reduction="mean") it is label smoothing: BCE(z, (1−α)y + αp) − α·H(p)
+    m = build_method("tfkd_reg", 6, 4, {**SMALL, "kd_reduction": "mean"}, seed=0)
+    out = m.step(b, ctx())
     smoothed = F.binary_cross_entropy_with_logits(out.logits, 0.1 * b.y + 0.9 * p)
-    entropy = F.binary_cross_entropy(p, p)
     expected = float((smoothed - 0.9 * entropy).detach())
     assert float(sum(out.losses.values()).detach()) == pytest.approx(expected, rel=1e-5)
 
@@ -234,7 +284,11 @@ def test_cskd_distillation_covers_only_shared_labels():
     assert torch.equal(shared, CSKD_Y * CSKD_Y[partner] * out.extras["has_partner"][:, None])
     assert shared[3].sum() == 0 and shared[4].sum() == 0 and shared[0].tolist() == [1, 0, 0, 0]
     kl = bernoulli_kl(out.logits[partner].detach(), out.logits, 4.0)
-    assert torch.allclose(out.losses["distillation"], 16 * (kl * shared).sum() / kl.numel())
+    # METHODS.md: binKL_T summed over the shared labels, averaged over the batch (rows without a partner: 0)
+    assert torch.allclose(out.losses["distillation"], 16 * (kl * shared).sum() / 7)
+    mean = build_method("cskd", 6, 4, {**SMALL, "kd_reduction": "mean"}, seed=0)
+    out_mean = mean.step(Batch(x, CSKD_Y, torch.arange(7)), ctx(seed=4))
+    assert torch.allclose(out_mean.losses["distillation"], out.losses["distillation"] / 4)
     # only the shared entries' logits receive gradient from the KD term (the partner side is detached)
     logits = out.logits.detach().requires_grad_(True)
     binary_kl(logits[partner].detach(), logits, 4.0, mask=shared).backward()

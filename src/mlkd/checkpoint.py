@@ -354,10 +354,11 @@ class Checkpointer:
 
     def stage(self, method, config, device: torch.device, X, Y, X_val=None, Y_val=None) -> StageCheckpoint:
         """The checkpoint of the next ``Trainer.fit`` of this fit (stages are numbered in call order)."""
+        from .methods.base import config_identity
         from .trainer import identity_settings
 
         train = identity_settings({k: v for k, v in dataclasses.asdict(config).items() if k not in _NOT_FINGERPRINTED})
-        stage_config = {"method": method.name, "method_config": dataclasses.asdict(method.config),
+        stage_config = {"method": method.name, "method_config": config_identity(method.config),
                         "train": train, "device": str(device)}
         index = self._next_stage
         self._next_stage += 1

@@ -18,7 +18,8 @@ from safetensors.torch import load_file, save_file
 
 from . import __version__
 from .checkpoint import refuse_pickle
-from .methods import build_method
+from .methods import build_method, config_fields
+from .methods.base import ADDED_PARAMS
 from .preprocessing import FeatureScaler
 
 FORMAT = "mlkd-model"
@@ -70,6 +71,10 @@ def save_model(estimator, path) -> Path:
     if binary_classes is not None and binary_classes.dtype.kind not in "biufU":
         raise ValueError(f"cannot save class labels of dtype {binary_classes.dtype}; expected numbers or strings")
     method_params = estimator.method_params()
+    # a parameter added later is written even at its default, so that loading tells it from a file that predates it
+    model_config = getattr(estimator.model_, "config", None)
+    method_params.update({k: getattr(model_config, k) for k in ADDED_PARAMS
+                          if k not in method_params and hasattr(model_config, k)})
     params = {k: _jsonable(v) for k, v in estimator.get_params(deep=False).items() if k not in method_params}
     for key in ("method", *RUN_OPTIONS):
         params.pop(key, None)
@@ -162,6 +167,16 @@ def _check_config(config: dict, cfg_path: Path) -> None:
                              "is corrupted)")
 
 
+def _with_earlier_behaviour(method: str, params: dict) -> dict:
+    """``params`` of a saved model, plus each ``ADDED_PARAMS`` entry the method has and the file lacks at its
+    earlier value: a model saved before the parameter existed was trained that way."""
+    try:
+        fields = config_fields(method)
+    except ValueError:  # an unknown method: building the model reports it
+        return params
+    return {**{k: v for k, v in ADDED_PARAMS.items() if k in fields}, **params}
+
+
 def _short_repr(value, limit: int = 60) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -190,6 +205,7 @@ def load_model(path):
     if unknown:
         raise ValueError(f"{path / CONFIG} has unknown estimator parameter(s) {', '.join(map(repr, unknown))}; "
                          "expected only MultiLabelClassifier parameters (the config is corrupted or from another mlkd)")
+    config["method_params"] = _with_earlier_behaviour(config["method"], config["method_params"])
     try:
         cls = getattr(estimators, str(config.get("estimator")), None)
         if not (isinstance(cls, type) and issubclass(cls, estimators.MultiLabelClassifier)):

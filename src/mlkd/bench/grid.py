@@ -23,6 +23,7 @@ from typing import Any
 
 from ..data import DATASET_NAMES
 from ..methods import REGISTRY, config_fields, make_config, method_class
+from ..methods.base import config_identity
 from ..trainer import EARLY_STOPPING_RULE, TrainConfig, identity_settings
 
 #: Protocol choices fixed for every cell (PROTOCOL.md §2, §4, §6); part of the resolved config.
@@ -95,7 +96,7 @@ def resolved_config(method: str, params: dict | None = None, train: dict | None 
     config = make_config(method, params or {})
     return {
         "method": method,
-        "params": dataclasses.asdict(config),
+        "params": config_identity(config),
         "train": identity_settings({k: v for k, v in dataclasses.asdict(train_config(train)).items()
                                     if k in TRAIN_KEYS}),
         "protocol": dict(PROTOCOL),

@@ -1,8 +1,9 @@
 """Loss helpers shared by the self-distillation methods: pure functions of tensors (no modules, no state).
 
-Reductions: every helper returns per-entry values or a mean over samples AND labels, the same reduction as
-``F.binary_cross_entropy_with_logits``, so a convex mix ``(1−α)·BCE + α·KD`` weighs comparable quantities
-whatever the number of labels (METHODS.md writes binKL_T as a sum over labels; the mean is that sum / L).
+Reductions: BCE and GCE are means over samples and labels, as ``F.binary_cross_entropy_with_logits``.
+``binary_kl`` is METHODS.md's binKL_T — summed over labels, averaged over samples — by default
+(``reduction="sum"``); ``reduction="mean"`` averages over labels too (binKL_T / L), what the self-KD methods
+did before 2026-12-03 and what their published benchmark cells used (their ``kd_reduction`` parameter).
 """
 
 from __future__ import annotations
@@ -26,12 +27,23 @@ def bernoulli_kl(teacher_logits: Tensor, student_logits: Tensor, temperature: fl
     return p * (F.logsigmoid(t) - F.logsigmoid(s)) + (1 - p) * (F.logsigmoid(-t) - F.logsigmoid(-s))
 
 
-def binary_kl(teacher_logits: Tensor, student_logits: Tensor, temperature: float = 1.0, mask: Tensor | None = None):
-    """binKL_T(teacher ‖ student) averaged over samples and labels; entries where ``mask`` is 0 count as 0."""
+#: ``kd_reduction`` choices: "sum" over labels (METHODS.md's binKL_T) or "mean" over labels (binKL_T / L).
+KD_REDUCTIONS = ("sum", "mean")
+
+
+def binary_kl(teacher_logits: Tensor, student_logits: Tensor, temperature: float = 1.0, mask: Tensor | None = None,
+              reduction: str = "sum") -> Tensor:
+    """binKL_T(teacher ‖ student) of (batch, labels) logits: summed over labels (``reduction="sum"``,
+    METHODS.md) or averaged over them (``"mean"``), then averaged over samples; entries where ``mask`` is 0
+    count as 0 (and still count in the mean)."""
     kl = bernoulli_kl(teacher_logits, student_logits, temperature)
     if mask is not None:
         kl = kl * mask
-    return kl.mean()
+    if reduction == "mean":
+        return kl.mean()
+    if reduction != "sum":
+        raise ValueError(f"reduction {reduction!r} is not valid; expected one of {list(KD_REDUCTIONS)}")
+    return kl.sum() / kl.shape[0]
 
 
 def binary_gce(logits: Tensor, targets: Tensor, q: float = 0.7) -> Tensor:

@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..nn import MLP
-from ._kd import backbone_params, binary_kl
-from .base import Batch, Method, StepContext, StepOutput, check_range, register
+from ._kd import KD_REDUCTIONS, backbone_params, binary_kl
+from .base import Batch, Method, StepContext, StepOutput, check_choice, check_range, register
 from .bce import BCE, MLPConfig
 
 
@@ -33,12 +33,17 @@ class BANConfig(MLPConfig):
     lambda_kd: float = 1.0
     temperature: float = 1.0
     ensemble: bool = False
+    kd_reduction: str = "sum"  # binKL_T over labels: "sum" (METHODS.md) | "mean" (÷ L, the pre-2026-12-03 cells)
 
     def validate(self, n_features: int, n_labels: int) -> None:
         super().validate(n_features, n_labels)
         check_range("generations", self.generations, 2, 1000)
         check_range("lambda_kd", self.lambda_kd, 0.0, 1e6)
         check_range("temperature", self.temperature, 0.0, 1e6, low_open=True)
+        check_choice("kd_reduction", self.kd_reduction, KD_REDUCTIONS)
+
+    def inert_params(self) -> set[str]:
+        return {"kd_reduction"} if self.lambda_kd == 0 else set()
 
 
 @register
@@ -98,8 +103,9 @@ class BAN(BCE):
         with torch.no_grad():
             teacher_logits = self.teacher.net(batch.x)  # generation k − 1 alone, not its ensemble
         logits = self.net(batch.x)
+        kd = binary_kl(teacher_logits, logits, c.temperature, reduction=c.kd_reduction)
         losses = {
             "bce": F.binary_cross_entropy_with_logits(logits, batch.y),
-            "distillation": c.lambda_kd * c.temperature**2 * binary_kl(teacher_logits, logits, c.temperature),
+            "distillation": c.lambda_kd * c.temperature**2 * kd,
         }
         return StepOutput(losses, logits)

@@ -52,6 +52,26 @@ class MethodConfig:
     def validate(self, n_features: int, n_labels: int) -> None:  # noqa: B027 - optional hook
         """Raise ValueError naming the parameter, its value and the accepted range."""
 
+    def inert_params(self) -> set[str]:
+        """Names of parameters that cannot change this config's numbers (e.g. a term's options while the term
+        is off); ``config_identity`` leaves those of ``ADDED_PARAMS`` out."""
+        return set()
+
+
+#: Method parameters added after results were published, with the value that reproduces the behaviour before
+#: they existed. ``kd_reduction`` (2026-12-03): METHODS.md's binKL_T is a sum over labels; until then the
+#: self-KD methods averaged it over labels (``"mean"``, 1/L of the specified term).
+ADDED_PARAMS: dict[str, Any] = {"kd_reduction": "mean"}
+
+
+def config_identity(config: MethodConfig) -> dict:
+    """The config as a dict, less each ``ADDED_PARAMS`` entry that is at its earlier value or inert: what a
+    benchmark cell's key and a checkpoint's fingerprint hash, so that results written before a parameter was
+    added keep their identity under the settings that reproduce them."""
+    inert = config.inert_params()
+    return {k: v for k, v in dataclasses.asdict(config).items()
+            if not (k in ADDED_PARAMS and (v == ADDED_PARAMS[k] or k in inert))}
+
 
 class Method(nn.Module):
     """Base class: subclasses set ``name`` and ``Config``, build modules in ``__init__``, implement

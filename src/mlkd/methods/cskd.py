@@ -4,7 +4,8 @@ Instead of a sampler that builds same-class pairs, each example draws, within it
 that shares at least one positive label with it (uniform over the eligible partners). The KD term pulls its
 prediction towards the partner's detached prediction on the shared positive labels only:
 L = BCE(z, y) + λ·T²·binKL_T(sg(z_partner) ‖ z) masked to shared labels (T² as in the official code;
-binKL averaged over samples and labels, unshared entries counting 0). Examples with no eligible partner in
+binKL_T summed over the shared labels and averaged over the batch, as METHODS.md; ``kd_reduction="mean"``
+divides it by L too, as before 2026-12-03). Examples with no eligible partner in
 the batch get the BCE term only. T = 4, λ = 1.
 """
 
@@ -16,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._kd import binary_kl
-from .base import Batch, StepContext, StepOutput, check_range, register
+from ._kd import KD_REDUCTIONS, binary_kl
+from .base import Batch, StepContext, StepOutput, check_choice, check_range, register
 from .bce import BCE, MLPConfig
 
 
@@ -25,11 +26,16 @@ from .bce import BCE, MLPConfig
 class CSKDConfig(MLPConfig):
     lambda_kd: float = 1.0
     temperature: float = 4.0
+    kd_reduction: str = "sum"  # binKL_T over labels: "sum" (METHODS.md) | "mean" (÷ L, the pre-2026-12-03 cells)
 
     def validate(self, n_features: int, n_labels: int) -> None:
         super().validate(n_features, n_labels)
         check_range("lambda_kd", self.lambda_kd, 0.0, 1e6)
         check_range("temperature", self.temperature, 0.0, 1e6, low_open=True)
+        check_choice("kd_reduction", self.kd_reduction, KD_REDUCTIONS)
+
+    def inert_params(self) -> set[str]:
+        return {"kd_reduction"} if self.lambda_kd == 0 else set()
 
 
 def draw_partners(y: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -57,7 +63,7 @@ class CSKD(BCE):
         logits = self.net(batch.x)
         partner, has_partner = draw_partners(batch.y, ctx.generator)
         shared = batch.y * batch.y[partner] * has_partner[:, None]
-        kd = binary_kl(logits[partner].detach(), logits, c.temperature, mask=shared)
+        kd = binary_kl(logits[partner].detach(), logits, c.temperature, mask=shared, reduction=c.kd_reduction)
         losses = {
             "bce": F.binary_cross_entropy_with_logits(logits, batch.y),
             "distillation": c.lambda_kd * c.temperature**2 * kd,

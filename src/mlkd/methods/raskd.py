@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._kd import binary_kl
+from ._kd import KD_REDUCTIONS, binary_kl
 from .base import Batch, StepContext, StepOutput, check_choice, check_range, register
 from .bce import BCE, MLPConfig
 
@@ -31,6 +31,7 @@ class RASKDConfig(MLPConfig):
     instance: bool = False  # add the instance-level term (RAS-KD+)
     lambda_inst: float = 1.0
     temperature: float = 2.0  # T of the instance-level binKL
+    kd_reduction: str = "sum"  # binKL_T over labels: "sum" (METHODS.md) | "mean" (÷ L, the pre-2026-12-03 cells)
     representatives: str = "head"  # "head" (auxiliary weight rows) | "ema" (class prototypes of h)
     reduce: str = "max"  # "max" | "mean" over the sample's positive labels
     ema_momentum: float = 0.9
@@ -45,7 +46,11 @@ class RASKDConfig(MLPConfig):
         check_range("temperature", self.temperature, 0.0, 1e6, low_open=True)
         check_choice("representatives", self.representatives, ("head", "ema"))
         check_choice("reduce", self.reduce, ("max", "mean"))
+        check_choice("kd_reduction", self.kd_reduction, KD_REDUCTIONS)
         check_range("ema_momentum", self.ema_momentum, 0.0, 1.0, high_open=True)
+
+    def inert_params(self) -> set[str]:
+        return set() if self.instance and self.lambda_inst > 0 else {"kd_reduction"}
 
 
 def relation_matrix(representatives: Tensor, tau: float) -> Tensor:
@@ -124,7 +129,8 @@ class RASKD(BCE):
             "auxiliary": c.lambda_aux * F.binary_cross_entropy_with_logits(aux_logits, batch.y),
         }
         if c.instance:
-            losses["instance"] = c.lambda_inst * binary_kl(aux_logits.detach(), logits, c.temperature)
+            kd = binary_kl(aux_logits.detach(), logits, c.temperature, reduction=c.kd_reduction)
+            losses["instance"] = c.lambda_inst * kd
         return StepOutput(losses, logits, {"soft_targets": targets, "relations": relations})
 
 

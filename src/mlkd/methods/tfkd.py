@@ -5,7 +5,8 @@
 - ``tfkd_reg``: one stage; a hand-made virtual teacher p_k = a for positives and 1 − a for negatives
   (a = 0.99) replaces the trained one: (1−α)·BCE(z, y) + α·T²·binKL_T(logit(p) ‖ z); α = 0.9, T = 1.
   With T = 1 this is label smoothing towards (1−α)·y + α·p (binKL = BCE(z, p) − H(p)).
-binKL is averaged over samples and labels like BCE (``mlkd.methods._kd``).
+binKL_T is summed over labels and averaged over samples (METHODS.md; ``kd_reduction="mean"`` averages over
+labels too, as before 2026-12-03), BCE averaged over both.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._kd import bce_teacher_stages, binary_kl
-from .base import Batch, StepContext, StepOutput, check_range, register
+from ._kd import KD_REDUCTIONS, bce_teacher_stages, binary_kl
+from .base import Batch, StepContext, StepOutput, check_choice, check_range, register
 from .bce import BCE, MLPConfig
 
 
@@ -25,11 +26,16 @@ from .bce import BCE, MLPConfig
 class TFKDSelfConfig(MLPConfig):
     alpha: float = 0.9  # weight of the distillation term; 1 − α weighs the hard-label BCE
     temperature: float = 4.0
+    kd_reduction: str = "sum"  # binKL_T over labels: "sum" (METHODS.md) | "mean" (÷ L, the pre-2026-12-03 cells)
 
     def validate(self, n_features: int, n_labels: int) -> None:
         super().validate(n_features, n_labels)
         check_range("alpha", self.alpha, 0.0, 1.0)
         check_range("temperature", self.temperature, 0.0, 1e6, low_open=True)
+        check_choice("kd_reduction", self.kd_reduction, KD_REDUCTIONS)
+
+    def inert_params(self) -> set[str]:
+        return {"kd_reduction"} if self.alpha == 0 else set()
 
 
 @register
@@ -48,9 +54,10 @@ class TFKDSelf(BCE):
         c = self.config
         teacher_logits = self.teacher_output(batch.x)
         logits = self.net(batch.x)
+        kd = binary_kl(teacher_logits, logits, c.temperature, reduction=c.kd_reduction)
         losses = {
             "bce": (1 - c.alpha) * F.binary_cross_entropy_with_logits(logits, batch.y),
-            "distillation": c.alpha * c.temperature**2 * binary_kl(teacher_logits, logits, c.temperature),
+            "distillation": c.alpha * c.temperature**2 * kd,
         }
         return StepOutput(losses, logits)
 
@@ -60,12 +67,17 @@ class TFKDRegConfig(MLPConfig):
     alpha: float = 0.9
     temperature: float = 1.0
     a: float = 0.99  # the virtual teacher's probability for a positive label (1 − a for a negative)
+    kd_reduction: str = "sum"  # binKL_T over labels: "sum" (METHODS.md) | "mean" (÷ L, the pre-2026-12-03 cells)
 
     def validate(self, n_features: int, n_labels: int) -> None:
         super().validate(n_features, n_labels)
         check_range("alpha", self.alpha, 0.0, 1.0)
         check_range("temperature", self.temperature, 0.0, 1e6, low_open=True)
         check_range("a", self.a, 0.5, 1.0, high_open=True)
+        check_choice("kd_reduction", self.kd_reduction, KD_REDUCTIONS)
+
+    def inert_params(self) -> set[str]:
+        return {"kd_reduction"} if self.alpha == 0 else set()
 
 
 def virtual_teacher_logits(y: Tensor, a: float) -> Tensor:
@@ -82,8 +94,9 @@ class TFKDReg(BCE):
         c = self.config
         logits = self.net(batch.x)
         teacher_logits = virtual_teacher_logits(batch.y, c.a)
+        kd = binary_kl(teacher_logits, logits, c.temperature, reduction=c.kd_reduction)
         losses = {
             "bce": (1 - c.alpha) * F.binary_cross_entropy_with_logits(logits, batch.y),
-            "distillation": c.alpha * c.temperature**2 * binary_kl(teacher_logits, logits, c.temperature),
+            "distillation": c.alpha * c.temperature**2 * kd,
         }
         return StepOutput(losses, logits)
