@@ -231,3 +231,88 @@ def test_constant_labels_are_accepted_with_a_warning(data):
     with pytest.warns(UserWarning, match="1 label\\(s\\) never positive"):
         clf = MultiLabelClassifier("bce", **TINY).fit(X, Y)
     assert clf.predict_proba(Xt)[:, 1].max() < 0.5
+
+
+# -- what a user's inputs may look like (the 2026-12-03 audit) ----------------------------------------------
+def test_label_names_are_strings_one_per_label_and_a_model_with_them_loads(tmp_path):
+    X, Y = linear_problem(n=120, d=6, L=4)
+    clf = MultiLabelClassifier("bce", **TINY).fit(X, Y, label_names=[10, 11, 12, 13])  # e.g. pandas' int columns
+    assert clf.label_names_ == ["10", "11", "12", "13"]
+    assert load_model(clf.save(tmp_path / "m")).label_names_ == ["10", "11", "12", "13"]
+    assert MultiLabelClassifier("bce", **TINY).fit(X, Y, label_names=np.array(list("wxyz"))).label_names_ == list("wxyz")
+    for bad, message in ((["a", "b", "c"], "has 3 name"), ("abcd", "expected a list of 4 label name")):
+        with pytest.raises(ValueError, match=message):
+            MultiLabelClassifier("bce", **TINY).fit(X, Y, label_names=bad)
+
+
+def test_a_binary_target_of_strings_held_as_objects_saves_and_loads(tmp_path):
+    X, Y = linear_problem(n=120, d=6, L=1)
+    y = np.where(Y[:, 0] == 1, "yes", "no").astype(object)  # what a pandas string column gives
+    clf = MultiLabelClassifier("bce", **TINY).fit(X, y)
+    model = tmp_path / "m"
+    clf.save(model)
+    np.testing.assert_array_equal(load_model(model).predict(X), clf.predict(X))
+    assert set(clf.predict(X)) <= {"yes", "no"}
+
+
+def test_a_target_save_cannot_write_is_refused_before_the_directory_is_made(tmp_path):
+    X, Y = linear_problem(n=120, d=6, L=1)
+    clf = MultiLabelClassifier("bce", **TINY).fit(X, Y[:, 0])
+    clf.binary_classes_ = np.array([object(), object()])  # classes that are neither numbers nor strings
+    with pytest.raises(ValueError, match="cannot save class labels of dtype object"):
+        clf.save(tmp_path / "m")
+    assert not (tmp_path / "m").exists()
+
+
+def test_a_failed_refit_leaves_the_fitted_model_as_it_was():
+    X, Y = linear_problem(n=120, d=6, L=3)
+    y = np.where(Y[:, 0] == 1, "yes", "no")
+    clf = MultiLabelClassifier("bce", **TINY).fit(X, y)
+    before = clf.predict_proba(X)
+    with pytest.raises(ValueError, match="only 0 and 1"):
+        clf.fit(X[:, :4], Y * 2)  # another shape and bad labels: fails after the inputs were partly read
+    assert clf.n_features_in_ == 6 and list(clf.classes_) == ["no", "yes"]
+    np.testing.assert_array_equal(clf.predict_proba(X), before)
+    assert set(clf.predict(X)) <= {"yes", "no"}
+
+
+def test_float64_features_are_standardised_before_they_become_float32():
+    # a feature with a large offset and unit spread: float32 keeps ~8 distinct values of 1e7 + N(0, 1)
+    rng = np.random.default_rng(0)
+    s = rng.normal(size=(400, 1))
+    X, y = 1e7 + s, (s[:, 0] > 0).astype(int)
+    clf = MultiLabelClassifier("bce", max_epochs=15, hidden=16, random_state=0).fit(X[:300], y[:300])
+    assert (clf.predict(X[300:]) == y[300:]).mean() > 0.95
+    assert clf.scaler_.mean.dtype == np.float64
+    # float32 rows keep the float32 statistics (and the bits of every earlier fit)
+    X32, Y32 = linear_problem(n=120, d=6, L=3)
+    assert MultiLabelClassifier("bce", **TINY).fit(X32, Y32).scaler_.mean.dtype == np.float32
+
+
+def test_score_weights_each_examples_f1():
+    X, Y = linear_problem(n=120, d=6, L=3)
+    clf = MultiLabelClassifier("bce", **TINY).fit(X, Y)
+    w = np.zeros(len(X))
+    w[:10] = 1
+    assert clf.score(X, Y, sample_weight=w) == pytest.approx(clf.score(X[:10], Y[:10]))
+    assert clf.score(X, Y, sample_weight=np.full(len(X), 3.0)) == pytest.approx(clf.score(X, Y))
+    with pytest.raises(ValueError, match="sample_weight is invalid; expected 120 finite non-negative weights"):
+        clf.score(X, Y, sample_weight=-w)
+
+
+def test_bad_settings_and_shapes_name_what_was_wrong():
+    X, Y = linear_problem(n=120, d=6, L=3)
+    with pytest.raises(ValueError, match="'alpha'=nan is not a number; expected a value in"):
+        MultiLabelClassifier("skdtea", alpha=float("nan"), **TINY).fit(X, Y)
+    with pytest.raises(ValueError, match="X_val and Y_val have different numbers of rows"):
+        MultiLabelClassifier("bce", **TINY).fit(X, Y, X_val=X[:20], Y_val=Y[:10])
+    with pytest.raises(ValueError, match="rows of different lengths"):
+        MultiLabelClassifier("bce", **TINY).fit(X[:3], [[1, 0], [1], [0, 1]])
+    with pytest.raises(ValueError, match=r"Unknown label type for y \(values such as 1, 'a'"):
+        MultiLabelClassifier("bce", **TINY).fit(X, np.array([1, "a"] * 60, dtype=object))
+    with pytest.raises(TypeError, match="always trains 'skdtea'"):
+        SKDTEAClassifier(method="bce")
+    clf = MultiLabelClassifier("bce", **TINY).fit(X, Y)
+    with pytest.raises(ValueError, match=r"threshold=2.0 is invalid; expected a float in \(0, 1\)"):
+        clf.evaluate(X, Y, threshold=2.0)
+    assert clf.evaluate(X, Y, threshold=[0.3, 0.5, 0.7])["example_f1"] >= 0

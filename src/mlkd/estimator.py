@@ -235,7 +235,8 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
     # -- input validation -------------------------------------------------------------------------------
     def _validate_X(self, X, reset: bool) -> np.ndarray:
         try:
-            X = validate_data(self, X, reset=reset, accept_sparse=True, dtype=np.float32, ensure_min_features=1)
+            X = validate_data(self, X, reset=reset, accept_sparse=True, dtype=(np.float64, np.float32),
+                              ensure_min_features=1)
         except NotFittedError:
             raise
         except (TypeError, ValueError) as exc:  # scikit-learn's messages span lines and dump the array
@@ -245,9 +246,10 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
                 text += "; Reshape your data with X.reshape(-1, 1) for one feature or X.reshape(1, -1) for one sample"
             error = _InputTypeError if isinstance(exc, TypeError) else ValueError
             raise error(f"{text}; expected X as a finite numeric array of shape (n_samples, n_features)") from None
-        return np.asarray(X.toarray() if sp.issparse(X) else X, dtype=np.float32)
+        # float32 stays float32; anything else is float64 until standardised (FeatureScaler), then float32
+        return np.asarray(X.toarray() if sp.issparse(X) else X)
 
-    def _validate_Y(self, Y, n_rows: int, fitting: bool = False) -> np.ndarray:
+    def _validate_Y(self, Y, n_rows: int, fitting: bool = False, names=("X", "Y")) -> np.ndarray:
         """Y as a uint8 (n_samples, n_labels) indicator matrix; a 1-D binary target becomes one column."""
         if Y is None:
             raise ValueError(
@@ -256,11 +258,21 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
             )
         if sp.issparse(Y):
             Y = Y.toarray()
-        Y = np.asarray(Y)
+        try:
+            Y = np.asarray(Y)
+        except ValueError:  # numpy: "inhomogeneous shape" for rows of different lengths
+            raise ValueError("Y has rows of different lengths; expected a 0/1 indicator matrix of shape (n_samples, "
+                             "n_labels) (MultiLabelBinarizer turns lists of labels into one)") from None
+        if Y.ndim == 2 and Y.dtype.kind == "O":  # pandas' nullable Int64/boolean columns arrive as objects
+            try:
+                Y = Y.astype(np.float64)
+            except (TypeError, ValueError):
+                pass
         if Y.ndim == 0 or Y.ndim > 2:
             raise ValueError(f"Y must be a 2-D 0/1 indicator matrix (n_samples, n_labels); got shape {Y.shape}")
         if Y.shape[0] != n_rows:
-            raise ValueError(f"X and Y have different numbers of rows ({n_rows} and {Y.shape[0]}); expected equal")
+            raise ValueError(f"{names[0]} and {names[1]} have different numbers of rows ({n_rows} and {Y.shape[0]}); "
+                             "expected equal")
         if Y.ndim == 1:
             return self._binary_target(Y, fitting)[:, None]
         if Y.shape[1] == 0:
@@ -276,12 +288,20 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
 
     def _binary_target(self, y: np.ndarray, fitting: bool) -> np.ndarray:
         """A 1-D target with two classes is a single label; ``classes_`` maps 0/1 back to the user's values."""
-        kind = type_of_target(y, input_name="y", raise_unknown=True)
+        try:
+            kind = type_of_target(y, input_name="y", raise_unknown=True)
+        except ValueError:  # scikit-learn's message dumps the whole array over many lines
+            sample = ", ".join(repr(v) for v in y[:3].tolist())
+            raise ValueError(f"Unknown label type for y (values such as {sample}); expected a 2-D 0/1 indicator matrix "
+                             "or a 1-D y of two classes (numbers or strings)") from None
         if kind == "continuous":
             raise ValueError("Unknown label type: continuous target; expected classes (2-D 0/1 indicator matrix)")
         if kind not in ("binary", "multiclass"):
             raise ValueError(f"Unknown label type: {kind}; expected a 2-D 0/1 indicator matrix or a binary 1-D y")
         classes = np.unique(y)
+        if classes.dtype.kind == "O":  # strings or numbers held as objects (pandas): keep them as a typed array
+            typed = np.asarray(classes.tolist())
+            classes = typed if typed.dtype.kind in "biufU" and typed.shape == classes.shape else classes
         if len(classes) > 2:
             raise ValueError(
                 f"Only binary classification is supported for a 1-D y (got {len(classes)} classes); for "
@@ -298,11 +318,11 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"y has classes {classes.tolist()} not seen in fit ({known.tolist()})")
         return (y == known[1]).astype(np.uint8)
 
-    def _validate_pair(self, X, Y, fitting: bool):
+    def _validate_pair(self, X, Y, fitting: bool, names=("X", "Y")):
         X = self._validate_X(X, reset=fitting)
         if X.shape[0] < 2 and fitting:
             raise ValueError(f"got {X.shape[0]} sample(s); expected at least 2 to train")
-        return X, self._validate_Y(Y, X.shape[0], fitting)
+        return X, self._validate_Y(Y, X.shape[0], fitting, names)
 
     # -- training -------------------------------------------------------------------------------------
     def fit(self, X, Y, X_val=None, Y_val=None, label_names=None):
@@ -310,7 +330,19 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
 
         With ``X_val``/``Y_val`` given they are the validation set; otherwise ``validation_fraction`` of
         the rows is held out (iterative-stratified). Validation drives early stopping and the threshold.
+        ``label_names``: one name per label (default: Y's column names, else ``label_0`` …). A fit that
+        fails or is interrupted leaves an already fitted estimator as it was.
         """
+        fitted = _fitted_state(self)
+        try:
+            return self._fit(X, Y, X_val, Y_val, label_names)
+        except BaseException:
+            for key in _fitted_state(self):
+                delattr(self, key)
+            self.__dict__.update(fitted)
+            raise
+
+    def _fit(self, X, Y, X_val, Y_val, label_names):
         method_class(self.method)  # unknown method → ValueError before any work
         cfg = self._train_config()
         self._check_threshold()
@@ -319,13 +351,14 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
         columns = list(Y.columns) if hasattr(Y, "columns") else None
         self.binary_classes_ = None
         X, Y = self._validate_pair(X, Y, fitting=True)
+        names = _label_names(label_names, columns, Y.shape[1])
         model = build_method(self.method, X.shape[1], Y.shape[1], self.method_params(), seed=cfg.seed)
         self._check_nproc(model)
         if X_val is not None or Y_val is not None:
             if X_val is None or Y_val is None:
                 given, missing = ("X_val", "Y_val") if Y_val is None else ("Y_val", "X_val")
                 raise ValueError(f"got {given} without {missing}; expected both (a validation set) or neither")
-            X_val, Y_val = self._validate_pair(X_val, Y_val, fitting=False)
+            X_val, Y_val = self._validate_pair(X_val, Y_val, fitting=False, names=("X_val", "Y_val"))
             if Y_val.shape[1] != Y.shape[1]:
                 raise ValueError(f"Y_val has {Y_val.shape[1]} labels; expected {Y.shape[1]} like Y")
             X_tr, Y_tr = X, Y
@@ -335,7 +368,7 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
         else:
             warnings.warn(
                 f"only {X.shape[0]} training rows: no validation hold-out, so no early stopping and threshold 0.5",
-                stacklevel=2,
+                stacklevel=3,  # the caller of fit
             )
             X_tr, Y_tr, X_val, Y_val = X, Y, None, None
         Y_tr, Y_val = self._corrupt_labels(Y_tr, Y_val, cfg.seed)
@@ -367,7 +400,7 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
         self.best_epoch_ = result.best_epoch
         self.n_labels_ = Y.shape[1]
         self.classes_ = self.binary_classes_ if self._is_binary() else np.arange(self.n_labels_)
-        self.label_names_ = list(label_names or columns or [f"label_{i}" for i in range(self.n_labels_)])
+        self.label_names_ = names
         self.threshold_ = self._fit_threshold(X_val, Y_val)
         self.resumed_seconds_ = 0.0 if checkpointer is None else checkpointer.restored_seconds
         return self
@@ -433,14 +466,21 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
         return self.binary_classes_[pred[:, 0]] if self._is_binary() else pred
 
     def score(self, X, y, sample_weight=None) -> float:
-        """Example-based F1 of ``predict(X)`` against ``y`` (n_samples, n_labels) — what GridSearchCV maximises."""
+        """Example-based F1 of ``predict(X)`` against ``y`` (n_samples, n_labels) — what GridSearchCV maximises;
+        with ``sample_weight``, each example's F1 weighted by it."""
         pred = (self._label_proba(X) >= self.threshold_).astype(np.int64)
-        return metrics.threshold_metrics(self._validate_Y(y, pred.shape[0]), pred)["example_f1"]
+        Y = self._validate_Y(y, pred.shape[0])
+        if sample_weight is None:
+            return metrics.threshold_metrics(Y, pred)["example_f1"]
+        weights = _check_sample_weight(sample_weight, pred)
+        return metrics.example_f1_per_row(Y, pred) @ weights / weights.sum()
 
     def evaluate(self, X, Y, threshold=None) -> dict[str, float]:
         """Every PROTOCOL metric at ``threshold`` (default: the fitted ``threshold_``)."""
         scores = self._label_proba(X)
         Y = self._validate_Y(Y, scores.shape[0])
+        if threshold is not None:
+            _check_evaluation_threshold(threshold, Y.shape[1])
         return metrics.evaluate(Y, scores, self.threshold_ if threshold is None else threshold)
 
     # -- files ------------------------------------------------------------------------------------------
@@ -464,6 +504,51 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
         tags.classifier_tags.multi_label = True
         tags.input_tags.sparse = True
         return tags
+
+
+def _fitted_state(estimator) -> dict:
+    """The estimator's fitted attributes (scikit-learn's convention: public names ending in ``_``)."""
+    return {k: v for k, v in vars(estimator).items() if k.endswith("_") and not k.startswith("_")}
+
+
+def _label_names(given, columns, n_labels: int) -> list[str]:
+    """One string per label: ``given``, else Y's column names, else ``label_0`` …; anything else is an error."""
+    names = given if given is not None else columns
+    if names is None:
+        return [f"label_{i}" for i in range(n_labels)]
+    what = "label_names" if given is not None else "Y's column names"
+    if isinstance(names, (str, bytes)) or not hasattr(names, "__len__"):
+        raise ValueError(f"{what} is {_short(names)}; expected a list of {n_labels} label name(s)")
+    names = ["/".join(map(str, n)) if isinstance(n, tuple) else str(n) for n in list(names)]  # MultiIndex: a/b
+    if len(names) != n_labels:
+        raise ValueError(f"{what} has {len(names)} name(s); expected one per label ({n_labels})")
+    return names
+
+
+def _short(value, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _check_evaluation_threshold(threshold, n_labels: int) -> None:
+    try:
+        t = None if isinstance(threshold, (str, bool)) else np.asarray(threshold, dtype=np.float64)
+    except (TypeError, ValueError):
+        t = None
+    if t is None or t.shape not in ((), (n_labels,)) or not np.all((t > 0) & (t < 1)):
+        raise ValueError(f"threshold={_short(threshold)} is invalid; expected a float in (0, 1) or one per label "
+                         f"({n_labels})")
+
+
+def _check_sample_weight(sample_weight, pred: np.ndarray) -> np.ndarray:
+    try:
+        weights = np.asarray(sample_weight, dtype=np.float64)
+    except (TypeError, ValueError):
+        weights = None
+    if weights is None or weights.shape != (pred.shape[0],) or not np.all(np.isfinite(weights)) \
+            or (weights < 0).any() or weights.sum() <= 0:
+        raise ValueError(f"sample_weight is invalid; expected {pred.shape[0]} finite non-negative weights, not all 0")
+    return weights
 
 
 class _InputTypeError(TypeError, ValueError):
@@ -519,7 +604,7 @@ def _warn_constant_labels(Y: np.ndarray) -> None:
         warnings.warn(
             f"{len(never)} label(s) never positive and {len(always)} always positive in the training data "
             f"(columns {np.concatenate([never, always])[:10].tolist()}…); the model can only learn the constant",
-            stacklevel=3,
+            stacklevel=4,  # the caller of fit (fit → _fit → here)
         )
 
 
@@ -531,6 +616,9 @@ def fixed_method_classifier(method: str, class_name: str) -> type[MultiLabelClas
     params += [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v) for k, v in defaults.items()]
 
     def __init__(self, **params):
+        if "method" in params:
+            raise TypeError(f"{class_name} always trains {method!r} (got method={params['method']!r}); expected "
+                            f"MultiLabelClassifier({params['method']!r}, ...) for another method")
         for key in set(defaults) - set(params):
             params[key] = defaults[key]
         MultiLabelClassifier.__init__(self, method, **params)

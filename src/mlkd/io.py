@@ -58,6 +58,9 @@ def save_model(estimator, path) -> Path:
 
     check_is_fitted(estimator, "model_")
     path = Path(path)
+    binary_classes = estimator.binary_classes_  # checked before anything is written
+    if binary_classes is not None and binary_classes.dtype.kind not in "biufU":
+        raise ValueError(f"cannot save class labels of dtype {binary_classes.dtype}; expected numbers or strings")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -65,11 +68,10 @@ def save_model(estimator, path) -> Path:
     if not os.access(path, os.W_OK):
         raise ValueError(f"model directory {path} is not writable; expected a writable path")
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in estimator.model_.state_dict().items()}
-    tensors["scaler.mean"] = torch.from_numpy(np.ascontiguousarray(estimator.scaler_.mean, dtype=np.float32))
-    tensors["scaler.scale"] = torch.from_numpy(np.ascontiguousarray(estimator.scaler_.scale, dtype=np.float32))
-    binary_classes = estimator.binary_classes_
-    if binary_classes is not None and binary_classes.dtype.kind not in "biufU":
-        raise ValueError(f"cannot save class labels of dtype {binary_classes.dtype}; expected numbers or strings")
+    scaler = estimator.scaler_  # float32, or float64 for a model fitted on float64 rows
+    dtype = np.float64 if np.asarray(scaler.mean).dtype == np.float64 else np.float32
+    tensors["scaler.mean"] = torch.from_numpy(np.ascontiguousarray(scaler.mean, dtype=dtype))
+    tensors["scaler.scale"] = torch.from_numpy(np.ascontiguousarray(scaler.scale, dtype=dtype))
     method_params = estimator.method_params()
     # a parameter added later is written even at its default, so that loading tells it from a file that predates it
     model_config = getattr(estimator.model_, "config", None)

@@ -61,6 +61,7 @@ __all__ = [
     "METRICS",
     "MetricInfo",
     "evaluate",
+    "example_f1_per_row",
     "mean_average_precision",
     "ranking_metrics",
     "threshold_metrics",
@@ -220,6 +221,16 @@ def threshold_metrics(Y_true, Y_pred) -> dict[str, float]:
         raise ValueError(f"Y_pred: has shape {P.shape} but Y_true has shape {Y.shape} -- "
                          "expected equal shapes")
     return _threshold_metrics(Y, P)
+
+
+def example_f1_per_row(Y_true, Y_pred) -> np.ndarray:
+    """Each example's F1, 2·|y ∧ p| / (|y| + |p|), 1.0 where both are empty: ``example_f1`` is their mean."""
+    Y, P = _check_indicator(Y_true, "Y_true"), _check_indicator(Y_pred, "Y_pred")
+    if Y.shape != P.shape:
+        raise ValueError(f"Y_pred: got shape {P.shape} -- expected {Y.shape} like Y_true")
+    both = (Y & P).sum(1, dtype=np.int64)
+    total = Y.sum(1, dtype=np.int64) + P.sum(1, dtype=np.int64)
+    return np.where(total == 0, 1.0, 2.0 * both / np.maximum(total, 1))
 
 
 def ranking_metrics(Y_true, scores) -> dict[str, float]:

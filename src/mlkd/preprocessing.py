@@ -14,7 +14,10 @@ def binary_columns(X: np.ndarray) -> np.ndarray:
 class FeatureScaler:
     """Standardise numeric columns with training statistics; leave 0/1 columns as they are.
 
-    Stored as two vectors (``mean``, ``scale``) so a saved model needs no pickled object.
+    Stored as two vectors (``mean``, ``scale``) so a saved model needs no pickled object. They have the
+    training rows' precision: float32 rows give float32 statistics; float64 rows are standardised in float64
+    before the result is cast to float32, so a feature with a large offset (a timestamp, a coordinate) keeps
+    the differences that float32 would round away.
     """
 
     def __init__(self, mean: np.ndarray | None = None, scale: np.ndarray | None = None) -> None:
@@ -22,8 +25,9 @@ class FeatureScaler:
 
     def fit(self, X: np.ndarray, binary: np.ndarray | None = None) -> FeatureScaler:
         binary = binary_columns(X) if binary is None else np.asarray(binary, dtype=bool)
-        mean = np.zeros(X.shape[1], dtype=np.float32)
-        scale = np.ones(X.shape[1], dtype=np.float32)
+        dtype = np.float64 if X.dtype == np.float64 else np.float32
+        mean = np.zeros(X.shape[1], dtype=dtype)
+        scale = np.ones(X.shape[1], dtype=dtype)
         numeric = ~binary
         if numeric.any():
             std = StandardScaler().fit(X[:, numeric])
@@ -33,4 +37,5 @@ class FeatureScaler:
         return self
 
     def transform(self, X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X).astype(self.mean.dtype, copy=False)  # rows in the precision the statistics have
         return ((X - self.mean) / self.scale).astype(np.float32, copy=False)

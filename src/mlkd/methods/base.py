@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -223,6 +224,8 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
                 raise ValueError
             return float(value)
         if annotation is str:
+            if isinstance(value, os.PathLike):  # a path parameter (teacher_dir) given as a pathlib.Path
+                value = os.fspath(value)
             if not isinstance(value, str):
                 raise ValueError
             return value
@@ -267,6 +270,9 @@ def check_range(name: str, value: float | None, low: float, high: float, *, low_
     """ValueError unless ``low ≤ value ≤ high`` (with open ends where asked)."""
     if value is None:
         return
+    if value != value:  # NaN compares false with every bound
+        raise ValueError(f"parameter {name!r}={value!r} is not a number; expected a value in "
+                         f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}")
     below = value <= low if low_open else value < low
     above = value >= high if high_open else value > high
     if below or above:
