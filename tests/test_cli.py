@@ -380,3 +380,74 @@ def test_bad_input_is_one_line_on_stderr_and_exit_status_2(bad_inputs, call, tmp
     for what, result in zip(real, _run_many(*(bad_inputs[k][0] for k in real), cwd=tmp_path), strict=True):
         assert result.stdout == "", what
         _assert_one_line_error(result, *bad_inputs[what][1])
+
+
+# -- found by the 2026-12-03 audit of the command line ------------------------------------------------------
+def test_predict_force_replaces_its_file_and_creates_missing_folders_with_normal_permissions(fitted, call):
+    root, model, test, _ = fitted
+    out = root / "again.csv"
+    _ok(call("predict", model, test, "--out", out))
+    _assert_one_line_error(call("predict", model, test, "--out", out), "exists", "--force")
+    out.write_text("old\n")
+    _ok(call("predict", model, test, "--out", out, "--force"))  # the help: "overwrite an existing --out file"
+    assert out.read_text().startswith("lab0,lab1,lab2")
+    nested = root / "new" / "folder" / "p.csv"
+    _ok(call("predict", model, test, "--out", nested))
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert nested.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's private 0600
+    assert (model / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_predict_reads_rows_without_label_columns(fitted, call):
+    root, model, test, _ = fitted
+    lines = test.read_text().splitlines()
+    features_only = [ln for ln in lines if not ln.startswith("@attribute lab")]
+    features_only = [",".join(ln.split(",")[:5]) if ln[:1] not in "@" and ln else ln for ln in features_only]
+    unlabelled = root / "unlabelled.arff"
+    unlabelled.write_text("\n".join(features_only) + "\n")
+    rows = _ok(call("predict", model, unlabelled)).stdout.strip().splitlines()
+    assert rows == _ok(call("predict", model, test)).stdout.strip().splitlines()  # same predictions, no labels needed
+    _assert_one_line_error(call("evaluate", model, unlabelled), "not declared")  # evaluate needs the labels
+
+
+def test_fit_trains_with_the_threads_asked_for_and_evaluate_says_how_the_threshold_was_set(fitted, call, tmp_path):
+    root, _, test, _ = fitted
+    arff = root / "tiny-train.arff"
+    out = tmp_path / "m"
+    _ok(call("fit", arff, "-m", "bce", "--n-labels", "3", *TINY, "--threads", "2", "--threshold", "0.3", "-q",
+             "-o", out))
+    assert json.loads((out / "config.json").read_text())["params"]["num_threads"] == 2
+    footer = _ok(call("evaluate", out, test)).stdout
+    assert "fixed at fit time" in footer and "tuned on validation" not in footer
+
+
+def test_report_never_overwrites_files_it_did_not_write(call, tmp_path, mulan_dir):
+    db = tmp_path / "r.db"
+    _ok(call("bench", db, "-d", "flags", "-m", "bce", "--seeds", "0", "-p", "max_epochs=1", "-p", "hidden=8",
+             "--data-dir", mulan_dir))
+    out = tmp_path / "rep"
+    out.mkdir()
+    (out / "index.md").write_text("# my notes\n")
+    _assert_one_line_error(call("report", db, "--out", out), "index.md", "did not write")
+    assert (out / "index.md").read_text() == "# my notes\n"
+    (out / "index.md").unlink()
+    _ok(call("report", db, "--out", out, "--tune-on-validation"))
+    (out / "figures" / "mine.png").write_bytes(b"not the report's")
+    drawn = {p.name for p in (out / "figures").glob("*.png")} - {"mine.png"}
+    _ok(call("report", db, "--out", out))  # an earlier report there is replaced ...
+    assert (out / "figures" / "mine.png").exists()  # ... but only what it wrote
+    assert {p.name for p in (out / "figures").glob("*.png")} - {"mine.png"} == drawn
+    assert not (out / "tuned.md").exists()  # the earlier report's, which this one does not write
+
+
+@pytest.mark.parametrize("line, fragment", [("seeds = 0", "seeds = 0 in grid file"),
+                                           ('datasets = "flags"', "is not a list"),
+                                           ("params = 3", "is not a table"),
+                                           ('methods = [{name = "bce", params = 5}]', "malformed")])
+def test_grid_file_values_of_the_wrong_type_are_one_line_errors(call, tmp_path, line, fragment):
+    spec = {"datasets": 'datasets = ["flags"]', "methods": 'methods = ["bce"]', "seeds": "seeds = [0]", "params": ""}
+    spec[line.split(" ")[0]] = line
+    grid = tmp_path / "g.toml"
+    grid.write_text("\n".join(spec.values()) + "\n")
+    _assert_one_line_error(call("bench", tmp_path / "g.db", "--grid", grid, "--dry-run"), fragment)

@@ -239,7 +239,8 @@ def test_label_names_are_strings_one_per_label_and_a_model_with_them_loads(tmp_p
     clf = MultiLabelClassifier("bce", **TINY).fit(X, Y, label_names=[10, 11, 12, 13])  # e.g. pandas' int columns
     assert clf.label_names_ == ["10", "11", "12", "13"]
     assert load_model(clf.save(tmp_path / "m")).label_names_ == ["10", "11", "12", "13"]
-    assert MultiLabelClassifier("bce", **TINY).fit(X, Y, label_names=np.array(list("wxyz"))).label_names_ == list("wxyz")
+    names = np.array(list("wxyz"))  # or a pandas Index
+    assert MultiLabelClassifier("bce", **TINY).fit(X, Y, label_names=names).label_names_ == list("wxyz")
     for bad, message in ((["a", "b", "c"], "has 3 name"), ("abcd", "expected a list of 4 label name")):
         with pytest.raises(ValueError, match=message):
             MultiLabelClassifier("bce", **TINY).fit(X, Y, label_names=bad)

@@ -138,12 +138,43 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _process_umask() -> int:
+    """This process's umask, read without changing it where Linux tells it (/proc), else set and restored."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The permissions a plain ``open(path, "w")`` gives a new file: 0666 less the umask."""
+    return 0o666 & ~_process_umask()
+
+
+def temporary_file(path: Path) -> str:
+    """A new empty file beside ``path`` to be renamed over it, with ``file_mode()`` permissions (``mkstemp``
+    makes it private, 0600, which the rename would carry over to the user's file). A writer that replaces
+    the file (safetensors does) must set them again: ``os.chmod(tmp, file_mode())``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, file_mode())
+    finally:
+        os.close(fd)
+    return tmp
+
+
 def _atomic_write(path: Path, write) -> None:
     """``write(tmp_path)``, fsync, rename over ``path``: readers see the old file or the new one, never half."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = temporary_file(path)
     try:
         write(tmp)
+        os.chmod(tmp, file_mode())
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

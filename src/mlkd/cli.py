@@ -270,8 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads",
         type=_positive_int,
         metavar="N",
-        help="CPU threads for torch (default: torch's choice, one per core); 1 is often fastest for small "
-        "data sets and on shared machines",
+        help="CPU threads torch trains with (default: 1, the library's default: mlkd's small batches do not gain "
+        "from more, and extra threads slow a fit several-fold when anything else runs)",
     )
     p.add_argument(
         "--threshold",
@@ -532,8 +532,10 @@ def _load(spec: str, split: str, *, data_dir=None, label_file=None, n_labels=Non
     return ds, f"{spec} ({ds.n_samples} rows)"
 
 
-def _load_for_model(args, model, split: str):
-    """Load DATA for predict/evaluate; an ARFF file's labels default to the model's label names."""
+def _load_for_model(args, model, split: str, unlabelled: bool = False):
+    """Load DATA for predict/evaluate; an ARFF file's labels default to the model's label names. With
+    ``unlabelled`` (predict), an ARFF file that declares none of them but has the model's number of attributes
+    is read as features only."""
     if _is_arff_path(args.data) and args.label_file is None and args.n_labels is None:
         with tempfile.TemporaryDirectory(prefix="mlkd-") as tmp:
             xml = Path(tmp) / "labels.xml"
@@ -541,6 +543,9 @@ def _load_for_model(args, model, split: str):
             try:
                 ds, what = _load(args.data, split, label_file=xml)
             except ValueError as exc:
+                features_only = _features_only(args.data, model) if unlabelled else None
+                if features_only is not None:
+                    return features_only
                 msg = str(exc).replace(str(xml), f"the labels of model {args.model_dir}")
                 raise ValueError(f"{msg} (or pass --label-file / --n-labels)") from None
     else:
@@ -551,6 +556,21 @@ def _load_for_model(args, model, split: str):
             f"{model.n_features_in_}; expected data with the training data's attributes"
         )
     return ds, what
+
+
+def _features_only(path: str, model):
+    """(data set, description) of an ARFF file whose attributes are exactly the model's features and none of
+    its labels; None otherwise."""
+    from .data.arff import read_arff
+
+    try:
+        ds = read_arff(Path(path).expanduser(), n_labels=0)
+    except (ValueError, OSError):
+        return None
+    declared = set(ds.feature_names) & set(model.label_names_)
+    if declared or ds.n_features != model.n_features_in_:
+        return None
+    return ds, f"{path} ({ds.n_samples} unlabelled rows)"
 
 
 def _label_xml(names) -> str:
@@ -569,10 +589,10 @@ def _load_model(model_dir: str) -> MultiLabelClassifier:
     return MultiLabelClassifier.load(path)
 
 
-def _check_writable_target(path: Path, what: str) -> None:
+def _check_writable_target(path: Path, what: str, replace_file: bool = False) -> None:
     """Fail before any work when ``path`` could not be created: its nearest existing ancestor must be a
-    writable directory."""
-    parent = path
+    writable directory (with ``replace_file``, ``path`` itself may be an existing file to be replaced)."""
+    parent = path.parent if replace_file else path
     while not parent.exists():
         if parent.parent == parent:
             break
@@ -699,8 +719,6 @@ def _methods_help() -> str:
 
 
 def cmd_fit(args) -> int:
-    import torch
-
     from .checkpoint import check_directory
     from .distributed import is_primary
     from .estimator import MultiLabelClassifier
@@ -720,9 +738,6 @@ def cmd_fit(args) -> int:
         raise ValueError(f"{flag} needs --checkpoint-dir; expected the directory of the (interrupted) fit")
     if args.checkpoint_dir is not None:
         check_directory(args.checkpoint_dir)  # a file or an unwritable place fails before any work
-    if args.threads:
-        torch.set_num_threads(args.threads)
-
     ds, what = _load(args.data, "train", data_dir=args.data_dir, label_file=args.label_file, n_labels=args.n_labels)
     clf = MultiLabelClassifier(
         args.method,
@@ -738,6 +753,7 @@ def cmd_fit(args) -> int:
         checkpoint_seconds=args.checkpoint_seconds or 0.0,
         resume=args.resume,
         nproc=args.nproc,
+        num_threads=args.threads or 1,
         device=args.device,
         **(REFERENCE_KERNELS if args.reference_kernels else {}),
         **params,
@@ -772,9 +788,9 @@ def cmd_predict(args) -> int:
             raise ValueError(f"--out {out} is a directory; expected a file name such as predictions.csv")
         if out.exists() and not args.force:
             raise ValueError(f"--out {out} exists; pass --force to overwrite it or choose another file")
-        _check_writable_target(out, "predictions")
+        _check_writable_target(out, "predictions", replace_file=True)
     model = _load_model(args.model_dir)
-    ds, _ = _load_for_model(args, model, "test")
+    ds, _ = _load_for_model(args, model, "test", unlabelled=True)
     if args.proba:
         values = model.predict_proba(ds.X)
         cell = "{:.6g}".format
@@ -790,9 +806,13 @@ def cmd_predict(args) -> int:
     if out is None:
         write(sys.stdout)
         return EXIT_OK
-    fd, tmp = tempfile.mkstemp(dir=out.parent if str(out.parent) else ".", prefix=f".{out.name}.", suffix=".tmp")
+    from .checkpoint import temporary_file
+
+    tmp = None
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+        out.parent.mkdir(parents=True, exist_ok=True)  # like fit --out
+        tmp = temporary_file(out)
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
             write(f)
         os.replace(tmp, out)
     except OSError as exc:
@@ -800,7 +820,7 @@ def cmd_predict(args) -> int:
             f"cannot write predictions to {out}: {exc.strerror or exc}; expected a writable file"
         ) from None
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
     print(
         f"wrote {values.shape[0]} rows x {values.shape[1]} labels "
@@ -856,10 +876,9 @@ def cmd_evaluate(args) -> int:
         )
     print(f"model {args.model_dir} ({model.method}) on {what}")
     print(_table(["metric", "better", "@0.5", tuned], rows))
-    print(
-        f"@0.5: threshold 0.5; @tuned: the model's fitted threshold {_threshold_text(model.threshold_)}, "
-        "tuned on validation data at fit time."
-    )
+    how = ("tuned on validation data at fit time" if isinstance(model.threshold, str)
+           else "fixed at fit time (--threshold)")
+    print(f"@0.5: threshold 0.5; @tuned: the model's fitted threshold {_threshold_text(model.threshold_)}, {how}.")
     ranking = [i.display_name for k, i in mlkd_metrics.METRICS.items() if not i.needs_threshold]
     print(f"{', '.join(ranking)} use the scores only: the same at both thresholds.")
     return EXIT_OK

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from . import __version__
-from .checkpoint import refuse_pickle
+from .checkpoint import file_mode, refuse_pickle, temporary_file
 from .methods import build_method, config_fields
 from .methods.base import ADDED_PARAMS
 from .preprocessing import FeatureScaler
@@ -30,10 +29,10 @@ RUN_OPTIONS = ("checkpoint_dir", "checkpoint_every", "checkpoint_seconds", "resu
 
 
 def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = temporary_file(path)
     try:
         write(tmp)
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -320,6 +320,21 @@ def read_grid_file(path) -> dict:
     if unknown:
         raise ValueError(f"unknown key(s) {', '.join(map(repr, unknown))} in grid file {path}; expected some of: "
                          "datasets, methods, seeds, noise, params")
+    shapes = {"datasets": 'a list of data set names such as ["emotions", "yeast"]',
+              "methods": 'a list of method specs such as ["bce", "skdtea:alpha=0.3"] or {name = "skdtea", ...} tables',
+              "seeds": "a list of integer seeds such as [0, 1, 2]",
+              "noise": 'a list of label-noise settings such as ["none", "symmetric:0.2"]'}
+    for key, expected in shapes.items():
+        if key in spec and not isinstance(spec[key], list):
+            raise ValueError(f"{key} = {spec[key]!r} in grid file {path} is not a list; expected {expected}")
+    if not isinstance(spec.get("params", {}), dict):
+        raise ValueError(f"params = {spec['params']!r} in grid file {path} is not a table; expected parameters "
+                         "shared by every method, such as {hidden = 256}")
+    for entry in spec.get("methods", []):
+        if isinstance(entry, dict) and not (isinstance(entry.get("params", {}), dict)
+                                            and isinstance(entry.get("label", ""), str)):
+            raise ValueError(f"method entry {entry!r} in grid file {path} is malformed; expected {{name = \"skdtea\", "
+                             "label = \"...\" (optional, a string), params = {alpha = 0.3} (optional, a table)}")
     return spec
 
 

@@ -698,13 +698,24 @@ def _matches(row: dict, flt: dict) -> bool:
     return all(fnmatch.fnmatchcase(str(row[k]), v) for k, v in flt.items() if k != "_text")
 
 
+#: The files a report writes besides its figures; any of them already in ``--out`` must be an earlier report's.
+REPORT_FILES = ("index.md", "tables.md", "tuned.md")
+
+
 def _prepare_out(out: Path) -> None:
-    """Check ``out`` can be written before any work; clear the figures of an earlier report there."""
+    """Check ``out`` can be written before any work and holds no file of the user's that the report would
+    overwrite; remove what an earlier report there wrote (the figures its index links, its tuned.md)."""
     probe = out
     while not probe.exists() and probe.parent != probe:
         probe = probe.parent
     if out.exists() and not out.is_dir():
         raise ValueError(f"report folder {out} is a file; expected a directory")
+    earlier = {name: (out / name).read_text(encoding="utf-8", errors="replace")
+               for name in REPORT_FILES if (out / name).is_file()}
+    foreign = [name for name, text in earlier.items() if MARKER not in text]
+    if foreign:
+        raise ValueError(f"report folder {out} holds {', '.join(foreign)} that mlkd report did not write; expected an "
+                         "empty folder or an earlier report's (choose another --out)")
     if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
         raise ValueError(f"cannot write report folder {out}: {probe} is not a writable directory; expected a "
                          "writable location (--out DIR)")
@@ -714,7 +725,8 @@ def _prepare_out(out: Path) -> None:
     except OSError as exc:
         raise ValueError(f"cannot create report folder {out}: {exc.strerror or exc}; expected a writable location") \
             from None
-    index = out / "index.md"
-    if index.is_file() and MARKER in index.read_text(encoding="utf-8", errors="replace"):
-        for old in (out / "figures").glob("*.png"):  # figures of the earlier report; the new one redraws its own
-            old.unlink()
+    # the earlier report's figures (the new one redraws its own); other files in figures/ are left alone
+    for name in set(re.findall(r"\]\((figures/[^)\s/]+\.png)\)", earlier.get("index.md", ""))):
+        (out / name).unlink(missing_ok=True)
+    if "tuned.md" in earlier:  # rewritten if this report tunes; otherwise it would describe other results
+        (out / "tuned.md").unlink()

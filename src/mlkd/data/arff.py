@@ -313,10 +313,10 @@ def _label_indices(raw: _RawArff, label_file, n_labels) -> list[int]:
         if isinstance(n_labels, bool) or not isinstance(n_labels, (int, np.integer)):
             raise ValueError(f"n_labels must be an integer, got {n_labels!r}")
         n_labels = int(n_labels)
-        if not 1 <= n_labels < n_attr:
+        if not 0 <= n_labels < n_attr:
             raise ValueError(
                 f"{path}: n_labels={n_labels} but the file has {n_attr} attributes; "
-                f"expected 1 <= n_labels <= {n_attr - 1}"
+                f"expected 0 <= n_labels <= {n_attr - 1} (0: features only, data to predict)"
             )
     if label_file is not None:
         label_names = read_label_xml(label_file)
@@ -570,7 +570,8 @@ def read_arff(
         path: ``.arff`` file, optionally ``.gz``/``.bz2``/``.xz`` compressed; dense or sparse data.
         label_file: MULAN label ``.xml`` naming the label attributes (takes precedence over a MEKA
             ``-C n`` in the relation name).
-        n_labels: the last ``n_labels`` attributes are the labels (used when no ``label_file``).
+        n_labels: the last ``n_labels`` attributes are the labels (used when no ``label_file``); 0 reads
+            every attribute as a feature (unlabelled rows to predict; Y has no columns).
         id_threshold: nominal feature attributes with more declared values than this (and at least 50)
             are treated as identifiers and dropped with a :class:`DroppedAttributeWarning`. Default:
             half the number of rows.

@@ -176,7 +176,7 @@ def _check_files(info: DatasetInfo, root: Path, verify: bool, explicit: bool = F
                 raise ChecksumError(
                     f"dataset {info.name!r}: {p} has SHA256 {actual}, expected {expected}; the file is "
                     f"altered or a different version, get it again from the MULAN repository ({MULAN_URL}, "
-                    "folder data/multi-label) or pass verify=False"
+                    "folder data/multi-label), or load it unchecked with load_dataset(..., verify=False)"
                 )
     return paths
 

@@ -231,7 +231,8 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
             return value
     except (TypeError, ValueError):
         name = getattr(annotation, "__name__", str(annotation))
-        raise ValueError(f"parameter {key!r}={value!r} is not a valid {name}") from None
+        expected = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(annotation, name)
+        raise ValueError(f"parameter {key!r}={value!r} is not a valid {name}; expected {expected}") from None
     return value
 
 
