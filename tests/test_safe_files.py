@@ -159,6 +159,34 @@ def test_an_interrupted_save_leaves_the_previous_model_intact(model_dir, tmp_pat
     assert load_model(model).predict(X).shape == Y.shape
 
 
+def test_a_save_killed_between_its_two_files_is_reported_not_mixed(model_dir, tmp_path, monkeypatch):
+    model = _copy(model_dir, tmp_path / "m")
+    replace, renames = mlkd.io.os.replace, []
+
+    def killed_after_the_weights(src, dst):
+        renames.append(dst)
+        if len(renames) == 2:
+            raise KeyboardInterrupt  # the config.json rename never happens
+        return replace(src, dst)
+
+    monkeypatch.setattr(mlkd.io.os, "replace", killed_after_the_weights)
+    other = MultiLabelClassifier("bce", **{**TINY, "hidden": 16}, threshold=0.2).fit(X, Y)  # same shapes
+    with pytest.raises(KeyboardInterrupt):
+        other.save(model)
+    monkeypatch.setattr(mlkd.io.os, "replace", replace)
+    with pytest.raises(ValueError, match="come from different saves"):
+        load_model(model)  # new weights with the old threshold would load silently
+    assert sorted(f.name for f in model.iterdir()) == ["config.json", "model.safetensors"]  # no temporary left
+
+
+def test_saving_a_model_twice_writes_the_same_bytes(model_dir, tmp_path):
+    clf = load_model(model_dir)
+    for name in ("a", "b"):
+        clf.save(tmp_path / name)
+    for f in ("model.safetensors", "config.json"):
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes()
+
+
 def test_a_checkpoint_from_a_newer_mlkd_is_refused(interrupted_checkpoint, tmp_path):
     directory = _copy(interrupted_checkpoint, tmp_path / "ckpt")
     record = json.loads((directory / "stage0.json").read_text())

@@ -6,6 +6,7 @@ half-written model where a good one was.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -28,15 +29,22 @@ WEIGHTS, CONFIG = "model.safetensors", "config.json"
 RUN_OPTIONS = ("checkpoint_dir", "checkpoint_every", "checkpoint_seconds", "resume", "nproc")
 
 
-def _atomic_write(path: Path, write) -> None:
-    tmp = temporary_file(path)
+def _atomic_write_pair(writes: list) -> None:
+    """Write each ``(path, write)`` to a temporary file beside its path, then rename them over their paths
+    one right after the other (the last is the commit point). ``save_id`` ties the two files of a model, so a
+    save killed between the renames leaves a pair that ``load_model`` reports instead of mixing."""
+    tmps = []
     try:
-        write(tmp)
-        os.chmod(tmp, file_mode())
-        os.replace(tmp, path)
+        for path, write in writes:
+            tmps.append(temporary_file(path))
+            write(tmps[-1])
+            os.chmod(tmps[-1], file_mode())
+        for (path, _), tmp in zip(writes, tmps, strict=True):
+            os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        for tmp in tmps:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
 
 
 def _jsonable(value):
@@ -97,13 +105,22 @@ def save_model(estimator, path) -> Path:
         "best_epoch": int(estimator.best_epoch_),
         "history": estimator.history_,
     }
-    _atomic_write(path / WEIGHTS, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT}))
+    # the pair's id: a digest of what is saved, so saving the same model twice writes the same bytes
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
+    for name in sorted(tensors):
+        digest.update(name.encode())
+        digest.update(tensors[name].numpy().tobytes())
+    save_id = digest.hexdigest()[:32]
+    config["save_id"] = save_id
+    # in a tensor, not the header's metadata: safetensors writes a metadata map in no fixed order
+    tensors["save_id"] = torch.tensor(list(bytes.fromhex(save_id)), dtype=torch.uint8)
 
     def write_json(tmp):
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(config, f, indent=2)
 
-    _atomic_write(path / CONFIG, write_json)
+    _atomic_write_pair([(path / WEIGHTS, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT})),
+                        (path / CONFIG, write_json)])
     return path
 
 
@@ -198,6 +215,10 @@ def load_model(path):
         tensors = load_file(str(weights))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise ValueError(f"{weights} is not a valid safetensors file ({exc}); the weights are corrupted") from None
+    saved_id = tensors.get("save_id")
+    if "save_id" in config and (saved_id is None or bytes(saved_id.tolist()).hex() != config["save_id"]):
+        raise ValueError(f"{weights} and {CONFIG} come from different saves (a save interrupted between its two "
+                         "files?); expected the pair one save wrote: save the model again")
     missing = [k for k in ("scaler.mean", "scaler.scale") if k not in tensors]
     if missing:
         raise ValueError(f"{weights} lacks the tensor(s) {', '.join(missing)}; expected the tensors mlkd save writes "
