@@ -61,37 +61,39 @@ def run_grid(cells: list[Cell], db_path, executor=None, progress: bool = False, 
         root = str(check_directory(checkpoints).resolve())
         seconds = check_seconds(checkpoint_seconds)
         cells = [replace(c, checkpoint_dir=root, checkpoint_seconds=seconds) for c in cells]
-    with ResultsDB(db_path, create=True) as db:
-        done = db.done_keys()
-        todo = [c for c in cells if c.key not in done]
-        summary = GridRun(total=len(cells), skipped=len(cells) - len(todo))
-        if log:
-            resuming = sum(has_checkpoint(c) for c in todo)
-            log(f"{summary.total} cells: {summary.skipped} already done in {db.path}, {len(todo)} to run "
-                f"({executor.name} executor)" + (f"; {resuming} continue from a checkpoint" if resuming else ""))
-        bar = tqdm(total=len(todo), desc="cells", unit="cell", disable=not progress or not todo, dynamic_ncols=True)
-        try:
-            for cell, outcome in executor.run(todo):
-                if isinstance(outcome, BaseException):
-                    error = f"{type(outcome).__name__}: {outcome}"
-                    db.record_failure(cell, " ".join(error.split()), _now())
-                    summary.failed.append((cell, error))
-                else:
-                    summary.written += db.insert(outcome)
-                    if cell.checkpoint_dir is not None:  # the row is committed: its training state has served
-                        shutil.rmtree(cell_checkpoint_dir(cell), ignore_errors=True)
-                bar.update(1)
-                bar.set_postfix_str(f"{cell.dataset} {cell.label} seed {cell.seed}", refresh=False)
-        finally:
-            bar.close()
-        if checkpoints is not None:
+    try:
+        with ResultsDB(db_path, create=True) as db:
+            done = db.done_keys()
+            todo = [c for c in cells if c.key not in done]
+            summary = GridRun(total=len(cells), skipped=len(cells) - len(todo))
+            if log:
+                resuming = sum(has_checkpoint(c) for c in todo)
+                log(f"{summary.total} cells: {summary.skipped} already done in {db.path}, {len(todo)} to run "
+                    f"({executor.name} executor)" + (f"; {resuming} continue from a checkpoint" if resuming else ""))
+            bar = tqdm(total=len(todo), desc="cells", unit="cell", disable=not progress or not todo, dynamic_ncols=True)
+            try:
+                for cell, outcome in executor.run(todo):
+                    if isinstance(outcome, BaseException):
+                        error = f"{type(outcome).__name__}: {outcome}"
+                        db.record_failure(cell, " ".join(error.split()), _now())
+                        summary.failed.append((cell, error))
+                    else:
+                        summary.written += db.insert(outcome)
+                        if cell.checkpoint_dir is not None:  # the row is committed: its training state has served
+                            shutil.rmtree(cell_checkpoint_dir(cell), ignore_errors=True)
+                    bar.update(1)
+                    bar.set_postfix_str(f"{cell.dataset} {cell.label} seed {cell.seed}", refresh=False)
+            finally:
+                bar.close()
+            summary.seconds = time.perf_counter() - start
+            if log:
+                log(f"wrote {summary.written} cells to {db.path} in {summary.seconds:.1f} s"
+                    + (f"; {len(summary.failed)} failed (see its failures table; a rerun retries them)"
+                       if summary.failed else ""))
+    finally:
+        if checkpoints is not None:  # also when the database is refused: no empty folder left behind
             with contextlib.suppress(OSError):
                 Path(root).rmdir()  # only if no cell left state behind
-        summary.seconds = time.perf_counter() - start
-        if log:
-            log(f"wrote {summary.written} cells to {db.path} in {summary.seconds:.1f} s"
-                + (f"; {len(summary.failed)} failed (see its failures table; a rerun retries them)"
-                   if summary.failed else ""))
     return summary
 
 

@@ -144,8 +144,12 @@ def cell_lock(cell: Cell):
 
 
 def has_checkpoint(cell: Cell) -> bool:
-    """Whether a killed run left ``cell`` a checkpoint to resume from."""
-    return cell.checkpoint_dir is not None and (cell_checkpoint_dir(cell) / "checkpoint.json").exists()
+    """Whether a killed run left ``cell`` training state to resume from (a manifest alone, written when the
+    fit starts, holds none: that cell starts over)."""
+    if cell.checkpoint_dir is None:
+        return False
+    folder = cell_checkpoint_dir(cell)
+    return (folder / "checkpoint.json").exists() and any(folder.glob("stage*.safetensors"))
 
 
 def soft_target_examples(clf, X_val: np.ndarray, Y_val: np.ndarray, label_names=None) -> dict | None:
