@@ -409,6 +409,7 @@ def test_predict_reads_rows_without_label_columns(fitted, call):
     rows = _ok(call("predict", model, unlabelled)).stdout.strip().splitlines()
     assert rows == _ok(call("predict", model, test)).stdout.strip().splitlines()  # same predictions, no labels needed
     _assert_one_line_error(call("evaluate", model, unlabelled), "not declared")  # evaluate needs the labels
+    _assert_one_line_error(call("predict", test, unlabelled), "is a file", "expected the directory")
 
 
 def test_fit_trains_with_the_threads_asked_for_and_evaluate_says_how_the_threshold_was_set(fitted, call, tmp_path):

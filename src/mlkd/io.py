@@ -130,6 +130,9 @@ def read_config(path) -> dict:
         raise ValueError(f"model path {path!r} is invalid; expected a model directory written by mlkd fit/save")
     path = Path(path)
     cfg_path = path / CONFIG
+    if path.is_file():
+        raise ValueError(f"model path {path} is a file; expected the directory mlkd fit/save wrote (holding {CONFIG} "
+                         f"and {WEIGHTS})")
     if not path.is_dir():
         raise ValueError(f"model directory {path} does not exist; expected a directory written by mlkd fit/save")
     if not cfg_path.is_file():
