@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.distributions import Normal, kl_divergence
 from torch.special import ndtr
 
@@ -211,6 +212,26 @@ def test_kdtea_distillation_vanishes_when_the_student_copies_the_teacher():
     assert student.step(batch_of(mixed_first_row=True), ctx()).losses["distillation"].item() > 1e-6
     student.load_state_dict(teacher.state_dict())
     assert student.step(batch_of(mixed_first_row=True), ctx()).losses["distillation"].item() == 0.0
+
+
+def test_kdtea_student_loss_bce_is_the_literal_formula_and_the_default_keeps_its_identity():
+    from mlkd.methods.base import config_identity
+
+    teacher = build_method("tea", 6, 4, {"hidden": 16, "dropout": 0.0}, seed=1)
+    params = {"hidden": 16, "teacher_hidden": 16, "dropout": 0.0}
+    whole, literal = (build_method("kdtea", 6, 4, {**params, "student_loss": loss}, seed=0) for loss in ("tea", "bce"))
+    for m in (whole, literal):
+        m.attach_teacher(teacher)
+    b = batch_of(mixed_first_row=True)
+    assert set(whole.step(b, ctx()).losses) == {"student", "reconstruction", "alignment", "distillation"}
+    out = literal.step(b, ctx())
+    assert set(out.losses) == {"student", "distillation"}  # METHODS.md: L = BCE(s, y) + β·MSE(σ(s), σ(t))
+    expected = F.binary_cross_entropy_with_logits(out.logits, b.y) + F.mse_loss(
+        torch.sigmoid(out.logits), torch.sigmoid(teacher(b.x)))
+    assert torch.allclose(sum(out.losses.values()), expected)
+    # the published KD-TEA cells used the whole TEA loss: that default keeps their keys
+    assert "student_loss" not in config_identity(make_config("kdtea"))
+    assert config_identity(make_config("kdtea", {"student_loss": "bce"}))["student_loss"] == "bce"
 
 
 def test_kdtea_teacher_is_frozen_in_eval_mode_and_not_saved():

@@ -61,8 +61,10 @@ class MethodConfig:
 
 #: Method parameters added after results were published, with the value that reproduces the behaviour before
 #: they existed. ``kd_reduction`` (2026-12-03): METHODS.md's binKL_T is a sum over labels; until then the
-#: self-KD methods averaged it over labels (``"mean"``, 1/L of the specified term).
-ADDED_PARAMS: dict[str, Any] = {"kd_reduction": "mean"}
+#: self-KD methods averaged it over labels (``"mean"``, 1/L of the specified term). ``student_loss``
+#: (2026-12-03): KD-TEA's student as METHODS.md writes it (``"bce"``) or with its whole TEA loss (``"tea"``,
+#: the default and the earlier behaviour).
+ADDED_PARAMS: dict[str, Any] = {"kd_reduction": "mean", "student_loss": "tea"}
 
 
 def config_identity(config: MethodConfig) -> dict:

@@ -4,7 +4,9 @@ Two stages (``KDTEA.stages``): "teacher" trains the repo's TEA (method "tea") wi
 ``teacher_hidden`` (default 1024); "student" trains this method — the same TEA recipe with hidden width
 ``hidden`` (default 128) — with the extra term β·MSE(σ(s), σ(t)), s the student's prediction logits and t the
 frozen teacher's prediction logits for the same x (MSE instead of KL is the paper's stated point; β = 1).
-The student's TEA terms are the teacher's (BCE(s, y), label reconstruction, L2 latent alignment).
+The student's TEA terms are the teacher's (BCE(s, y), label reconstruction, L2 latent alignment) by default
+(``student_loss="tea"``: our reading of "a small TEA student"); ``student_loss="bce"`` is METHODS.md's formula
+taken literally, L = BCE(s, y) + β·MSE(σ(s), σ(t)), which leaves the student's label branch untrained.
 Only the student is the fitted model: the teacher is not part of its state_dict or its saved file.
 """
 
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .base import Batch, StepContext, StepOutput, check_range, register
+from .base import Batch, StepContext, StepOutput, check_choice, check_range, register
 from .tea import TEA, TEAConfig
 
 
@@ -25,11 +27,13 @@ class KDTEAConfig(TEAConfig):
     hidden: int = 128  # the student's width
     teacher_hidden: int = 1024
     beta: float = 1.0  # weight of MSE(σ(student), σ(teacher))
+    student_loss: str = "tea"  # "tea": the student's whole TEA loss + β·MSE | "bce": BCE(s, y) + β·MSE only
 
     def validate(self, n_features: int, n_labels: int) -> None:
         super().validate(n_features, n_labels)
         check_range("teacher_hidden", self.teacher_hidden, 1, 1 << 20)
         check_range("beta", self.beta, 0.0, 1e6)
+        check_choice("student_loss", self.student_loss, ("tea", "bce"))
 
 
 @register
@@ -53,6 +57,8 @@ class KDTEA(TEA):
     def step(self, batch: Batch, ctx: StepContext) -> StepOutput:
         teacher_probs = torch.sigmoid(self.teacher_output(batch.x))
         out = super().step(batch, ctx)
+        if self.config.student_loss == "bce":  # METHODS.md's L = BCE(s, y) + β·MSE: no reconstruction, no alignment
+            out.losses = {"student": out.losses["student"]}
         out.losses["distillation"] = self.config.beta * F.mse_loss(torch.sigmoid(out.logits), teacher_probs)
         out.extras["teacher_probs"] = teacher_probs
         return out

@@ -1,0 +1,126 @@
+"""Two readings of METHODS.md side by side: the library's default against the other one, paired by cell.
+
+    MLKD_DATA=../shared/datasets/mulan .venv/bin/python benchmarks/spec_readings.py             # run + table
+    MLKD_DATA=../shared/datasets/mulan .venv/bin/python benchmarks/spec_readings.py --report-only
+
+- ``kd_reduction``: the five methods with a binKL term (TF-KD self and reg, CS-KD, BAN, RAS-KD+) averaged it
+  over labels until 2026-12-03, 1/L of the term METHODS.md specifies (binKL_T = Σ_k KL). Their cells from then
+  are kept in ``benchmarks/results/selfkd.db`` under the label ``NAME:kd_reduction=mean``; the defaults
+  (``kd_reduction="sum"``) are new cells.
+- ``student_loss``: KD-TEA's student trains its whole TEA loss + β·MSE (the default, our reading of "a small
+  TEA student"); ``kdtea:student_loss=bce`` is METHODS.md's formula taken literally, BCE(s, y) + β·MSE.
+
+Every cell is a ``mlkd bench`` cell of that database on the reference path (like all of its cells), so
+
+    mlkd bench benchmarks/results/selfkd.db -d DATASETS -m SPEC ... --seeds 0-2 \\
+      --param fused_optimizer=false --param fused_mlp=false --jobs 2 --threads 1
+
+fits what is missing (a rerun resumes); then the paired comparison, per method and data set, goes into
+BENCHMARKS.md: test mAP and example-F1 at the tuned threshold, default − other reading, with the seed spread
+and a Wilcoxon signed-rank test over the (data set, seed) pairs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import subprocess
+import sys
+import time
+
+import numpy as np
+from scipy.stats import wilcoxon
+
+from common import REFERENCE_PARAMS, ROOT, replace_block
+
+DATASETS = ["flags", "emotions", "scene", "yeast", "genbase", "medical", "enron", "corel5k", "bibtex", "tmc2007",
+            "delicious"]
+#: (the default's label, the other reading's label): each label is also the ``mlkd bench -m`` spec of its cells
+PAIRS = [*((m, f"{m}:kd_reduction=mean") for m in ("tfkd_self", "tfkd_reg", "cskd", "ban", "raskd_plus")),
+         ("kdtea", "kdtea:student_loss=bce")]
+DB = "benchmarks/results/selfkd.db"
+METRICS = [("mAP_tuned", "mAP"), ("example_f1_tuned", "ebF1@tuned")]
+
+
+def bench_args(datasets: list[str], jobs: int) -> list[str]:
+    specs = [label for pair in PAIRS for label in pair]
+    return [DB, "-d", ",".join(datasets), *(a for m in specs for a in ("-m", m)), "--seeds", "0-2",
+            *REFERENCE_PARAMS, "--jobs", str(jobs), "--threads", "1"]
+
+
+def load(datasets: list[str]) -> dict:
+    """{(label, data set, seed): row} of both readings' cells and plain BCE's."""
+    con = sqlite3.connect(f"file:{ROOT / DB}?mode=ro", uri=True)
+    con.row_factory = sqlite3.Row
+    labels = ["bce", *(label for pair in PAIRS for label in pair)]
+    rows = con.execute(f"SELECT * FROM results WHERE noise = 'none' AND label IN ({','.join('?' * len(labels))})",
+                       labels).fetchall()
+    con.close()
+    return {(r["label"], r["dataset"], r["seed"]): dict(r) for r in rows if r["dataset"] in datasets}
+
+
+def table(cells: dict, datasets: list[str]) -> list[str]:
+    def values(label, dataset, column):
+        return [cells[(label, dataset, s)][column] for s in range(3) if (label, dataset, s) in cells]
+
+    head = "| default | other reading | metric | " + " | ".join(datasets) + " | sets default better / worse beyond " \
+           "seed std | mean Δ | Wilcoxon p (pairs) |"
+    lines = [head, "|---" * (len(datasets) + 6) + "|"]
+    for method, earlier in PAIRS:
+        for column, name in METRICS:
+            row, better, worse, diffs = [], 0, 0, []
+            for d in datasets:
+                new, old = values(method, d, column), values(earlier, d, column)
+                if len(new) < 3 or len(old) < 3:
+                    row.append("–")
+                    continue
+                delta = np.mean(new) - np.mean(old)
+                spread = np.sqrt((np.var(new, ddof=1) + np.var(old, ddof=1)) / 2)
+                better += delta > spread
+                worse += delta < -spread
+                row.append(f"{delta:+.3f}" + ("*" if abs(delta) > spread else ""))
+                diffs += [cells[(method, d, s)][column] - cells[(earlier, d, s)][column] for s in range(3)]
+            p = wilcoxon(diffs).pvalue if any(diffs) else float("nan")
+            mean = f"{np.mean(diffs):+.4f}" if diffs else "–"
+            lines.append(f"| {method} | {earlier.partition(':')[2]} | {name} | " + " | ".join(row)
+                         + f" | {better} / {worse} | {mean} | {p:.3f} ({len(diffs)}) |")
+    # the level both settings reach, next to plain BCE-MLP
+    lines += ["", "Mean test mAP over the data sets both readings have (BCE-MLP on the same sets):", "",
+              "| default | other reading | sets | default | other reading | bce |", "|---|---|---|---|---|---|"]
+    for method, earlier in PAIRS:
+        sets = [d for d in datasets if len(values(method, d, "mAP_tuned")) == 3
+                and len(values(earlier, d, "mAP_tuned")) == 3]
+        if not sets:
+            continue
+        means = [np.mean([np.mean(values(label, d, "mAP_tuned")) for d in sets]) for label in (method, earlier, "bce")]
+        lines.append(f"| {method} | {earlier.partition(':')[2]} | {len(sets)} | {means[0]:.4f} | {means[1]:.4f} | "
+                     f"{means[2]:.4f} |")
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--datasets", default=",".join(DATASETS))
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--report-only", action="store_true", help="the table from the finished cells")
+    ap.add_argument("--no-write", action="store_true", help="print the table, leave BENCHMARKS.md as it is")
+    args = ap.parse_args()
+    datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    bench = bench_args(datasets, args.jobs)
+    if not args.report_only:
+        subprocess.run([sys.executable, "-m", "mlkd", "bench", *bench], cwd=ROOT, check=True)
+    cells = load(datasets)
+    lines = [f"Command: `mlkd bench {' '.join(bench)}`, then `python benchmarks/spec_readings.py --report-only` "
+             f"(table written {time.strftime('%Y-%m-%d %H:%M')}). Cells: test metrics at the validation-tuned "
+             "threshold, seeds 0–2, the reference path; Δ = the default − the other reading, mean over seeds "
+             "(kd_reduction: sum over labels, METHODS.md, − mean over labels, the cells published before "
+             "2026-12-03; student_loss: KD-TEA's whole TEA loss − METHODS.md's literal BCE + β·MSE); * = beyond "
+             "the pooled seed std; – = a reading lacks seeds there.", "", *table(cells, datasets)]
+    text = "\n".join(lines)
+    print(text)
+    if not args.no_write:
+        replace_block("spec_readings", text)
+
+
+if __name__ == "__main__":
+    main()
