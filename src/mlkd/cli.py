@@ -318,7 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
             "  mlkd predict runs/emotions-skdtea emotions > predictions.csv\n"
             "  mlkd predict runs/emotions-skdtea new.arff --proba --out probabilities.csv\n\n"
             "An ARFF file's labels are found by the model's label names unless --label-file/--n-labels say\n"
-            "otherwise; its features must be those the model was trained on."
+            "otherwise; a file with none of them and exactly the model's attributes is read as unlabelled\n"
+            "rows. Its features must be those the model was trained on."
         ),
     )
     p.add_argument("model_dir", metavar="MODEL_DIR", help="a directory written by 'mlkd fit'")
