@@ -9,6 +9,8 @@
   (``kd_reduction="sum"``) are new cells.
 - ``student_loss``: KD-TEA's student trains its whole TEA loss + β·MSE (the default, our reading of "a small
   TEA student"); ``kdtea:student_loss=bce`` is METHODS.md's formula taken literally, BCE(s, y) + β·MSE.
+- PS-KD's T_total: α_t = α_T·t/T_total with T_total = ``max_epochs`` (200, the default), which early stopping
+  seldom reaches; ``pskd:ramp_epochs=30`` completes the ramp within the epochs a run usually has.
 
 Every cell is a ``mlkd bench`` cell of that database on the reference path (like all of its cells), so
 
@@ -37,7 +39,7 @@ DATASETS = ["flags", "emotions", "scene", "yeast", "genbase", "medical", "enron"
             "delicious"]
 #: (the default's label, the other reading's label): each label is also the ``mlkd bench -m`` spec of its cells
 PAIRS = [*((m, f"{m}:kd_reduction=mean") for m in ("tfkd_self", "tfkd_reg", "cskd", "ban", "raskd_plus")),
-         ("kdtea", "kdtea:student_loss=bce")]
+         ("kdtea", "kdtea:student_loss=bce"), ("pskd", "pskd:ramp_epochs=30")]
 DB = "benchmarks/results/selfkd.db"
 METRICS = [("mAP_tuned", "mAP"), ("example_f1_tuned", "ebF1@tuned")]
 
@@ -114,7 +116,8 @@ def main() -> None:
              f"(table written {time.strftime('%Y-%m-%d %H:%M')}). Cells: test metrics at the validation-tuned "
              "threshold, seeds 0–2, the reference path; Δ = the default − the other reading, mean over seeds "
              "(kd_reduction: sum over labels, METHODS.md, − mean over labels, the cells published before "
-             "2026-12-03; student_loss: KD-TEA's whole TEA loss − METHODS.md's literal BCE + β·MSE); * = beyond "
+             "2026-12-03; student_loss: KD-TEA's whole TEA loss − METHODS.md's literal BCE + β·MSE; ramp_epochs: "
+             "PS-KD's α ramp over max_epochs = 200 − over 30 epochs); * = beyond "
              "the pooled seed std; – = a reading lacks seeds there.", "", *table(cells, datasets)]
     text = "\n".join(lines)
     print(text)
