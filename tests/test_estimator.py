@@ -297,7 +297,7 @@ def test_score_weights_each_examples_f1():
     w[:10] = 1
     assert clf.score(X, Y, sample_weight=w) == pytest.approx(clf.score(X[:10], Y[:10]))
     assert clf.score(X, Y, sample_weight=np.full(len(X), 3.0)) == pytest.approx(clf.score(X, Y))
-    with pytest.raises(ValueError, match="sample_weight is invalid; expected 120 finite non-negative weights"):
+    with pytest.raises(ValueError, match="Negative values"):
         clf.score(X, Y, sample_weight=-w)
 
 
@@ -314,6 +314,6 @@ def test_bad_settings_and_shapes_name_what_was_wrong():
     with pytest.raises(TypeError, match="always trains 'skdtea'"):
         SKDTEAClassifier(method="bce")
     clf = MultiLabelClassifier("bce", **TINY).fit(X, Y)
-    with pytest.raises(ValueError, match=r"threshold=2.0 is invalid; expected a float in \(0, 1\)"):
+    with pytest.raises(ValueError, match=r"threshold: got 2.0 -- expected values in \[0, 1\]"):
         clf.evaluate(X, Y, threshold=2.0)
     assert clf.evaluate(X, Y, threshold=[0.3, 0.5, 0.7])["example_f1"] >= 0

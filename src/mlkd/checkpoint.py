@@ -173,8 +173,7 @@ def _atomic_write(path: Path, write) -> None:
     """``write(tmp_path)``, fsync, rename over ``path``: readers see the old file or the new one, never half."""
     tmp = temporary_file(path)
     try:
-        write(tmp)
-        os.chmod(tmp, file_mode())
+        write(tmp)  # bytes written into the file temporary_file made: its permissions stay
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -18,12 +18,13 @@ import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.multiclass import type_of_target
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from . import metrics
 from .checkpoint import Checkpointer, check_directory, check_seconds, checkpointing, fingerprint
 from .data.splits import validation_split
 from .distributed import check_distributable, fit_ddp
+from .io import short_repr
 from .methods import build_method, config_fields, method_class
 from .preprocessing import FeatureScaler
 from .stages import run_stages
@@ -470,17 +471,14 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
         with ``sample_weight``, each example's F1 weighted by it."""
         pred = (self._label_proba(X) >= self.threshold_).astype(np.int64)
         Y = self._validate_Y(y, pred.shape[0])
-        if sample_weight is None:
-            return metrics.threshold_metrics(Y, pred)["example_f1"]
-        weights = _check_sample_weight(sample_weight, pred)
-        return metrics.example_f1_per_row(Y, pred) @ weights / weights.sum()
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, Y, ensure_non_negative=True)
+        return metrics.threshold_metrics(Y, pred, sample_weight)["example_f1"]
 
     def evaluate(self, X, Y, threshold=None) -> dict[str, float]:
         """Every PROTOCOL metric at ``threshold`` (default: the fitted ``threshold_``)."""
         scores = self._label_proba(X)
         Y = self._validate_Y(Y, scores.shape[0])
-        if threshold is not None:
-            _check_evaluation_threshold(threshold, Y.shape[1])
         return metrics.evaluate(Y, scores, self.threshold_ if threshold is None else threshold)
 
     # -- files ------------------------------------------------------------------------------------------
@@ -518,37 +516,11 @@ def _label_names(given, columns, n_labels: int) -> list[str]:
         return [f"label_{i}" for i in range(n_labels)]
     what = "label_names" if given is not None else "Y's column names"
     if isinstance(names, (str, bytes)) or not hasattr(names, "__len__"):
-        raise ValueError(f"{what} is {_short(names)}; expected a list of {n_labels} label name(s)")
+        raise ValueError(f"{what} is {short_repr(names)}; expected a list of {n_labels} label name(s)")
     names = ["/".join(map(str, n)) if isinstance(n, tuple) else str(n) for n in list(names)]  # MultiIndex: a/b
     if len(names) != n_labels:
         raise ValueError(f"{what} has {len(names)} name(s); expected one per label ({n_labels})")
     return names
-
-
-def _short(value, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _check_evaluation_threshold(threshold, n_labels: int) -> None:
-    try:
-        t = None if isinstance(threshold, (str, bool)) else np.asarray(threshold, dtype=np.float64)
-    except (TypeError, ValueError):
-        t = None
-    if t is None or t.shape not in ((), (n_labels,)) or not np.all((t > 0) & (t < 1)):
-        raise ValueError(f"threshold={_short(threshold)} is invalid; expected a float in (0, 1) or one per label "
-                         f"({n_labels})")
-
-
-def _check_sample_weight(sample_weight, pred: np.ndarray) -> np.ndarray:
-    try:
-        weights = np.asarray(sample_weight, dtype=np.float64)
-    except (TypeError, ValueError):
-        weights = None
-    if weights is None or weights.shape != (pred.shape[0],) or not np.all(np.isfinite(weights)) \
-            or (weights < 0).any() or weights.sum() <= 0:
-        raise ValueError(f"sample_weight is invalid; expected {pred.shape[0]} finite non-negative weights, not all 0")
-    return weights
 
 
 class _InputTypeError(TypeError, ValueError):

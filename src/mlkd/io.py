@@ -184,7 +184,7 @@ def _check_config(config: dict, cfg_path: Path) -> None:
     ]
     for key, ok, expected in checks:
         if not ok:
-            value = _short_repr(config.get(key))
+            value = short_repr(config.get(key))
             raise ValueError(f"{cfg_path} has an invalid {key!r} ({value}); expected {expected} (the model config "
                              "is corrupted)")
 
@@ -199,7 +199,7 @@ def _with_earlier_behaviour(method: str, params: dict) -> dict:
     return {**{k: v for k, v in ADDED_PARAMS.items() if k in fields}, **params}
 
 
-def _short_repr(value, limit: int = 60) -> str:
+def short_repr(value, limit: int = 60) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 

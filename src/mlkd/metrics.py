@@ -61,7 +61,6 @@ __all__ = [
     "METRICS",
     "MetricInfo",
     "evaluate",
-    "example_f1_per_row",
     "mean_average_precision",
     "ranking_metrics",
     "threshold_metrics",
@@ -146,13 +145,15 @@ def _check_threshold(threshold, n_labels: int) -> np.ndarray:
                          f"({n_labels},)")
     if not np.isfinite(t).all():
         raise ValueError("threshold: contains NaN or inf -- expected finite values")
+    if ((t < 0) | (t > 1)).any():  # the scores are probabilities: outside [0, 1] every label is 0 (or 1)
+        raise ValueError(f"threshold: got {threshold!r} -- expected values in [0, 1], like the probabilities")
     return t
 
 
 # --------------------------------------------------------------------------------------------------
 # metrics
 # --------------------------------------------------------------------------------------------------
-def _threshold_metrics(Y: np.ndarray, P: np.ndarray) -> dict[str, float]:
+def _threshold_metrics(Y: np.ndarray, P: np.ndarray, sample_weight=None) -> dict[str, float]:
     L = Y.shape[1]
     if L == 1:
         # sklearn reads an (n, 1) indicator as a *binary* target (samples-F1 refuses it, macro-F1 would
@@ -160,14 +161,15 @@ def _threshold_metrics(Y: np.ndarray, P: np.ndarray) -> dict[str, float]:
         # TP/FP/FN, so pad with one and rescale/slice the two metrics that see the column count.
         Y = np.hstack([Y, np.zeros_like(Y)])
         P = np.hstack([P, np.zeros_like(P)])
-    per_label = skm.f1_score(Y, P, average=None, zero_division=0)[:L]
+    w = sample_weight
+    per_label = skm.f1_score(Y, P, average=None, zero_division=0, sample_weight=w)[:L]
     return {
-        "example_f1": float(skm.f1_score(Y, P, average="samples", zero_division=1)),
-        "micro_f1": float(skm.f1_score(Y, P, average="micro", zero_division=0)),
+        "example_f1": float(skm.f1_score(Y, P, average="samples", zero_division=1, sample_weight=w)),
+        "micro_f1": float(skm.f1_score(Y, P, average="micro", zero_division=0, sample_weight=w)),
         # == f1_score(average="macro", zero_division=0) for L >= 2
         "macro_f1": float(np.mean(per_label)),
-        "hamming_loss": float(skm.hamming_loss(Y, P)) * Y.shape[1] / L,
-        "subset_accuracy": float(skm.accuracy_score(Y, P)),
+        "hamming_loss": float(skm.hamming_loss(Y, P, sample_weight=w)) * Y.shape[1] / L,
+        "subset_accuracy": float(skm.accuracy_score(Y, P, sample_weight=w)),
     }
 
 
@@ -206,13 +208,14 @@ def _ranking_metrics(Y: np.ndarray, S: np.ndarray) -> dict[str, float]:
     }
 
 
-def threshold_metrics(Y_true, Y_pred) -> dict[str, float]:
+def threshold_metrics(Y_true, Y_pred, sample_weight=None) -> dict[str, float]:
     """The five threshold-based metrics from a 0/1 prediction matrix.
 
     Returns ``{"example_f1", "micro_f1", "macro_f1", "hamming_loss", "subset_accuracy"}`` (METRICS order).
     Conventions: example_f1 uses ``zero_division=1`` -- an example with no true and no predicted label
     scores 1 (MULAN); micro_f1 is 0 if Y_true and Y_pred are both all-zero; macro_f1 averages over ALL
     labels, a label with no positive and none predicted counting 0 (``zero_division=0``).
+    ``sample_weight`` (n,) weighs each example, as scikit-learn's metrics do.
     Raises ValueError unless both are 2-D 0/1 matrices of equal shape.
     """
     Y = _check_indicator(Y_true, "Y_true")
@@ -220,17 +223,7 @@ def threshold_metrics(Y_true, Y_pred) -> dict[str, float]:
     if P.shape != Y.shape:
         raise ValueError(f"Y_pred: has shape {P.shape} but Y_true has shape {Y.shape} -- "
                          "expected equal shapes")
-    return _threshold_metrics(Y, P)
-
-
-def example_f1_per_row(Y_true, Y_pred) -> np.ndarray:
-    """Each example's F1, 2·|y ∧ p| / (|y| + |p|), 1.0 where both are empty: ``example_f1`` is their mean."""
-    Y, P = _check_indicator(Y_true, "Y_true"), _check_indicator(Y_pred, "Y_pred")
-    if Y.shape != P.shape:
-        raise ValueError(f"Y_pred: got shape {P.shape} -- expected {Y.shape} like Y_true")
-    both = (Y & P).sum(1, dtype=np.int64)
-    total = Y.sum(1, dtype=np.int64) + P.sum(1, dtype=np.int64)
-    return np.where(total == 0, 1.0, 2.0 * both / np.maximum(total, 1))
+    return _threshold_metrics(Y, P, sample_weight)
 
 
 def ranking_metrics(Y_true, scores) -> dict[str, float]:
