@@ -229,3 +229,12 @@ def test_tuning_with_one_config_per_method_says_there_is_nothing_to_tune(tmp_pat
     report = make_report(fixture_db, tmp_path / "r", metrics=["mAP"], tune=True)
     assert report.choices == []
     assert "Nothing to tune" in report.tuned.read_text()
+
+
+def test_software_line_leaves_out_versions_a_cell_did_not_record(tmp_path):
+    db = make_results_db(tmp_path / "small.db", datasets=("emotions", "flags"), methods=("bce",), seeds=(0,))
+    with sqlite3.connect(db) as con:  # cells imported from older logs have no Python version
+        con.execute("UPDATE results SET python_version = NULL WHERE dataset = 'flags'")
+    index = make_report(db, tmp_path / "r", metrics=["mAP"]).index.read_text()
+    software = next(line for line in index.splitlines() if line.startswith("- software:"))
+    assert software == "- software: mlkd 0.1.0, torch 2.13.0+cpu; mlkd 0.1.0, torch 2.13.0+cpu, Python 3.11", software

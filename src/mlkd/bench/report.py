@@ -394,8 +394,10 @@ def _seed_text(seeds: list[int]) -> str:
 def _index_md(table, report, db_path, bars, overview, cell_curves, heatmaps, filters, alpha) -> str:
     out = report.out
     rows = table.rows
-    versions = sorted({f"mlkd {r['mlkd_version']}, torch {r['torch_version']}, Python {r['python_version']}"
-                       for r in rows})
+    versions = sorted({", ".join(f"{name} {r[key]}" for name, key in
+                                 (("mlkd", "mlkd_version"), ("torch", "torch_version"), ("Python", "python_version"))
+                                 if r[key])  # cells imported from older logs lack some versions
+                       for r in rows} - {""})
     lines = [
         "# Benchmark report", "", MARKER, "",
         f"Regenerate: `mlkd report {db_path} --out {out}" + "".join(f" --curves '{f['_text']}'" for f in filters)
@@ -405,7 +407,7 @@ def _index_md(table, report, db_path, bars, overview, cell_curves, heatmaps, fil
         f"methods × seeds {_seed_text(table.seeds)}",
         f"- data sets: {', '.join(table.datasets)}",
         f"- methods: {', '.join(f'`{m}`' for m in table.methods)}",
-        f"- software: {'; '.join(versions)}",
+        f"- software: {'; '.join(versions) or 'not recorded'}",
         "- protocol: PROTOCOL.md — fixed (seed 0) iterative-stratified 1/6 validation split of train; seeds change "
         "initialisation and batch order; test touched once. `@0.5`: threshold 0.5; `@tuned`: one global "
         "threshold maximising validation example-F1.",
