@@ -452,3 +452,61 @@ def test_grid_file_values_of_the_wrong_type_are_one_line_errors(call, tmp_path, 
     grid = tmp_path / "g.toml"
     grid.write_text("\n".join(spec.values()) + "\n")
     _assert_one_line_error(call("bench", tmp_path / "g.db", "--grid", grid, "--dry-run"), fragment)
+
+
+def _write_columns(path: Path, columns: dict, values: dict, order) -> Path:
+    """An ARFF of the named ``columns`` (name -> ARFF type) in ``order``; ``values`` maps name -> column."""
+    n = len(next(iter(values.values())))
+    lines = ["@relation shuffled", *(f"@attribute {c} {columns[c]}" for c in order), "@data"]
+    lines += [",".join(str(values[c][i]) for c in order) for i in range(n)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_predict_and_evaluate_match_arff_columns_by_name_not_position(call, tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    n = 90
+    colour = rng.choice(["red", "green", "blue"], size=n)
+    f = rng.normal(size=(n, 3))
+    values = {"f0": [f"{v:.4f}" for v in f[:, 0]], "f1": [f"{v:.4f}" for v in f[:, 1]],
+              "f2": [f"{v:.4f}" for v in f[:, 2]], "colour": list(colour),
+              "a": list(((f[:, 0] > 0) | (colour == "red")).astype(int)), "b": list((f[:, 1] > 0).astype(int))}
+    values["a"][0], values["b"][0], values["a"][1], values["b"][1] = 1, 1, 0, 0
+    columns = {"f0": "numeric", "f1": "numeric", "f2": "numeric", "colour": "{red,green,blue}", "a": "{0,1}",
+               "b": "{0,1}"}
+    train = _write_columns(tmp_path / "train.arff", columns, values, ["f0", "f1", "f2", "colour", "a", "b"])
+    model = tmp_path / "m"
+    _ok(call("fit", train, "-m", "bce", "--n-labels", "2", *TINY, "-q", "-o", model))
+    assert json.loads((model / "config.json").read_text())["feature_names"] == [
+        "f0", "f1", "f2", "colour=red", "colour=green", "colour=blue"]
+
+    same = _ok(call("evaluate", model, train, "--json")).stdout
+    # the same rows with the attributes in another order and the nominal values declared in another order
+    shuffled = _write_columns(tmp_path / "shuffled.arff", {**columns, "colour": "{blue,red,green}"}, values,
+                              ["b", "colour", "f2", "a", "f0", "f1"])
+    assert json.loads(_ok(call("evaluate", model, shuffled, "--json")).stdout)["metrics"] == \
+        json.loads(same)["metrics"]
+    proba = _ok(call("predict", model, train, "--proba")).stdout
+    assert _ok(call("predict", model, shuffled, "--proba")).stdout == proba
+    assert proba.splitlines()[0] == "a,b"  # the model's label order, whatever the file's
+
+    # rows to predict: labels absent, or '?' (Weka's unknown), an extra attribute ignored with a warning
+    unknown = _write_columns(tmp_path / "unknown.arff", {**columns, "note": "numeric"},
+                             {**values, "a": ["?"] * n, "b": ["?"] * n, "note": [0] * n},
+                             ["note", "f0", "f1", "f2", "colour", "a", "b"])
+    result = _ok(call("predict", model, unknown, "--proba"))
+    assert result.stdout == proba and "ignoring attribute(s) ['note']" in result.stderr
+    no_labels = _write_columns(tmp_path / "nolabels.arff", columns, values, ["colour", "f2", "f1", "f0"])
+    assert _ok(call("predict", model, no_labels, "--proba")).stdout == proba
+    assert _ok(call("predict", model, no_labels, "--proba", "--n-labels", "0")).stdout == proba
+
+    # what cannot be matched is a one-line error, never a silent misread
+    _assert_one_line_error(call("evaluate", model, unknown), "missing value")
+    _assert_one_line_error(call("evaluate", model, no_labels), "2 of the model's 2 label(s)", "'a'")
+    lacks = _write_columns(tmp_path / "lacks.arff", columns, values, ["f0", "f1", "colour", "a", "b"])
+    _assert_one_line_error(call("predict", model, lacks), "1 of the model's 6 features", "'f2'")
+    purple = _write_columns(tmp_path / "purple.arff", {**columns, "colour": "{red,green,blue,purple}"},
+                            {**values, "colour": ["purple", *colour[1:]]}, list(columns))
+    _assert_one_line_error(call("predict", model, purple), "'colour' has value 'purple' (data row 1)")

@@ -585,6 +585,8 @@ def test_digits_deterministic_and_shapes():
     assert not a.binary_features.any()
     noisy = make_digits_ml(n_samples=50, seed=3, noise=0.2)
     assert noisy.X.min() >= 0.0 and noisy.X.max() <= 1.0
+    empty = make_digits_ml(n_samples=0, canvas=24)  # n_samples=0 is allowed: an empty set of the same width
+    assert empty.X.shape == (0, 576) and empty.Y.shape == (0, 10)
 
 
 def test_digits_label_matches_content():

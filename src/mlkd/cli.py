@@ -156,11 +156,12 @@ def _method_list(text: str) -> list[str]:
 DATA_HELP = "a data set name (see 'mlkd datasets') or a path to a multi-label ARFF file (.arff, .arff.gz, .arff.bz2)"
 
 
-def _add_label_options(p: argparse.ArgumentParser, default_note: str) -> None:
+def _add_label_options(p: argparse.ArgumentParser, default_note: str, unlabelled: bool = False) -> None:
     g = p.add_argument_group("labels of an ARFF file (ignored for data set names)")
     x = g.add_mutually_exclusive_group()
     x.add_argument("--label-file", metavar="XML", help=f"MULAN label file naming the label attributes {default_note}")
-    x.add_argument("--n-labels", type=_positive_int, metavar="N", help="the last N attributes are the labels")
+    x.add_argument("--n-labels", type=_nonneg_int if unlabelled else _positive_int, metavar="N",
+                   help="the last N attributes are the labels" + (" (0: none)" if unlabelled else ""))
 
 
 def _add_data_dir(p: argparse.ArgumentParser) -> None:
@@ -317,9 +318,10 @@ def build_parser() -> argparse.ArgumentParser:
             "examples:\n"
             "  mlkd predict runs/emotions-skdtea emotions > predictions.csv\n"
             "  mlkd predict runs/emotions-skdtea new.arff --proba --out probabilities.csv\n\n"
-            "An ARFF file's labels are found by the model's label names unless --label-file/--n-labels say\n"
-            "otherwise; a file with none of them and exactly the model's attributes is read as unlabelled\n"
-            "rows. Its features must be those the model was trained on."
+            "An ARFF file's columns are matched to the model's by name (a model saved by 'mlkd fit' records\n"
+            "its feature names): its attributes may come in any order, label attributes may be absent or '?',\n"
+            "and attributes the model has no feature of are ignored with a warning. --label-file/--n-labels\n"
+            "only matter for models that recorded no feature names (those are matched by position)."
         ),
     )
     p.add_argument("model_dir", metavar="MODEL_DIR", help="a directory written by 'mlkd fit'")
@@ -327,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", "-o", metavar="FILE.csv", help="output file (default: standard output)")
     p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     p.add_argument("--proba", action="store_true", help="write probabilities instead of 0/1 predictions")
-    _add_label_options(p, "(default: the model's label names)")
+    _add_label_options(p, "(default: the model's label names)", unlabelled=True)
     _add_data_dir(p)
     p.set_defaults(func=cmd_predict)
 
@@ -345,7 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
             "examples:\n"
             "  mlkd evaluate runs/emotions-skdtea emotions\n"
             "  mlkd evaluate runs/emotions-skdtea emotions --json > metrics.json\n"
-            "  mlkd evaluate runs/mine my-test.arff --label-file my-data.xml"
+            "  mlkd evaluate runs/mine my-test.arff --label-file my-data.xml\n\n"
+            "An ARFF file's labels and features are matched to the model's by name, in any order (a model\n"
+            "saved by 'mlkd fit' records its feature names; older models are matched by position)."
         ),
     )
     p.add_argument("model_dir", metavar="MODEL_DIR", help="a directory written by 'mlkd fit'")
@@ -534,9 +538,17 @@ def _load(spec: str, split: str, *, data_dir=None, label_file=None, n_labels=Non
 
 
 def _load_for_model(args, model, split: str, unlabelled: bool = False):
-    """Load DATA for predict/evaluate; an ARFF file's labels default to the model's label names. With
-    ``unlabelled`` (predict), an ARFF file that declares none of them but has the model's number of attributes
-    is read as features only."""
+    """Load DATA for predict/evaluate with the model's columns: an ARFF file's labels and features are matched
+    to the model's by name (models saved by ``mlkd fit`` record their feature names), and labels are put in the
+    model's order. With ``unlabelled`` (predict), the file's label attributes may be absent or ``?``."""
+    names = [str(f) for f in getattr(model, "feature_names_in_", [])]
+    if _is_arff_path(args.data) and names and (unlabelled or (args.label_file is None and args.n_labels is None)):
+        from .data.arff import read_arff_for_model
+
+        ds = read_arff_for_model(Path(args.data).expanduser(), names, model.label_names_,
+                                 labels_required=not unlabelled)
+        rows = f"{ds.n_samples} rows" if ds.n_labels else f"{ds.n_samples} unlabelled rows"
+        return ds, f"{args.data} ({rows})"
     if _is_arff_path(args.data) and args.label_file is None and args.n_labels is None:
         with tempfile.TemporaryDirectory(prefix="mlkd-") as tmp:
             xml = Path(tmp) / "labels.xml"
@@ -551,12 +563,32 @@ def _load_for_model(args, model, split: str, unlabelled: bool = False):
                 raise ValueError(f"{msg} (or pass --label-file / --n-labels)") from None
     else:
         ds, what = _load(args.data, split, data_dir=args.data_dir, label_file=args.label_file, n_labels=args.n_labels)
+    if names and ds.feature_names and sorted(ds.feature_names) == sorted(names):
+        at = {n: i for i, n in enumerate(ds.feature_names)}
+        ds = ds.columns(features=[at[n] for n in names])  # the model's column order
+    elif names and ds.feature_names:
+        lacks = [n for n in names if n not in set(ds.feature_names)]
+        shown = ", ".join(repr(n) for n in (lacks or [n for n in ds.feature_names if n not in set(names)])[:5])
+        raise ValueError(
+            f"{args.data}: its features are not the {len(names)} model {args.model_dir} was trained on "
+            f"({'missing' if lacks else 'unknown'}: {shown}); expected data with the training data's attributes"
+        )
     if ds.n_features != model.n_features_in_:
         raise ValueError(
             f"{args.data} has {ds.n_features} features but model {args.model_dir} was trained on "
             f"{model.n_features_in_}; expected data with the training data's attributes"
         )
+    if ds.n_labels and sorted(ds.label_names) == sorted(model.label_names_) and ds.label_names != model.label_names_:
+        ds = ds.columns(labels=[ds.label_names.index(n) for n in model.label_names_])  # the model's label order
     return ds, what
+
+
+def _by_name(predict, X):
+    """``predict(X)`` for X whose columns ``_load_for_model`` matched to the model's by name: scikit-learn's
+    warning that a plain array carries no feature names does not apply."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="X does not have valid feature names", category=UserWarning)
+        return predict(X)
 
 
 def _features_only(path: str, model):
@@ -759,9 +791,12 @@ def cmd_fit(args) -> int:
         **(REFERENCE_KERNELS if args.reference_kernels else {}),
         **params,
     )
+    import numpy
+
     start = time.perf_counter()
     clf.fit(ds.X, ds.Y, label_names=ds.label_names)
     seconds = time.perf_counter() - start
+    clf.feature_names_in_ = numpy.asarray(ds.feature_names, dtype=object)  # predict/evaluate match columns by name
     if not is_primary():  # a torchrun rank > 0 holds the same model as rank 0, which saves it
         return EXIT_OK
     clf.save(out)
@@ -793,10 +828,10 @@ def cmd_predict(args) -> int:
     model = _load_model(args.model_dir)
     ds, _ = _load_for_model(args, model, "test", unlabelled=True)
     if args.proba:
-        values = model.predict_proba(ds.X)
+        values = _by_name(model.predict_proba, ds.X)
         cell = "{:.6g}".format
     else:
-        values = model.predict(ds.X)
+        values = _by_name(model.predict, ds.X)
         cell = str
 
     def write(f):
@@ -841,7 +876,7 @@ def cmd_evaluate(args) -> int:
             f"{args.data} has {ds.n_labels} labels but model {args.model_dir} predicts {model.n_labels_}; "
             "expected the training data's labels"
         )
-    proba = model.predict_proba(ds.X)
+    proba = _by_name(model.predict_proba, ds.X)
     at_half = mlkd_metrics.evaluate(ds.Y, proba, 0.5)
     at_tuned = mlkd_metrics.evaluate(ds.Y, proba, model.threshold_)
     if args.json:
@@ -992,9 +1027,12 @@ def cmd_distill(args) -> int:
         "distill", threshold=args.threshold, random_state=args.seed, verbose=_show_progress(args.quiet),
         num_threads=args.threads or 1, device=args.device, **train_cfg, **params,
     )
+    import numpy
+
     start = time.perf_counter()
     clf.fit(ds.X, ds.Y, label_names=ds.label_names)
     seconds = time.perf_counter() - start
+    clf.feature_names_in_ = numpy.asarray(ds.feature_names, dtype=object)  # predict/evaluate match columns by name
     clf.save(out)
 
     from .backbones import count_parameters

@@ -7,7 +7,7 @@ Quick start::
     data.train.X, data.train.Y, data.test.X, data.test.Y
 """
 
-from .arff import DroppedAttributeWarning, read_arff, read_arff_pair, read_label_xml
+from .arff import DroppedAttributeWarning, read_arff, read_arff_for_model, read_arff_pair, read_label_xml
 from .catalog import (
     DATASET_NAMES,
     DATASETS,
@@ -31,6 +31,7 @@ __all__ = [
     "read_arff_pair",
     "read_label_xml",
     "DroppedAttributeWarning",
+    "read_arff_for_model",
     "load_dataset",
     "dataset_status",
     "DATASETS",

@@ -35,7 +35,7 @@ import scipy.sparse as sp
 
 from .dataset import MultiLabelDataset
 
-__all__ = ["read_arff", "read_arff_pair", "read_label_xml", "DroppedAttributeWarning"]
+__all__ = ["read_arff", "read_arff_pair", "read_arff_for_model", "read_label_xml", "DroppedAttributeWarning"]
 
 # Nominal value sets that are encoded as a single 0/1 column (compared case-insensitively).
 _BINARY_MAPS: tuple[dict[str, int], ...] = (
@@ -350,10 +350,13 @@ def _label_indices(raw: _RawArff, label_file, n_labels) -> list[int]:
     )
 
 
-def _build_schema(raw: _RawArff, label_file, n_labels, id_threshold) -> _Schema:
+def _build_schema(raw: _RawArff, label_file, n_labels, id_threshold, label_idx=None, skip=()) -> _Schema:
+    """The encoding of ``raw``: its label attributes (from ``label_file``/``n_labels``, or ``label_idx``
+    when given) and its features, every other attribute but those in ``skip``."""
     path = raw.path
-    label_idx = _label_indices(raw, label_file, n_labels)
-    label_set = set(label_idx)
+    if label_idx is None:
+        label_idx = _label_indices(raw, label_file, n_labels)
+    label_set = set(label_idx) | set(skip)
     for j in label_idx:
         name, t = raw.attributes[j]
         kind = _kind(t)
@@ -605,3 +608,88 @@ def read_arff_pair(
     schema = _build_schema(raw_train, label_file, n_labels, id_threshold)
     _warn(schema.dropped)
     return _encode(raw_train, schema, name), _encode(raw_test, schema, name)
+
+
+def read_arff_for_model(
+    path, feature_names, label_names, labels_required: bool = True, name: str | None = None
+) -> MultiLabelDataset:
+    """Read an ARFF file for a model trained on ``feature_names`` and ``label_names``: columns are matched
+    by name, not position.
+
+    The labels are the attributes named in ``label_names``, returned in that order. With
+    ``labels_required=False`` (data to predict) they may be absent or hold ``?``: they are left out and Y has
+    no columns. The features are encoded from this file's header and then matched to ``feature_names``: a
+    one-hot column ``attr=value`` of a value the file does not declare is all zero; an attribute the model
+    has no feature of is ignored with a :class:`DroppedAttributeWarning`; nothing is dropped as an identifier.
+
+    Raises:
+        ValueError: a label is missing (with ``labels_required``), a feature of the model is missing or has
+            another type, or a row holds a nominal value the training data did not declare.
+    """
+    raw = _parse(path)
+    path = raw.path
+    feature_names, label_names = [str(f) for f in feature_names], [str(n) for n in label_names]
+    pos = {n: j for j, n in enumerate(raw.names)}
+    absent = [n for n in label_names if n not in pos]
+    if labels_required and absent:
+        shown = ", ".join(repr(a) for a in absent[:5]) + (", ..." if len(absent) > 5 else "")
+        raise ValueError(
+            f"{path}: {len(absent)} of the model's {len(label_names)} label(s) are not declared as attributes: "
+            f"{shown}; expected the training data's label attributes"
+        )
+    present = [pos[n] for n in label_names if n in pos]
+    schema = _build_schema(raw, None, None, float("inf"), label_idx=present if labels_required else [],
+                           skip=() if labels_required else present)
+    _warn(schema.dropped)
+    ds = _encode(raw, schema, _default_name(path) if name is None else name)
+
+    col = {n: i for i, n in enumerate(schema.feature_names)}
+    onehot: dict[str, tuple[_Feature, int]] = {}  # attribute name -> (feature, first column)
+    start = 0
+    for f in schema.features:
+        width = len(f.values) if f.kind == "onehot" else 1
+        if f.kind == "onehot":
+            onehot[raw.names[f.index]] = (f, start)
+        start += width
+    take = np.full(len(feature_names), -1, dtype=np.intp)  # -1: a value this file does not declare (zeros)
+    missing = []
+    for i, fname in enumerate(feature_names):
+        if fname in col:
+            take[i] = col[fname]
+        elif not any(fname.startswith(a + "=") for a in onehot):
+            missing.append(fname)
+    if missing:
+        shown = ", ".join(repr(m) for m in missing[:5]) + (", ..." if len(missing) > 5 else "")
+        raise ValueError(
+            f"{path}: {len(missing)} of the model's {len(feature_names)} features are not in this file "
+            f"(or have another type): {shown}; expected the training data's attributes"
+        )
+    used = set(take[take >= 0].tolist())
+    known = set(feature_names)
+    ignored = []
+    for a, (f, first) in onehot.items():
+        cols = range(first, first + len(f.values))
+        if not any(c in used for c in cols):
+            continue  # an attribute the model has no feature of: ignored below
+        extra = [c for c in cols if c not in used and ds.X[:, c].any()]
+        if extra:
+            c = extra[0]
+            r = int(np.argmax(ds.X[:, c] != 0))
+            raise ValueError(
+                f"{path}: attribute {a!r} has value {f.values[c - first]!r} (data row {r + 1}) that the model's "
+                f"training data did not declare; expected one of "
+                f"{_short([n[len(a) + 1:] for n in feature_names if n.startswith(a + '=')], 80)}"
+            )
+    for f in schema.features:
+        a = raw.names[f.index]
+        names = [f"{a}={v}" for v in f.values] if f.kind == "onehot" else [a]
+        if not any(n in known for n in names):
+            ignored.append(a)
+    if ignored:
+        _warn([f"{path}: ignoring attribute(s) {_short(ignored, 80)}: the model has no feature of that name"])
+    X = np.zeros((ds.n_samples, len(feature_names)), dtype=ds.X.dtype)
+    X[:, take >= 0] = ds.X[:, take[take >= 0]]
+    binary = np.ones(len(feature_names), dtype=bool)
+    binary[take >= 0] = ds.binary_features[take[take >= 0]]
+    return MultiLabelDataset(X=X, Y=ds.Y, feature_names=feature_names, label_names=ds.label_names, name=ds.name,
+                             binary_features=binary)

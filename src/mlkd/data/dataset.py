@@ -114,6 +114,21 @@ class MultiLabelDataset:
             images=None if self.images is None else self.images[idx],
         )
 
+    def columns(self, features=None, labels=None) -> MultiLabelDataset:
+        """The data set with feature columns ``features`` and label columns ``labels`` (integer indices, in
+        the order given; None keeps them all) as a new data set (arrays are copied)."""
+        f = np.arange(self.n_features) if features is None else np.asarray(features, dtype=np.intp).reshape(-1)
+        k = np.arange(self.n_labels) if labels is None else np.asarray(labels, dtype=np.intp).reshape(-1)
+        return MultiLabelDataset(
+            X=self.X[:, f],
+            Y=self.Y[:, k],
+            feature_names=[self.feature_names[i] for i in f] if self.feature_names else [],
+            label_names=[self.label_names[i] for i in k] if self.label_names else [],
+            name=self.name,
+            binary_features=None if self.binary_features is None else self.binary_features[f],
+            images=None if self.images is None or features is not None else self.images.copy(),
+        )
+
     def copy(self) -> MultiLabelDataset:
         """A deep copy (arrays included)."""
         return self.subset(np.arange(self.n_samples))

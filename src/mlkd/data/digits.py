@@ -131,7 +131,7 @@ def make_digits_ml(
         out = np.clip(out + rng.normal(0.0, noise, size=out.shape).astype(np.float32), 0.0, 1.0)
     imgs = out[:, None, :, :]
     return MultiLabelDataset(
-        X=imgs.reshape(n_samples, -1).copy(),
+        X=imgs.reshape(n_samples, canvas * canvas).copy(),
         Y=Y,
         feature_names=[f"px_{r}_{c}" for r in range(canvas) for c in range(canvas)],
         label_names=list(LABEL_NAMES),
