@@ -677,3 +677,20 @@ def test_kfold_partitions_rows():
     assert all(np.array_equal(a[1], b[1]) for a, b in zip(folds, again, strict=True))
     with pytest.raises(ValueError, match="n_splits"):
         kfold_splits(Y, n_splits=1)
+
+
+def test_arff_numbers_float32_would_round_are_kept_in_float64(tmp_path):
+    rows = [f"{1700000000 + i},{0.25 * i},{i % 2},{(i // 2) % 2}" for i in range(12)]
+    path = tmp_path / "stamps.arff"
+    path.write_text("@relation stamps\n@attribute t numeric\n@attribute x numeric\n@attribute a {0,1}\n"
+                    "@attribute b {0,1}\n@data\n" + "\n".join(rows) + "\n")
+    ds = read_arff(path, n_labels=2)
+    assert ds.X.dtype == np.float64  # float32 would read 1700000000..1700000011 as a handful of values
+    assert len(np.unique(ds.X[:, 0])) == 12 and ds.X[11, 0] == 1700000011
+    plain = tmp_path / "plain.arff"
+    plain.write_text(path.read_text().replace("1700000000", "17"))
+    assert read_arff(plain, n_labels=2).X.dtype == np.float32  # data float32 holds keeps float32
+    from mlkd.data.dataset import features_dtype
+
+    assert features_dtype(np.array([[0.1, 3.0], [0.2, 1e3]])) == np.float32
+    assert features_dtype(np.array([[1e39], [0.0]])) == np.float64  # beyond float32's range

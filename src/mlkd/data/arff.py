@@ -70,7 +70,7 @@ class _RawArff:
     path: str
     relation: str
     attributes: list  # [(name, "NUMERIC"|"REAL"|"INTEGER"|"STRING" or [nominal values])]
-    # float32 (n_rows, n_attributes): numbers as is, nominal columns hold the index into the declared
+    # float64 (n_rows, n_attributes): numbers as is, nominal columns hold the index into the declared
     # values, NaN marks a missing value ('?'); string columns are all NaN.
     values: np.ndarray
 
@@ -195,21 +195,21 @@ def _decode(path: Path, text: str) -> _RawArff:
                 raise ValueError(f"{path}: malformed ARFF file: inconsistent number of data rows")
             if string_cols:
                 keep = ~np.isin(cols, string_cols)
-                vals = np.asarray(np.array(data, dtype=object)[keep], dtype=np.float32)
+                vals = np.asarray(np.array(data, dtype=object)[keep], dtype=np.float64)
                 rows, cols = rows[keep], cols[keep]
             else:
-                vals = np.array(data, dtype=np.float32)
+                vals = np.array(data, dtype=np.float64)
             values = sp.coo_matrix((vals, (rows, cols)), shape=(n_rows, n_attr)).toarray()
         else:
             data = obj["data"]
             if len(data) == 0:
-                values = np.zeros((0, n_attr), dtype=np.float32)
+                values = np.zeros((0, n_attr), dtype=np.float64)
             elif string_cols:
                 arr = np.array(data, dtype=object)
                 arr[:, string_cols] = None
-                values = arr.astype(np.float32)
+                values = arr.astype(np.float64)
             else:
-                values = np.array(data, dtype=np.float32)
+                values = np.array(data, dtype=np.float64)
     except ValueError as exc:
         if str(exc).startswith(str(path)):
             raise
@@ -459,7 +459,7 @@ def _encode(raw: _RawArff, schema: _Schema, name: str) -> MultiLabelDataset:
             )
 
     # ---- features
-    X = np.empty((n, len(schema.feature_names)), dtype=np.float32)
+    X = np.empty((n, len(schema.feature_names)), dtype=np.float64)  # MultiLabelDataset picks float32 if lossless
     num_out, num_in, bin_out, bin_in, bin_luts = [], [], [], [], []
     out = 0
     for f in schema.features:
@@ -502,7 +502,7 @@ def _encode(raw: _RawArff, schema: _Schema, name: str) -> MultiLabelDataset:
     if num_out:
         X[:, num_out] = M[:, num_in]
     if bin_out:
-        luts = np.asarray(bin_luts, dtype=np.float32)  # (k, 2)
+        luts = np.asarray(bin_luts, dtype=np.float64)  # (k, 2)
         idx = M[:, bin_in].astype(np.intp)
         X[:, bin_out] = luts[np.arange(len(bin_out))[None, :], idx]
 

@@ -9,15 +9,31 @@ import numpy as np
 __all__ = ["MultiLabelDataset", "BenchmarkData"]
 
 
+FLOAT32_TOLERANCE = 1e-4  # largest float32 rounding of a column, relative to its standard deviation
+
+
+def features_dtype(X: np.ndarray) -> type:
+    """float32, unless ``X`` is float64 and float32 would round some column by more than
+    ``FLOAT32_TOLERANCE`` of its standard deviation (or overflow it): then float64, which the estimator
+    standardises in float64."""
+    if X.dtype != np.float64 or X.size == 0:
+        return np.float32
+    with np.errstate(over="ignore", invalid="ignore"):
+        error = np.abs(X.astype(np.float32).astype(np.float64) - X).max(axis=0)
+        spread = X.std(axis=0)
+    return np.float64 if bool(((error > FLOAT32_TOLERANCE * spread) & (error > 0)).any()) else np.float32
+
+
 @dataclass(eq=False, repr=False)
 class MultiLabelDataset:
     """A multi-label data set: dense features ``X`` and a 0/1 label matrix ``Y``.
 
-    ``X`` is coerced to float32 (n_samples, n_features) and ``Y`` to uint8 (n_samples, n_labels)
-    holding only 0 and 1. ``binary_features`` is a bool mask over the feature columns that is True
-    where the column comes from a 0/1 attribute ({0,1}, {YES,NO}, one-hot of a nominal), so that
-    preprocessing can leave those columns unscaled. ``images`` holds (n, 1, H, W) float32 images for
-    image data sets (digits-ml) and is None otherwise.
+    ``X`` is coerced to float32 (n_samples, n_features) — or kept float64 where float32 would round a
+    column by more than 1e-4 of its standard deviation (a timestamp, a coordinate: ``features_dtype``) —
+    and ``Y`` to uint8 (n_samples, n_labels) holding only 0 and 1. ``binary_features`` is a bool mask over
+    the feature columns that is True where the column comes from a 0/1 attribute ({0,1}, {YES,NO}, one-hot
+    of a nominal), so that preprocessing can leave those columns unscaled. ``images`` holds (n, 1, H, W)
+    float32 images for image data sets (digits-ml) and is None otherwise.
     """
 
     X: np.ndarray
@@ -45,7 +61,7 @@ class MultiLabelDataset:
             Y = Y.astype(np.uint8)
         elif Y.size and Y.max(initial=0) > 1:
             raise ValueError(f"MultiLabelDataset {self.name!r}: Y must contain only 0 and 1")
-        self.X = X.astype(np.float32, copy=False)
+        self.X = X.astype(features_dtype(X), copy=False)
         self.Y = Y
         self.feature_names = [str(n) for n in self.feature_names]
         self.label_names = [str(n) for n in self.label_names]
