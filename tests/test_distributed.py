@@ -12,11 +12,15 @@ from .helpers import linear_problem
 SETTINGS = dict(method="bce", hidden=32, dropout=0.0, batch_size=32, max_epochs=8, patience=50, lr=5e-3)
 
 
-def test_two_processes_match_one_process_with_the_same_global_batch():
-    X, Y = linear_problem(n=420, seed=1)
-    X_val, Y_val = X[300:], Y[300:]
-    one = MultiLabelClassifier(**SETTINGS).fit(X[:300], Y[:300], X_val, Y_val)
-    two = MultiLabelClassifier(**SETTINGS, nproc=2).fit(X[:300], Y[:300], X_val, Y_val)
+# 300 rows: every batch splits evenly over 2 ranks; 301: the last batch of 13 splits 7/6; 289 at batch 31:
+# every batch splits 16/15 and the last has 10 rows; 257: the last batch has one row, so one rank has none.
+@pytest.mark.parametrize("n_train, batch_size", [(300, 32), (301, 32), (289, 31), (257, 32)])
+def test_two_processes_match_one_process_with_the_same_global_batch(n_train, batch_size):
+    X, Y = linear_problem(n=n_train + 120, seed=1)
+    X_val, Y_val = X[n_train:], Y[n_train:]
+    settings = {**SETTINGS, "batch_size": batch_size}
+    one = MultiLabelClassifier(**settings).fit(X[:n_train], Y[:n_train], X_val, Y_val)
+    two = MultiLabelClassifier(**settings, nproc=2).fit(X[:n_train], Y[:n_train], X_val, Y_val)
     assert two.best_epoch_ == one.best_epoch_
     np.testing.assert_allclose([h["total"] for h in two.history_], [h["total"] for h in one.history_], rtol=1e-5)
     np.testing.assert_allclose(two.predict_proba(X), one.predict_proba(X), atol=1e-5)
@@ -44,3 +48,79 @@ def test_cli_fit_takes_nproc():
     args = build_parser().parse_args(["fit", "emotions", "-m", "bce", "--nproc", "3"])
     assert args.nproc == 3
     assert build_parser().parse_args(["fit", "emotions", "-m", "bce"]).nproc == 1
+
+
+@pytest.mark.parametrize("method, params", [("c2ae", {}), ("cskd", {}), ("skdtea", {"alignment": "cca"})])
+def test_methods_whose_loss_couples_the_rows_of_a_batch_are_refused(method, params):
+    # a shard would compute their batch-level term (a Gram matrix over the batch, partners within the batch)
+    # over half the rows: another objective than the single-process fit
+    X, Y = linear_problem(n=60)
+    with pytest.raises(ValueError, match="couples the rows of a batch"):
+        MultiLabelClassifier(method, nproc=2, **params).fit(X, Y)
+    MultiLabelClassifier("skdtea", nproc=1, alignment="cca", max_epochs=1).fit(X, Y)  # one process is fine
+
+
+def test_an_error_in_a_rank_is_raised_as_that_error():
+    X, Y = linear_problem(n=120)
+    with pytest.raises(FloatingPointError, match=r"^rank \d: training of 'mpvae' diverged"):
+        MultiLabelClassifier("mpvae", nproc=2, lr=9.9, max_epochs=2).fit(X, Y)
+
+
+def test_under_torchrun_nproc_must_be_the_number_of_processes(monkeypatch):
+    # otherwise every rank would run its own single-process fit and the ranks would race on the outputs
+    X, Y = linear_problem(n=60)
+    for key, value in dict(RANK="1", WORLD_SIZE="2", LOCAL_RANK="1", MASTER_ADDR="127.0.0.1",
+                           MASTER_PORT="29500").items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ValueError, match="WORLD_SIZE=2 processes; expected nproc=2"):
+        MultiLabelClassifier("bce", max_epochs=1).fit(X, Y)
+
+
+def _children(pid: int) -> set[int]:
+    from pathlib import Path
+
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="reads /proc")
+def test_terminating_the_parent_stops_its_ranks(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "long.py"
+    script.write_text(
+        "from mlkd import MultiLabelClassifier\nfrom tests.helpers import linear_problem\n"
+        "if __name__ == '__main__':\n    X, Y = linear_problem(n=3000)\n"
+        "    MultiLabelClassifier('bce', max_epochs=10_000, patience=10_000, nproc=2).fit(X, Y)\n"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": root, "TMPDIR": str(tmp_path)}
+    parent = subprocess.Popen([sys.executable, str(script)], env=env, cwd=root)
+    try:
+        deadline = time.monotonic() + 60
+        while len(_children(parent.pid)) < 2 and time.monotonic() < deadline:  # the ranks are spawned
+            time.sleep(0.5)
+        ranks = _children(parent.pid)
+        assert len(ranks) >= 2, "the ranks did not start"
+        time.sleep(2)
+        parent.send_signal(signal.SIGTERM)
+        assert parent.wait(timeout=30) != 0
+        deadline = time.monotonic() + 20
+        while any(os.path.exists(f"/proc/{pid}") for pid in ranks) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        alive = [pid for pid in ranks if os.path.exists(f"/proc/{pid}")]
+        assert not alive, f"ranks {alive} outlived their parent"
+        assert not list(tmp_path.glob("mlkd-ddp-*")), "the fit's temporary folder was left behind"
+    finally:
+        parent.kill()

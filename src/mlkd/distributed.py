@@ -16,23 +16,32 @@ Launch: ``nproc=N`` spawns N local processes (``torch.multiprocessing``, start m
 CPU, NCCL on CUDA with one GPU per rank. Under ``torchrun`` (WORLD_SIZE/RANK/LOCAL_RANK/MASTER_ADDR set)
 nothing is spawned: each launched process is one rank, ``nproc`` must equal WORLD_SIZE, and every rank
 returns the trained model (README, "Scale-out"). Supported: single-stage methods whose state is their
-parameters (``bce``, ``ls``, ``tea``, ``skdtea``, …); a multi-stage method is a ValueError.
+parameters and whose loss is a mean over rows (``bce``, ``ls``, ``tea``, ``skdtea``, …); a multi-stage method,
+or one whose loss couples a batch's rows (``Method.batch_coupling``), is a ValueError. Each rank weights its
+shard's loss by its share of the batch's rows, so uneven splits average correctly.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import ctypes
 import dataclasses
 import json
+import logging
 import os
+import signal
 import socket
+import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.multiprocessing.spawn import ProcessException
 
 from .methods.base import Batch, Method, StepContext
 from .trainer import TrainConfig, Trainer, TrainResult, resolve_device
@@ -63,6 +72,23 @@ def check_distributable(method: Method) -> None:
             f"method {method.name!r} keeps per-row state besides its parameters, which shards of a batch "
             "cannot share; expected a method whose state is its parameters (bce, ls, tea, skdtea), or nproc=1"
         )
+    coupling = method.batch_coupling()
+    if coupling:
+        raise ValueError(
+            f"method {method.name!r} couples the rows of a batch ({coupling}), which a shard of the batch would "
+            "compute differently; expected a method whose loss is a mean over rows (bce, ls, tea, skdtea), or nproc=1"
+        )
+
+
+def check_world(nproc: int) -> None:
+    """ValueError when torchrun launched several processes but ``nproc`` is not their number: each rank would
+    otherwise run its own single-process fit and the ranks would race on the outputs."""
+    if launched_by_torchrun() and int(os.environ["WORLD_SIZE"]) > 1 and nproc != int(os.environ["WORLD_SIZE"]):
+        world = int(os.environ["WORLD_SIZE"])
+        raise ValueError(
+            f"nproc={nproc} but torchrun started WORLD_SIZE={world} processes; expected nproc={world} (one "
+            "distributed fit), or independent fits launched without torchrun"
+        )
 
 
 def fit_ddp(method: Method, X, Y, X_val=None, Y_val=None, config: TrainConfig | None = None,
@@ -88,17 +114,79 @@ def fit_ddp(method: Method, X, Y, X_val=None, Y_val=None, config: TrainConfig | 
                          f"nproc ≤ {torch.cuda.device_count()}, or device='cpu' to run the processes on the CPU (gloo)")
     with tempfile.TemporaryDirectory(prefix="mlkd-ddp-") as tmp:
         out = Path(tmp)
-        args = (nproc, f"tcp://127.0.0.1:{_free_port()}", method, X, Y, X_val, Y_val, cfg, device.type, str(out))
-        torch.multiprocessing.start_processes(_spawned, args=args, nprocs=nproc, start_method="spawn", join=True)
+        args = (nproc, f"tcp://127.0.0.1:{_free_port()}", method, X, Y, X_val, Y_val, cfg, device.type, str(out),
+                os.getpid())
+        _run_spawned(args, nproc, out)
         method.load_state_dict(load_file(out / "model.safetensors"))
         result = TrainResult(**json.loads((out / "result.json").read_text()))
     method.eval()
     return result
 
 
-def _spawned(rank, world, init_method, method, X, Y, X_val, Y_val, cfg, device_type, out) -> None:
+#: Exceptions a rank's error is raised again as in the parent (anything else becomes a RuntimeError).
+_RERAISED = {cls.__name__: cls for cls in (ValueError, FloatingPointError, TypeError, MemoryError, RuntimeError)}
+
+
+def _run_spawned(args, nproc: int, out: Path) -> None:
+    """Spawn the ranks and wait for them. A rank's error is raised here as the error the rank raised (its
+    first line, "rank R: ..."); SIGTERM to this process, like Ctrl-C, stops the ranks before it returns."""
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminated)
+    spawn_log = logging.getLogger("torch.multiprocessing.spawn")  # "Terminating process N": the error says why
+    level = spawn_log.level
+    spawn_log.setLevel(logging.ERROR)
+    context = None
+    try:
+        # daemon: should this process exit while start_processes is still starting them (before ``context``
+        # holds them), multiprocessing terminates them at exit instead of waiting for them
+        context = torch.multiprocessing.start_processes(_spawned, args=args, nprocs=nproc, start_method="spawn",
+                                                        join=False, daemon=True)
+        while not context.join():
+            pass
+    except ProcessException as exc:
+        errors = sorted(out.glob("error-*.json"))
+        if not errors:
+            raise RuntimeError(f"a training process of the distributed fit failed: {str(exc).strip().splitlines()[0]}"
+                               ) from None
+        info = json.loads(errors[0].read_text())
+        raise _RERAISED.get(info["type"], RuntimeError)(f"rank {info['rank']}: {info['message']}") from None
+    finally:
+        processes = [] if context is None else context.processes  # ranks started before a SIGTERM in
+        for process in processes:                                   # start_processes exit with this process
+            if process.is_alive():
+                process.terminate()
+        for process in processes:
+            process.join()
+        spawn_log.setLevel(level)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _terminated(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Have the kernel send this process SIGTERM when its parent dies (Linux), so a killed parent leaves no rank
+    training on; exit now if the parent is already gone."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _spawned(rank, world, init_method, method, X, Y, X_val, Y_val, cfg, device_type, out, parent) -> None:
+    _exit_with_parent(parent)
     method = copy.deepcopy(method)  # torch.multiprocessing shares tensors' memory: each rank needs its own weights
-    result = _rank(rank, world, init_method, method, X, Y, X_val, Y_val, cfg, device_type)
+    try:
+        result = _rank(rank, world, init_method, method, X, Y, X_val, Y_val, cfg, device_type)
+    except Exception as exc:  # the parent raises it again as what it was (json, never a pickle)
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        (Path(out) / f"error-{rank}.json").write_text(json.dumps({"rank": rank, "type": type(exc).__name__,
+                                                                 "message": message}))
+        raise
     if rank == 0:  # safetensors + JSON, never a pickle
         save_file({k: v.detach().cpu().contiguous() for k, v in method.state_dict().items()},
                   str(Path(out) / "model.safetensors"))
@@ -111,13 +199,18 @@ def _rank(rank, world, init_method, method, X, Y, X_val, Y_val, cfg, device_type
         torch.cuda.set_device(local)
         cfg = dataclasses.replace(cfg, device=f"cuda:{local}")
     backend = "nccl" if device_type == "cuda" else "gloo"
-    dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world)
+    # Under torchrun the process group lives as long as the process: a script may fit several times, and
+    # tearing the group down and setting it up again between fits can deadlock the ranks.
+    spawned = init_method != "env://"
+    if spawned or not dist.is_initialized():
+        dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world)
     try:
         trainer = Trainer(cfg)
         trainer.data_parallel = ShardedSteps(rank, world, cfg.seed)
         return trainer.fit(method, X, Y, X_val, Y_val)
     finally:
-        dist.destroy_process_group()
+        if spawned:
+            dist.destroy_process_group()
 
 
 class _Step(nn.Module):
@@ -148,16 +241,26 @@ class ShardedSteps:
             self._generator = torch.Generator(device=dev).manual_seed(self.seed + 1 + 7919 * self.rank)
 
         def step(batch: Batch, ctx: StepContext):
-            # A last batch smaller than the world leaves some ranks without a row: they repeat its last row.
-            rows = slice(self.rank, None, self.world) if self.rank < batch.x.shape[0] else slice(-1, None)
+            # Each rank's loss terms are means over its shard and DDP averages the ranks' gradients, so each
+            # is weighted by world · shard rows / batch rows: the average is then the whole batch's mean, also
+            # when the rows do not split evenly. A rank left without a row (a last batch smaller than the
+            # world) steps on the batch's last row with weight 0: every rank must join each all-reduce.
+            total = batch.x.shape[0]
+            shard = len(range(self.rank, total, self.world))
+            rows = slice(self.rank, None, self.world) if shard else slice(-1, None)
             if self._generator is not None:
                 ctx = dataclasses.replace(ctx, generator=self._generator)
-            return ddp(batch.x[rows], batch.y[rows], batch.index[rows], ctx)
+            out = ddp(batch.x[rows], batch.y[rows], batch.index[rows], ctx)
+            weight = self.world * shard / total
+            if weight != 1.0:  # an even split keeps the losses as they are, bit for bit
+                out.losses = {name: value * weight for name, value in out.losses.items()}
+            return out
 
         return step
 
     def reduce(self, sums: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Each epoch's summed loss terms, averaged over ranks."""
+        """Each epoch's summed loss terms, averaged over ranks (each rank's were weighted by its share of the
+        rows in ``step``, so the average is the sum over all rows)."""
         names = sorted(sums)
         stacked = torch.stack([torch.as_tensor(sums[k], dtype=torch.float64) for k in names])
         dist.all_reduce(stacked)

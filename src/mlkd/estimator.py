@@ -23,7 +23,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 from . import metrics
 from .checkpoint import Checkpointer, check_directory, check_seconds, checkpointing, fingerprint
 from .data.splits import validation_split
-from .distributed import check_distributable, fit_ddp
+from .distributed import check_distributable, check_world, fit_ddp
 from .io import short_repr
 from .methods import build_method, config_fields, method_class
 from .preprocessing import FeatureScaler
@@ -410,6 +410,7 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
         nproc = self.nproc
         if not isinstance(nproc, (int, np.integer)) or isinstance(nproc, bool) or nproc < 1:
             raise ValueError(f"nproc={nproc!r} is invalid; expected an integer ≥ 1")
+        check_world(int(nproc))
         if nproc > 1:
             check_distributable(model)
             if self.checkpoint_dir is not None:

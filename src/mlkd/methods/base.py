@@ -105,6 +105,12 @@ class Method(nn.Module):
     #: True for a method whose ``step`` reads a frozen teacher; the stage runner then requires ``teacher=``.
     needs_teacher: ClassVar[bool] = False
 
+    def batch_coupling(self) -> str | None:
+        """What couples this method's loss across the rows of a batch (a term computed over the whole batch,
+        partners drawn within it), or None when the loss is a mean of per-row terms. Data-parallel training
+        (``nproc`` > 1) computes the loss per shard of a batch, so it refuses a coupled method."""
+        return None
+
     @classmethod
     def stages(cls, config: MethodConfig) -> list | None:
         """The ``mlkd.stages.Stage`` list that trains this method (teacher first, this method last), or None

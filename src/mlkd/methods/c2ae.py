@@ -110,6 +110,9 @@ class C2AE(Method):
     name = "c2ae"
     Config = C2AEConfig
 
+    def batch_coupling(self) -> str | None:
+        return "its orthogonality term is computed over the whole batch's latent codes"
+
     def __init__(self, n_features: int, n_labels: int, config: C2AEConfig) -> None:
         super().__init__(n_features, n_labels, config)
         c = config

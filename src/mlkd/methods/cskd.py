@@ -58,6 +58,9 @@ class CSKD(BCE):
     name = "cskd"
     Config = CSKDConfig
 
+    def batch_coupling(self) -> str | None:
+        return "each row's partner is drawn from within its batch"
+
     def step(self, batch: Batch, ctx: StepContext) -> StepOutput:
         c = self.config
         logits = self.net(batch.x)

@@ -63,6 +63,11 @@ class SKDTEA(Method):
     name = "skdtea"
     Config = SKDTEAConfig
 
+    def batch_coupling(self) -> str | None:
+        if self.config.alignment == "cca":
+            return "alignment='cca' adds an orthogonality term over the whole batch's latent codes"
+        return None
+
     def __init__(self, n_features: int, n_labels: int, config: SKDTEAConfig) -> None:
         super().__init__(n_features, n_labels, config)
         c = config
