@@ -401,8 +401,9 @@ def main():
     cells = first + second + third
     t0 = time.time()
     done = load_results(path)
-    for c in first:  # a cached teacher whose saved directory is gone is run again
-        if c.get("save") and cell_key(c) in done and not (Path(c["save"]) / "config.json").is_file():
+    for c in first:  # a cached teacher whose saved directory is gone is run again (its row still makes the tables)
+        if (not args.report_only and c.get("save") and cell_key(c) in done
+                and not (Path(c["save"]) / "config.json").is_file()):
             done.pop(cell_key(c))
     if not args.report_only:
         done = run_grid(first, path, args.jobs, done)

@@ -124,6 +124,8 @@ def test_noise_axis_is_canonical_and_trains_on_noisy_labels_with_clean_test(mula
     (["-d", "emotions", "-m", "bce", "--noise", "symmetric:1.5"], "RATE in (0, 1]"),
     (["-d", "emotions", "-m", "bce", "--noise", "gaussian:0.1"], "KIND one of symmetric, missing, correlated"),
     (["-d", "emotions", "-m", "bce", "--seeds", "a-b"], "bad seeds"),
+    (["-d", "emotions", "-m", "bce", "--seeds", "9223372036854775808"], "integers in [0, 4294967295]"),
+    (["-d", "emotions", "-m", "bce", "-p", "device=tpu"], "device='tpu' is invalid"),
     (["-d", "emotions", "-m", "bce:hidden=8", "-m", "{bad"], "bad method spec"),
     (["-d", "emotions", "-m", "bce", "--checkpoint-seconds", "-1"], "expected a number >= 0"),
     (["-d", "emotions", "-m", "bce", "--no-checkpoints", "--checkpoint-dir", "ck"], "contradict each other"),
@@ -418,3 +420,10 @@ def test_a_performance_section_that_cannot_run_here_keeps_its_published_figures(
     assert json.loads(results.read_text()) == {"profile": published}
     assert markdown.read_text() == before
     assert "profile: skipped, py-spy is not installed; its figures of 2026-12-02 18:09 stay" in capsys.readouterr().out
+
+
+def test_a_dry_run_accepts_the_empty_file_a_run_would_make_the_database(tmp_path, capsys):
+    db = tmp_path / "new.db"
+    db.touch()
+    assert main(["bench", str(db), "-d", "emotions", "-m", "bce", "--seeds", "0", "--dry-run"]) == 0
+    assert "1 cell" in capsys.readouterr().out

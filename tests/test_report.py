@@ -1,5 +1,6 @@
 """mlkd report and its statistics: tables, Friedman/Nemenyi (Demšar 2006), figures, errors."""
 
+import math
 import re
 import sqlite3
 import struct
@@ -201,7 +202,13 @@ def test_report_of_a_subset_of_methods_and_data_sets(tmp_path, fixture_db, capsy
     assert {"emotions", "flags", "yeast"} <= set(data_rows) and not {"scene", "medical"} & set(data_rows)
     assert main(["report", str(fixture_db), "--out", str(tmp_path / "none"), "--methods", "bcx"]) == 2
     err = capsys.readouterr().err
-    assert "no finished cell has a method label matching bcx; expected some of: bce, ls, tea, skdtea" in err
+    assert "no finished cell has a method label matching 'bcx'; expected some of: 'bce', 'ls', 'tea', 'skdtea'" in err
+    # one glob that matches nothing is an error too, not a report without it
+    assert main(["report", str(fixture_db), "--out", str(tmp_path / "typo"), "--methods", "bce,skdtae"]) == 2
+    assert "matching 'skdtae'" in capsys.readouterr().err
+    index = (out / "index.md").read_text()  # the printed command rewrites this very report
+    assert "Regenerate: `mlkd report " in index and "--methods 'skd*,bce' --datasets emotions,flags,yeast" in index
+    assert "--metrics mAP" in index and "--methods 'skd*,bce'" in tables
 
 
 def test_tuning_on_validation_picks_by_validation_never_by_test(tmp_path, capsys):
@@ -238,3 +245,70 @@ def test_software_line_leaves_out_versions_a_cell_did_not_record(tmp_path):
     index = make_report(db, tmp_path / "r", metrics=["mAP"]).index.read_text()
     software = next(line for line in index.splitlines() if line.startswith("- software:"))
     assert software == "- software: mlkd 0.1.0, torch 2.13.0+cpu; mlkd 0.1.0, torch 2.13.0+cpu, Python 3.11", software
+
+
+def test_equal_results_tie_whatever_order_their_cells_were_written_in():
+    from mlkd.bench.report import _Table
+
+    def rows(label, values):  # (0.1 + 0.2) + 0.3 and (0.3 + 0.2) + 0.1 differ in the last bit
+        return [{"label": label, "config_hash": label, "dataset": "d", "noise": "none", "seed": s, "x": v}
+                for s, v in enumerate(values)]
+
+    table = _Table(rows("a", [0.1, 0.2, 0.3]) + rows("b", [0.3, 0.2, 0.1]))
+    assert table.mean_std("d", "a", "x") == table.mean_std("d", "b", "x")
+    np.testing.assert_array_equal(stats.rank_matrix(table.means("x")), [[1.5, 1.5]])
+    assert np.isnan(_Table(rows("c", [0.4])).mean_std("d", "c", "x")[1])  # one seed: no spread to show
+
+
+def test_noise_settings_of_the_same_data_sets_are_compared_separately(tmp_path):
+    db = make_results_db(tmp_path / "noisy.db")
+    with sqlite3.connect(db) as con:  # the same cells again, as if trained with noisy labels
+        columns = [r[1] for r in con.execute("PRAGMA table_info(results)")]
+        picked = ", ".join("key || ':n'" if c == "key" else "'symmetric:0.2'" if c == "noise" else c for c in columns)
+        con.execute(f"INSERT INTO results ({', '.join(columns)}) SELECT {picked} FROM results")
+    report = make_report(db, tmp_path / "r", metrics=["mAP"])
+    assert [(c.noise, len(c.datasets)) for c in report.comparisons] == [("none", 5), ("symmetric:0.2", 5)]
+    assert all(c.cd == pytest.approx(stats.critical_difference(4, 5)) for c in report.comparisons)  # N = 5, not 10
+    index = report.index.read_text()
+    assert "| mAP [none] | 5 |" in index and "| mAP [symmetric:0.2] | 5 |" in index
+
+
+def test_labels_with_their_own_commas_can_be_named(tmp_path, capsys):
+    from mlkd.bench.cli import split_labels
+    from mlkd.bench.report import _parse_filter
+
+    assert split_labels(["bce:hidden=8,ls:epsilon=0.3,hidden=8", "tea"]) == [
+        "bce:hidden=8", "ls:epsilon=0.3,hidden=8", "tea"]
+    assert split_labels(["bce,ls*"]) == ["bce", "ls*"]
+    assert _parse_filter("label=ls:epsilon=0.3,hidden=8,seed=0") == {
+        "_text": "label=ls:epsilon=0.3,hidden=8,seed=0", "label": "ls:epsilon=0.3,hidden=8", "seed": "0"}
+    db = make_results_db(tmp_path / "c.db", datasets=("emotions", "flags"), methods=("bce", "ls"), seeds=(0,))
+    with sqlite3.connect(db) as con:
+        con.execute("UPDATE results SET label = 'ls:epsilon=0.3,hidden=8' WHERE label = 'ls'")
+    out = tmp_path / "r"
+    assert main(["report", str(db), "--out", str(out), "--metrics", "mAP",
+                 "--methods", "ls:epsilon=0.3,hidden=8,bce"]) == 0
+    header = next(line for line in (out / "tables.md").read_text().splitlines() if line.startswith("| data set"))
+    assert header.split("|")[2:-1] == [" ls:epsilon=0.3,hidden=8 ", " bce "]
+    assert "± –" in (out / "tables.md").read_text() and "± 0.000" not in (out / "tables.md").read_text()
+
+
+def test_a_method_tuned_anywhere_is_one_tuned_column_and_monitors_must_agree(tmp_path):
+    db = make_tuning_db(tmp_path / "sweep.db")
+    with sqlite3.connect(db) as con:  # alpha 0.5 has not finished on yeast: its only config there is the choice
+        con.execute("DELETE FROM results WHERE dataset = 'yeast' AND label = 'skdtea:alpha=0.5'")
+    report = make_report(db, tmp_path / "r", metrics=["mAP"], tune=True)
+    tuned = report.tuned.read_text()
+    header = next(line for line in tuned.split("## mAP")[1].splitlines() if line.startswith("| data set"))
+    assert header.split("|")[2:-1] == [" bce ", " skdtea (tuned) "]
+    assert "*average rank* (N=2)" in tuned
+    with sqlite3.connect(db) as con:  # -BCE and mAP are not comparable validation scores
+        con.execute("UPDATE results SET config = json_set(config, '$.train.monitor', 'loss') "
+                    "WHERE label = 'skdtea:alpha=0.5'")
+    with pytest.raises(ValueError, match="different validation scores"):
+        make_report(db, tmp_path / "r2", metrics=["mAP"], tune=True)
+
+
+def test_the_same_order_on_every_data_set_has_p_zero_not_undefined():
+    result = stats.friedman(stats.rank_matrix(np.tile([0.9, 0.5, 0.1], (6, 1))))
+    assert math.isinf(result.iman_davenport) and result.iman_davenport_pvalue == 0.0

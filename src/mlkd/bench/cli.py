@@ -6,6 +6,7 @@ Like every mlkd command they raise ValueError/OSError for bad input; ``mlkd.cli.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -135,9 +136,10 @@ def add_commands(sub, formatter) -> None:
                    help="cells whose training curves to draw, repeatable (e.g. dataset=emotions,method=skdtea,seed=0)")
     p.add_argument("--metrics", metavar="M1,M2,...",
                    help="report only these metrics (default: all), e.g. example_f1,micro_f1,macro_f1,mAP")
-    p.add_argument("--methods", metavar="L1,L2,...",
+    p.add_argument("--methods", metavar="L1,L2,...", action="append",
                    help="report only the cells of these method labels, in this column order (globs allowed, "
-                        "e.g. 'bce,skdtea*')")
+                        "e.g. 'bce,skdtea*'; repeatable; a label's own parameters stay together: "
+                        "'bce,ls:epsilon=0.3,hidden=8' is two labels)")
     p.add_argument("--datasets", metavar="D1,D2,...", help="report only the cells of these data sets (globs allowed)")
     p.add_argument("--tune-on-validation", action="store_true",
                    help="also write tuned.md: per data set, each method's config with the best mean validation "
@@ -159,6 +161,23 @@ def _split(values) -> list[str] | None:
     if values is None:
         return None
     return [v.strip() for text in values for v in text.split(",") if v.strip()]
+
+
+def split_labels(values) -> list[str] | None:
+    """Method labels from comma-separated text, keeping a label's own parameters together: the labels
+    'bce,ls:epsilon=0.3,hidden=8' are bce and ls:epsilon=0.3,hidden=8 (a piece KEY=VALUE after a label with
+    parameters continues it)."""
+    if values is None:
+        return None
+    labels: list[str] = []
+    for piece in (v.strip() for text in values for v in text.split(",")):
+        if not piece:
+            continue
+        if labels and ":" in labels[-1] and re.match(r"[A-Za-z_]\w*\s*=", piece):
+            labels[-1] += "," + piece
+        else:
+            labels.append(piece)
+    return labels
 
 
 def build_grid(args):
@@ -247,7 +266,7 @@ def cmd_report(args) -> int:
 
     metrics = _split([args.metrics]) if args.metrics else None
     report = make_report(args.db, args.out, curves=args.curves, metrics=metrics,
-                         methods=_split([args.methods]) if args.methods else None,
+                         methods=split_labels(args.methods) if args.methods else None,
                          datasets=_split([args.datasets]) if args.datasets else None,
                          tune=args.tune_on_validation)
     extra = f", tuned.md with {len(report.choices)} choice(s)" if report.tuned else ""

@@ -119,6 +119,10 @@ def train_config(train: dict | None) -> TrainConfig:
     defaults = TrainConfig()
     cfg = TrainConfig(**{k: _coerce_like(k, v, getattr(defaults, k)) for k, v in train.items()})
     cfg.validate()
+    if "device" in train:  # a device this machine cannot use would fail every cell after the plan was accepted
+        from ..estimator import check_device
+
+        check_device(cfg.device)
     return cfg
 
 
@@ -344,9 +348,13 @@ def parse_seeds(text: str) -> list[int]:
     for part in filter(None, (p.strip() for p in str(text).split(","))):
         lo, dash, hi = part.partition("-")
         try:
-            seeds += list(range(int(lo), int(hi) + 1)) if dash else [int(part)]
+            first, last = (int(lo), int(hi)) if dash else (int(part), int(part))
         except ValueError:
             raise ValueError(f"bad seeds {text!r}; expected integers >= 0 such as 0,1,2 or 0-4") from None
+        if not 0 <= first <= last <= MAX_SEED or last - first >= 100_000:
+            raise ValueError(f"bad seeds {text!r}; expected integers in [0, {MAX_SEED}] such as 0,1,2 or 0-4 "
+                             "(a range of at most 100000)")
+        seeds += list(range(first, last + 1))
     return seeds
 
 
@@ -373,9 +381,13 @@ def _dataset(name) -> str:
     return key
 
 
+#: Seeds are numpy's (and the results database's integers): below 2**32.
+MAX_SEED = 2**32 - 1
+
+
 def _seed(value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"bad seed {value!r}; expected an integer >= 0")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
+        raise ValueError(f"bad seed {value!r}; expected an integer in [0, {MAX_SEED}]")
     return value
 
 

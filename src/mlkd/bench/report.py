@@ -8,10 +8,13 @@ state), so a report can be made inside any program.
 
 from __future__ import annotations
 
+import copy
 import fnmatch
+import json
 import math
 import os
 import re
+import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +71,11 @@ class Comparison:
     cd: float | None = None
     figure: str | None = None
     note: str = ""
+    noise: str | None = None  # the label-noise setting compared, when the grid has several
+
+    @property
+    def name(self) -> str:
+        return self.variant.name if self.noise is None else f"{self.variant.name} [{self.noise}]"
 
 
 @dataclass
@@ -92,6 +100,7 @@ class Report:
     metrics: list[str] | None = None
     tuned: Path | None = None
     choices: list[TunedChoice] = field(default_factory=list)
+    command: str = ""  # the mlkd report command that writes this report again
 
 
 def load_results(db_path) -> list[dict]:
@@ -113,11 +122,12 @@ def select_rows(rows: list[dict], methods: Iterable[str] | None = None,
         if globs is None:
             continue
         globs = list(globs)
-        kept = [r for r in kept if any(fnmatch.fnmatchcase(str(r[column]), g) for g in globs)]
-        if not kept:
-            known = ", ".join(dict.fromkeys(str(r[column]) for r in rows))
+        unmatched = [g for g in globs if not any(fnmatch.fnmatchcase(str(r[column]), g) for r in kept)]
+        if unmatched:  # a typo, or a label a comma split: say so rather than report without it
+            known = ", ".join(f"'{k}'" for k in dict.fromkeys(str(r[column]) for r in rows))
             raise ValueError(f"no finished cell has a {'method label' if column == 'label' else 'data set'} "
-                             f"matching {', '.join(globs)}; expected some of: {known}")
+                             f"matching {', '.join(repr(g) for g in unmatched)}; expected some of: {known}")
+        kept = [r for r in kept if any(fnmatch.fnmatchcase(str(r[column]), g) for g in globs)]
     if methods is not None:
         globs = list(methods)
         kept = sorted(kept, key=lambda r: next(i for i, g in enumerate(globs)
@@ -136,14 +146,22 @@ def tune_on_validation(rows: list[dict]) -> tuple[list[dict], list[TunedChoice]]
     groups: dict[tuple[str, str], dict[str, list[dict]]] = {}
     for r in rows:
         groups.setdefault((_block(r), r["method"]), {}).setdefault(table.name(r), []).append(r)
+    # a method tuned on one data set is "<method> (tuned)" on all: one column, even where only one of its
+    # configs has finished cells (that config is then the choice)
+    tuned = {method for (_, method), configs in groups.items() if len(configs) > 1}
     kept, choices = [], []
     for (dataset, method), configs in groups.items():
-        if len(configs) == 1:
+        if method not in tuned:
             kept += next(iter(configs.values()))
             continue
+        monitors = sorted({str(_monitor(r)) for cell_rows in configs.values() for r in cell_rows})
+        if len(monitors) > 1:
+            raise ValueError(
+                f"cannot tune {method} on {dataset}: its configs early-stop on different validation scores "
+                f"({', '.join(monitors)}), which are not comparable; expected one monitor per method")
         scores = {}
         for name, cell_rows in configs.items():
-            vals = np.array([r.get("val_score") for r in cell_rows], dtype=float)
+            vals = np.sort(np.array([r.get("val_score") for r in cell_rows], dtype=float))
             vals = vals[np.isfinite(vals)]
             scores[name] = float(vals.mean()) if vals.size else -math.inf
         chosen = min(scores, key=lambda name: (-scores[name], name))
@@ -151,6 +169,16 @@ def tune_on_validation(rows: list[dict]) -> tuple[list[dict], list[TunedChoice]]
         kept += [{**r, "label": f"{method} (tuned)", "config_hash": f"tuned:{method}", "tuned_from": chosen}
                  for r in configs[chosen]]
     return kept, choices
+
+
+def _monitor(row: dict):
+    """The validation score a cell's ``val_score`` is (the trainer's monitor: mAP, or -BCE for "loss")."""
+    config = row.get("config") or {}
+    try:
+        config = json.loads(config) if isinstance(config, str) else config
+        return config.get("train", {}).get("monitor", "mAP")
+    except (TypeError, ValueError, AttributeError):
+        return "mAP"
 
 
 def make_report(db_path, out=None, curves: Iterable[str] = (), metrics: Iterable[str] | None = None,
@@ -178,16 +206,22 @@ def make_report(db_path, out=None, curves: Iterable[str] = (), metrics: Iterable
     figures_dir = out / "figures"
     table = _Table(rows)
     report = Report(out=out, index=out / "index.md", metrics=None if metrics is None else list(metrics))
+    report.command = _command(db_path, out, [f["_text"] for f in filters], report.metrics, methods, datasets, tune,
+                              alpha)
 
     for variant in variants:
-        comp = _compare(table, variant, alpha)
-        if comp.avg_ranks is not None and comp.cd is not None:
-            path = figures_dir / f"cd_{variant.column}.png"
-            cd_diagram(table.methods, comp.avg_ranks, comp.cd, path,
-                       f"{variant.name}: Nemenyi CD (α = {alpha}), N = {len(comp.datasets)} data sets")
-            comp.figure = _rel(path, out)
-            report.figures.append(path)
-        report.comparisons.append(comp)
+        # one test per label-noise setting: its blocks share their data sets with the other settings' blocks,
+        # and Friedman/Nemenyi assume independent data sets
+        for noise, part in _noise_parts(table):
+            comp = _compare(part, variant, alpha)
+            comp.noise = noise
+            if comp.avg_ranks is not None and comp.cd is not None:
+                path = figures_dir / f"cd_{variant.column}{'' if noise is None else '_' + _slug(noise)}.png"
+                cd_diagram(table.methods, comp.avg_ranks, comp.cd, path,
+                           f"{comp.name}: Nemenyi CD (α = {alpha}), N = {len(comp.datasets)} data sets")
+                comp.figure = _rel(path, out)
+                report.figures.append(path)
+            report.comparisons.append(comp)
 
     bars = {}
     for dataset in table.datasets:
@@ -223,11 +257,12 @@ def make_report(db_path, out=None, curves: Iterable[str] = (), metrics: Iterable
                 heatmaps.append((row, path))
                 report.figures.append(path)
 
-    (out / "tables.md").write_text(_tables_md(table, db_path, variants), encoding="utf-8")
+    (out / "tables.md").write_text(_tables_md(table, db_path, variants, report.command), encoding="utf-8")
     if tune:
         tuned_rows, report.choices = tune_on_validation(rows)
         report.tuned = out / "tuned.md"
-        report.tuned.write_text(_tuned_md(_Table(tuned_rows), report.choices, db_path, variants), encoding="utf-8")
+        report.tuned.write_text(_tuned_md(_Table(tuned_rows), report.choices, db_path, variants, report.command),
+                                encoding="utf-8")
     report.index.write_text(_index_md(table, report, db_path, bars, overview, cell_curves, heatmaps, filters, alpha),
                             encoding="utf-8")
     return report
@@ -252,6 +287,7 @@ class _Table:
                 self._names[(label, h)] = label if len(hs) == 1 else f"{label} [{h[:6]}]"
         self.methods = list(dict.fromkeys(self.name(r) for r in rows))
         self.datasets = list(dict.fromkeys(_block(r) for r in rows))
+        self.noise_of = {_block(r): r.get("noise") or "none" for r in rows}
         self.cells: dict[tuple[str, str], list[dict]] = {}
         for r in rows:
             self.cells.setdefault((_block(r), self.name(r)), []).append(r)
@@ -269,14 +305,23 @@ class _Table:
         return self._slugs[self.name(row)]
 
     def values(self, dataset: str, method: str, column: str) -> np.ndarray:
+        """The cell's finite values, sorted: statistics of the same values are then the same bits whatever
+        order the cells were written in, so equal results tie in every rank."""
         vals = np.array([r[column] for r in self.cells.get((dataset, method), [])], dtype=float)
-        return vals[np.isfinite(vals)]
+        return np.sort(vals[np.isfinite(vals)])
 
     def mean_std(self, dataset: str, method: str, column: str) -> tuple[float, float, int]:
+        """Mean, std (ddof=1; NaN for one value, whose spread is unknown) and count of the cell's values."""
         v = self.values(dataset, method, column)
         if v.size == 0:
             return math.nan, math.nan, 0
-        return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0, int(v.size)
+        return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else math.nan, int(v.size)
+
+    def part(self, blocks: list[str]) -> _Table:
+        """This table restricted to ``blocks`` (same method names and order)."""
+        part = copy.copy(self)
+        part.datasets = [d for d in self.datasets if d in set(blocks)]
+        return part
 
     def means(self, column: str) -> np.ndarray:
         """(n_datasets, n_methods) means; NaN where a cell has no value."""
@@ -285,6 +330,14 @@ class _Table:
     def first_seed(self, dataset: str, method: str, need: str = "history") -> dict | None:
         cells = [r for r in self.cells.get((dataset, method), []) if r.get(need)]
         return min(cells, key=lambda r: r["seed"]) if cells else None
+
+
+def _noise_parts(table: _Table) -> list[tuple[str | None, _Table]]:
+    """[(None, table)] for a grid of one label-noise setting; else one (setting, part) per setting."""
+    settings = list(dict.fromkeys(table.noise_of[d] for d in table.datasets))
+    if len(settings) == 1:
+        return [(None, table)]
+    return [(s, table.part([d for d in table.datasets if table.noise_of[d] == s])) for s in settings]
 
 
 def _compare(table: _Table, variant: Variant, alpha: float) -> Comparison:
@@ -350,8 +403,23 @@ def _metric_table(table: _Table, variant: Variant) -> str:
     return _md_table(["data set", *table.methods], rows)
 
 
-def _tables_md(table: _Table, db_path: Path, variants: list[Variant]) -> str:
-    parts = [f"# Results tables\n\n{MARKER}\n",
+def _command(db_path, out, curves, metrics, methods, datasets, tune, alpha) -> str:
+    """The ``mlkd report`` command line that writes the same report (shell-quoted)."""
+    args = ["mlkd", "report", str(db_path), "--out", str(out)]
+    for text in curves:
+        args += ["--curves", text]
+    for flag, values in (("--metrics", metrics), ("--methods", methods), ("--datasets", datasets)):
+        if values is not None:
+            args += [flag, ",".join(values)]
+    if tune:
+        args.append("--tune-on-validation")
+    if alpha != 0.05:  # make_report's option; the command line has no flag for it
+        return shlex.join(args) + f"  (alpha={alpha}: make_report's argument)"
+    return shlex.join(args)
+
+
+def _tables_md(table: _Table, db_path: Path, variants: list[Variant], command: str = "") -> str:
+    parts = [f"# Results tables\n\n{MARKER}\n", *([f"Regenerate: `{command}`\n"] if command else []),
              f"From `{db_path}`: mean ± std over seeds {_seed_text(table.seeds)} (std with ddof=1; `(n=…)` when a "
              "cell has fewer seeds than the grid). Best mean per data set in **bold**; average rank (1 = best, "
              "ties averaged) over the data sets where every method has a value. `@0.5`: threshold 0.5; "
@@ -367,8 +435,10 @@ def _tables_md(table: _Table, db_path: Path, variants: list[Variant]) -> str:
     return "\n".join(parts)
 
 
-def _tuned_md(table: _Table, choices: list[TunedChoice], db_path: Path, variants: list[Variant]) -> str:
+def _tuned_md(table: _Table, choices: list[TunedChoice], db_path: Path, variants: list[Variant],
+              command: str = "") -> str:
     parts = [f"# Tuned on validation (per data set)\n\n{MARKER}\n",
+             *([f"Regenerate: `{command}`\n"] if command else []),
              f"From `{db_path}`. PROTOCOL.md §8: the headline is one default config per method (tables.md); this "
              "is the separate table of per-data-set tuning. For each method run with several configs on a data "
              "set, the config with the highest mean validation score (best-epoch validation mAP, over its seeds) "
@@ -400,8 +470,7 @@ def _index_md(table, report, db_path, bars, overview, cell_curves, heatmaps, fil
                        for r in rows} - {""})
     lines = [
         "# Benchmark report", "", MARKER, "",
-        f"Regenerate: `mlkd report {db_path} --out {out}" + "".join(f" --curves '{f['_text']}'" for f in filters)
-        + (f" --metrics {','.join(report.metrics)}" if report.metrics else "") + "`",
+        f"Regenerate: `{report.command}`",
         "",
         f"- results: `{db_path}` — {len(rows)} cells: {len(table.datasets)} data sets × {len(table.methods)} "
         f"methods × seeds {_seed_text(table.seeds)}",
@@ -422,16 +491,16 @@ def _index_md(table, report, db_path, bars, overview, cell_curves, heatmaps, fil
     rank_rows = []
     for comp in report.comparisons:
         if comp.avg_ranks is None:
-            rank_rows.append([comp.variant.name, *(["–"] * len(table.methods)), "0"])
+            rank_rows.append([comp.name, *(["–"] * len(table.methods)), "0"])
             continue
         best = comp.avg_ranks.min()
-        rank_rows.append([comp.variant.name,
+        rank_rows.append([comp.name,
                           *((f"**{r:.2f}**" if r == best else f"{r:.2f}") for r in comp.avg_ranks),
                           str(len(comp.datasets))])
     lines += [_md_table(["metric", *table.methods, "N"], rank_rows), ""]
 
     lines += [f"## Friedman test and Nemenyi critical difference (α = {alpha})", ""]
-    k, n = len(table.methods), len(table.datasets)
+    k, n = len(table.methods), max(len(part.datasets) for _, part in _noise_parts(table))
     if k < 2 or n < 2:
         lines += [f"Not computed: the grid has {k} method(s) × {n} data set(s); the Friedman test and the CD diagram "
                   "need at least 2 methods and 2 data sets (PROTOCOL.md asks for >= 4 methods × >= 5 data sets).", ""]
@@ -447,9 +516,9 @@ def _index_md(table, report, db_path, bars, overview, cell_curves, heatmaps, fil
             f = comp.friedman
             fig = f"[diagram]({comp.figure})" if comp.figure else "–"
             if f is None:
-                frows.append([comp.variant.name, str(len(comp.datasets)), "–", "–", "–", "–", "–", fig, comp.note])
+                frows.append([comp.name, str(len(comp.datasets)), "–", "–", "–", "–", "–", fig, comp.note])
             else:
-                frows.append([comp.variant.name, str(f.n_datasets), f"{f.statistic:.3f}", f"{f.pvalue:.3g}",
+                frows.append([comp.name, str(f.n_datasets), f"{f.statistic:.3f}", f"{f.pvalue:.3g}",
                               "∞" if math.isinf(f.iman_davenport) else f"{f.iman_davenport:.3f}",
                               _num(f.iman_davenport_pvalue, ".3g"), f"{comp.cd:.3f}", fig, comp.note])
         lines += [_md_table(["metric", "N", "χ²_F", "p", "F_F", "p (F_F)", "CD", "figure", "note"], frows), ""]
@@ -457,7 +526,7 @@ def _index_md(table, report, db_path, bars, overview, cell_curves, heatmaps, fil
         shown = [c for c in report.comparisons if c.figure and c.variant.column in HEADLINE]
         if shown:
             lines += ["### Critical-difference diagrams", "", "Headline metrics; the table links the others.", ""]
-            lines += [f"![{c.variant.name}]({c.figure})" for c in shown] + [""]
+            lines += [f"![{c.name}]({c.figure})" for c in shown] + [""]
 
     lines += ["## Per data set: metrics", ""]
     lines += [f"![{d}]({_rel(p, out)})" for d, p in bars.items()] + [""]
@@ -491,14 +560,14 @@ def _pairs_md(comparisons: list[Comparison], methods: list[str], alpha: float) -
         if f is None or comp.cd is None:
             continue
         if not f.pvalue < alpha:
-            rows.append([comp.variant.name, f"{comp.cd:.3f}", f"none tested: Friedman p = {f.pvalue:.3g} ≥ {alpha}"])
+            rows.append([comp.name, f"{comp.cd:.3f}", f"none tested: Friedman p = {f.pvalue:.3g} ≥ {alpha}"])
             continue
         pairs = stats.significant_pairs(comp.avg_ranks, comp.cd)
         by_better: dict[int, list[int]] = {}
         for i, j, _ in pairs:
             by_better.setdefault(i, []).append(j)
         text = "; ".join(f"{methods[i]} > {', '.join(methods[j] for j in worse)}" for i, worse in by_better.items())
-        rows.append([comp.variant.name, f"{comp.cd:.3f}", text or "none: no two average ranks differ by more than CD"])
+        rows.append([comp.name, f"{comp.cd:.3f}", text or "none: no two average ranks differ by more than CD"])
     if not rows:
         return []
     return ["### Pairs beyond the critical difference", "",
@@ -686,9 +755,14 @@ def _parse_filter(text: str) -> dict:
     if text.lower() in ("all", "*"):
         return {"_text": text}
     out = {"_text": text}
+    last = None
     for part in filter(None, (p.strip() for p in text.split(","))):
         key, sep, value = part.partition("=")
         key = key.strip()
+        if last in ("label", "method") and key not in CURVE_KEYS:  # label=ls:epsilon=0.3,hidden=8: one label
+            out[last] += "," + part
+            continue
+        last = key
         if not sep or key not in CURVE_KEYS:
             raise ValueError(f"bad --curves filter {text!r}; expected KEY=GLOB pairs separated by commas with KEY one "
                              f"of {', '.join(CURVE_KEYS)} (e.g. dataset=emotions,method=skdtea,seed=0) or 'all'")

@@ -27,9 +27,11 @@ class GridRun:
 
 
 def plan(cells: list[Cell], db_path) -> list[tuple[Cell, bool]]:
-    """``(cell, done)`` for every cell; a database that does not exist yet has nothing done."""
+    """``(cell, done)`` for every cell; a database that does not exist yet (or an empty file, which a run
+    makes the database) has nothing done."""
     done = set()
-    if Path(db_path).expanduser().exists():
+    path = Path(db_path).expanduser()
+    if path.exists() and not (path.is_file() and path.stat().st_size == 0):
         with ResultsDB(db_path) as db:
             done = db.done_keys()
     return [(cell, cell.key in done) for cell in cells]

@@ -66,8 +66,8 @@ def friedman(ranks) -> FriedmanResult:
     chi2 = max(chi2, 0.0)
     pvalue = float(stats.chi2.sf(chi2, k - 1))
     denom = n * (k - 1) - chi2
-    if denom <= 0:  # the same order on every data set: F_F is infinite, its p-value undefined
-        ff, ff_p = math.inf, math.nan
+    if denom <= 0:  # the same order on every data set: F_F is infinite and F's survival function there is 0
+        ff, ff_p = math.inf, 0.0
     else:
         ff = (n - 1) * chi2 / denom
         ff_p = float(stats.f.sf(ff, k - 1, (k - 1) * (n - 1)))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
+import time
 from pathlib import Path
 
 from ..metrics import METRICS
@@ -98,10 +99,20 @@ class ResultsDB:
         if tables and "meta" not in tables:
             raise ValueError(f"{self.path} is an SQLite database of another application (tables: "
                              f"{', '.join(sorted(tables))}); {_NOT_MLKD} or a new file name")
-        self.conn.execute("PRAGMA journal_mode=WAL")  # readers never block the writer; a crash loses nothing
+        # WAL: readers never block the writer; a crash loses nothing. Switching to it does not wait on the busy
+        # timeout while another run is creating the same new file: retry for as long as that timeout.
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self.conn.execute("PRAGMA journal_mode=WAL")
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
         self.conn.execute("PRAGMA synchronous=FULL")
         with self.conn:
-            self.conn.execute("BEGIN")
+            self.conn.execute("BEGIN IMMEDIATE")  # waits for another creator instead of failing on upgrade
             for statement in _schema_sql().split(";\n"):
                 if statement.strip():
                     self.conn.execute(statement)
