@@ -427,3 +427,24 @@ def test_a_dry_run_accepts_the_empty_file_a_run_would_make_the_database(tmp_path
     db.touch()
     assert main(["bench", str(db), "-d", "emotions", "-m", "bce", "--seeds", "0", "--dry-run"]) == 0
     assert "1 cell" in capsys.readouterr().out
+
+
+def test_a_second_grid_reports_a_shared_cell_under_its_own_name(tmp_path, mulan_dir, capsys):
+    db = tmp_path / "r.db"
+    common = '\nseeds = [0]\n[params]\nhidden = 8\nmax_epochs = 1\nfused_optimizer = false\n'
+    grid_a, grid_b = tmp_path / "a.toml", tmp_path / "b.toml"
+    grid_a.write_text('datasets = ["flags"]\nmethods = ["bce", "ls"]' + common)
+    grid_b.write_text('datasets = ["flags"]\nmethods = [{name = "bce", label = "baseline"}, '
+                      '{name = "ls", label = "label-smoothing"}]' + common)
+    data = ["--data-dir", str(mulan_dir), "-q", "--no-checkpoints"]
+    assert main(["bench", str(db), "--grid", str(grid_a), *data]) == 0
+    assert main(["bench", str(db), "--grid", str(grid_b), *data]) == 0  # the same cells: nothing runs again
+    with ResultsDB(db) as store:
+        assert len(store) == 2 and sorted(v for vs in store.aliases().values() for v in vs) == [
+            "baseline", "label-smoothing"]
+    out = tmp_path / "rep"
+    assert main(["report", str(db), "--out", str(out), "--metrics", "mAP",
+                 "--methods", "label-smoothing,baseline"]) == 0
+    header = next(line for line in (out / "tables.md").read_text().splitlines() if line.startswith("| data set"))
+    assert header.split("|")[2:-1] == [" label-smoothing ", " baseline "]
+    assert main(["report", str(db), "--out", str(tmp_path / "rep-a"), "--metrics", "mAP", "--methods", "bce,ls"]) == 0

@@ -107,6 +107,9 @@ def load_results(db_path) -> list[dict]:
     """Every row of an mlkd results database; ValueError if it is not one or has no finished cell."""
     with ResultsDB(db_path) as db:
         rows = db.rows()
+        aliases = db.aliases()
+    for r in rows:
+        r["aliases"] = aliases.get(r["key"], [])
     if not rows:
         raise ValueError(f"results database {db_path} has no finished cells; expected one written by "
                          "'mlkd bench' with at least one cell done")
@@ -118,6 +121,8 @@ def select_rows(rows: list[dict], methods: Iterable[str] | None = None,
     """The rows whose label matches one of the ``methods`` globs and whose data set one of ``datasets``;
     with ``methods``, rows are ordered by the first glob they match (the report's columns follow that order)."""
     kept = rows
+    if methods is not None:  # a cell another grid named differently is reported under the name that matched
+        kept = [_named(r, list(methods)) for r in kept]
     for column, globs in (("label", methods), ("dataset", datasets)):
         if globs is None:
             continue
@@ -133,6 +138,17 @@ def select_rows(rows: list[dict], methods: Iterable[str] | None = None,
         kept = sorted(kept, key=lambda r: next(i for i, g in enumerate(globs)
                                                if fnmatch.fnmatchcase(str(r["label"]), g)))
     return kept
+
+
+def _named(row: dict, globs: list[str]) -> dict:
+    """``row`` under the first of its names (its label, then the aliases later grids gave it) that the first
+    matching glob matches."""
+    names = [str(row["label"]), *row.get("aliases", ())]
+    for g in globs:
+        for name in names:
+            if fnmatch.fnmatchcase(name, g):
+                return row if name == row["label"] else {**row, "label": name}
+    return row
 
 
 def tune_on_validation(rows: list[dict]) -> tuple[list[dict], list[TunedChoice]]:

@@ -66,6 +66,7 @@ def run_grid(cells: list[Cell], db_path, executor=None, progress: bool = False, 
     try:
         with ResultsDB(db_path, create=True) as db:
             done = db.done_keys()
+            db.add_aliases((c.key, c.label) for c in cells if c.key in done)  # this grid's names for them
             todo = [c for c in cells if c.key not in done]
             summary = GridRun(total=len(cells), skipped=len(cells) - len(todo))
             if log:
@@ -80,7 +81,10 @@ def run_grid(cells: list[Cell], db_path, executor=None, progress: bool = False, 
                         db.record_failure(cell, " ".join(error.split()), _now())
                         summary.failed.append((cell, error))
                     else:
-                        summary.written += db.insert(outcome)
+                        written = db.insert(outcome)
+                        summary.written += written
+                        if not written:  # another run wrote it meanwhile, perhaps under another name
+                            db.add_aliases([(cell.key, cell.label)])
                         if cell.checkpoint_dir is not None:  # the row is committed: its training state has served
                             shutil.rmtree(cell_checkpoint_dir(cell), ignore_errors=True)
                     bar.update(1)

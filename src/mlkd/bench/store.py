@@ -67,6 +67,8 @@ def _schema_sql() -> str:
         "CREATE INDEX IF NOT EXISTS results_by_cell ON results (dataset, label, seed);\n"
         "CREATE TABLE IF NOT EXISTS failures (key TEXT PRIMARY KEY, dataset TEXT, label TEXT, seed INTEGER, "
         "noise TEXT, error TEXT, timestamp TEXT);\n"
+        # other names a later grid gave a finished cell (the cell keeps the label it was written with)
+        "CREATE TABLE IF NOT EXISTS aliases (key TEXT NOT NULL, label TEXT NOT NULL, PRIMARY KEY (key, label));\n"
     )
 
 
@@ -156,7 +158,29 @@ class ResultsDB:
         cell. PASSIVE never waits for readers; what a reader holds back is copied at the next cell."""
         self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
+    def add_aliases(self, pairs) -> None:
+        """Record ``(key, label)`` pairs of finished cells that a grid names differently from their row's label:
+        ``mlkd report --methods`` then finds the cell under either name."""
+        pairs = [(str(k), str(label)) for k, label in pairs]
+        if not pairs:
+            return
+        with self.conn:
+            self.conn.execute("BEGIN IMMEDIATE")
+            self.conn.executemany("INSERT OR IGNORE INTO aliases SELECT ?, ? WHERE EXISTS "
+                                  "(SELECT 1 FROM results WHERE key = ? AND label != ?)",
+                                  [(k, label, k, label) for k, label in pairs])
+        self._checkpoint()
+
     # -- reading --------------------------------------------------------------------------------------
+    def aliases(self) -> dict[str, list[str]]:
+        """key → the other labels grids gave that finished cell (empty for databases from before aliases)."""
+        found = self.conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='aliases'").fetchone()
+        out: dict[str, list[str]] = {}
+        if found:
+            for key, label in self.conn.execute("SELECT key, label FROM aliases ORDER BY rowid"):
+                out.setdefault(key, []).append(label)
+        return out
+
     def done_keys(self) -> set[str]:
         return {r[0] for r in self.conn.execute("SELECT key FROM results")}
 
