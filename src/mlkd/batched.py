@@ -94,7 +94,9 @@ def fit_seeds(
     X_val, Y_val : the validation pair for early stopping (without it every member runs ``max_epochs``).
     ``config`` gives the training settings shared by all members; its ``seed`` is ignored (each member
     uses its own seed from ``seeds``). Every member stops early on its own and ends at its best state. A
-    history row's ``seconds`` is the wall time of the shared epoch (all members still training).
+    history row's ``seconds`` is the wall time of the shared epoch (all members still training). The members
+    always use the fused AdamW/Adam kernel (``fused_optimizer=False`` is overridden): a member's numbers match
+    its sequential fit in distribution, not bit for bit, either way.
     """
     seeds = [int(s) for s in seeds]
     if not seeds or len(set(seeds)) != len(seeds):
