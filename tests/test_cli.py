@@ -360,7 +360,7 @@ def bad_inputs(fitted, tmp_path):
         "model dir without model": (["evaluate", tmp_path, test], ["config.json"]),
         "corrupted weights": (["predict", corrupted, test], ["corrupted"]),
         "corrupted config": (["evaluate", not_json, test], ["config.json"]),
-        "feature mismatch": (["predict", model, other], ["4 features", "5"]),
+        "feature mismatch": (["predict", model, other], ["1 of the model's 5 features", "'f4'"]),
         "unwritable --out": (["predict", model, test, "--out", a_file / "p.csv"], ["a-file"]),
         "bad --device": ([*fit, "--method", "bce", "--device", "gpu"], ["gpu", "cpu", "cuda:N"]),
         "absent GPU": ([*fit, "--method", "bce", "--device", "cuda:7"], ["cuda:7", "not available"]),
@@ -479,8 +479,9 @@ def test_predict_and_evaluate_match_arff_columns_by_name_not_position(call, tmp_
     train = _write_columns(tmp_path / "train.arff", columns, values, ["f0", "f1", "f2", "colour", "a", "b"])
     model = tmp_path / "m"
     _ok(call("fit", train, "-m", "bce", "--n-labels", "2", *TINY, "-q", "-o", model))
-    assert json.loads((model / "config.json").read_text())["feature_names"] == [
-        "f0", "f1", "f2", "colour=red", "colour=green", "colour=blue"]
+    config = json.loads((model / "config.json").read_text())
+    assert config["column_names"] == ["f0", "f1", "f2", "colour=red", "colour=green", "colour=blue"]
+    assert config["feature_names"] == []  # not scikit-learn's DataFrame names: arrays predict without a warning
 
     same = _ok(call("evaluate", model, train, "--json")).stdout
     # the same rows with the attributes in another order and the nominal values declared in another order
@@ -510,3 +511,12 @@ def test_predict_and_evaluate_match_arff_columns_by_name_not_position(call, tmp_
     purple = _write_columns(tmp_path / "purple.arff", {**columns, "colour": "{red,green,blue,purple}"},
                             {**values, "colour": ["purple", *colour[1:]]}, list(columns))
     _assert_one_line_error(call("predict", model, purple), "'colour' has value 'purple' (data row 1)")
+
+    from mlkd import load_model
+
+    loaded = load_model(model)  # a re-fit on other data forgets the file's column names
+    assert loaded.column_names_[:3] == ["f0", "f1", "f2"]
+    loaded.set_params(max_epochs=1).fit(f[:, :2].astype(np.float32), np.array(values["a"])[:, None].astype(int))
+    assert not hasattr(loaded, "column_names_")
+    loaded.save(tmp_path / "refit")
+    assert load_model(tmp_path / "refit").n_features_in_ == 2

@@ -541,7 +541,7 @@ def _load_for_model(args, model, split: str, unlabelled: bool = False):
     """Load DATA for predict/evaluate with the model's columns: an ARFF file's labels and features are matched
     to the model's by name (models saved by ``mlkd fit`` record their feature names), and labels are put in the
     model's order. With ``unlabelled`` (predict), the file's label attributes may be absent or ``?``."""
-    names = [str(f) for f in getattr(model, "feature_names_in_", [])]
+    names = [str(f) for f in (getattr(model, "column_names_", None) or getattr(model, "feature_names_in_", []))]
     if _is_arff_path(args.data) and names and (unlabelled or (args.label_file is None and args.n_labels is None)):
         from .data.arff import read_arff_for_model
 
@@ -791,12 +791,10 @@ def cmd_fit(args) -> int:
         **(REFERENCE_KERNELS if args.reference_kernels else {}),
         **params,
     )
-    import numpy
-
     start = time.perf_counter()
     clf.fit(ds.X, ds.Y, label_names=ds.label_names)
     seconds = time.perf_counter() - start
-    clf.feature_names_in_ = numpy.asarray(ds.feature_names, dtype=object)  # predict/evaluate match columns by name
+    clf.column_names_ = list(ds.feature_names)  # predict/evaluate match a file's columns by these names
     if not is_primary():  # a torchrun rank > 0 holds the same model as rank 0, which saves it
         return EXIT_OK
     clf.save(out)
@@ -1027,12 +1025,10 @@ def cmd_distill(args) -> int:
         "distill", threshold=args.threshold, random_state=args.seed, verbose=_show_progress(args.quiet),
         num_threads=args.threads or 1, device=args.device, **train_cfg, **params,
     )
-    import numpy
-
     start = time.perf_counter()
     clf.fit(ds.X, ds.Y, label_names=ds.label_names)
     seconds = time.perf_counter() - start
-    clf.feature_names_in_ = numpy.asarray(ds.feature_names, dtype=object)  # predict/evaluate match columns by name
+    clf.column_names_ = list(ds.feature_names)  # predict/evaluate match a file's columns by these names
     clf.save(out)
 
     from .backbones import count_parameters

@@ -351,6 +351,7 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
         self._check_checkpoint_options()
         columns = list(Y.columns) if hasattr(Y, "columns") else None
         self.binary_classes_ = None
+        vars(self).pop("column_names_", None)  # a data file's column names, set by ``mlkd fit`` after a fit
         X, Y = self._validate_pair(X, Y, fitting=True)
         names = _label_names(label_names, columns, Y.shape[1])
         model = build_method(self.method, X.shape[1], Y.shape[1], self.method_params(), seed=cfg.seed)

@@ -100,6 +100,8 @@ def save_model(estimator, path) -> Path:
         "n_labels": int(estimator.n_labels_),
         "label_names": list(estimator.label_names_),
         "feature_names": [str(f) for f in getattr(estimator, "feature_names_in_", [])],
+        # the data file's column names (``mlkd fit``): predict/evaluate match a file's columns by them
+        "column_names": [str(f) for f in getattr(estimator, "column_names_", [])],
         "threshold": _jsonable(estimator.threshold_),  # float, or one per label
         "binary_classes": None if binary_classes is None else binary_classes.tolist(),
         "best_epoch": int(estimator.best_epoch_),
@@ -167,6 +169,7 @@ def _check_config(config: dict, cfg_path: Path) -> None:
     n_features, n_labels = config.get("n_features"), config.get("n_labels")
     names = config.get("label_names")
     features = config.get("feature_names", [])
+    columns = config.get("column_names", [])
     classes = config.get("binary_classes")
     checks = [
         ("method", isinstance(config.get("method"), str), "a method name"),
@@ -178,6 +181,8 @@ def _check_config(config: dict, cfg_path: Path) -> None:
          and len(names) == (n_labels if count(n_labels) else -1), "one name per label"),
         ("feature_names", isinstance(features, list) and all(isinstance(f, str) for f in features)
          and len(features) in (0, n_features), "none, or one name per feature"),
+        ("column_names", isinstance(columns, list) and all(isinstance(f, str) for f in columns)
+         and len(columns) in (0, n_features), "none, or one name per feature"),
         ("binary_classes", classes is None or (isinstance(classes, list) and len(classes) == 2), "null or 2 classes"),
         ("history", isinstance(config.get("history", []), list), "a list of per-epoch records"),
         ("best_epoch", isinstance(config.get("best_epoch", -1), int), "an integer"),
@@ -256,6 +261,8 @@ def load_model(path):
     est.n_features_in_ = config["n_features"]
     if config.get("feature_names"):
         est.feature_names_in_ = np.asarray(config["feature_names"], dtype=object)
+    if config.get("column_names"):
+        est.column_names_ = list(config["column_names"])
     est.n_labels_ = config["n_labels"]
     est.binary_classes_ = None if config.get("binary_classes") is None else np.asarray(config["binary_classes"])
     est.classes_ = est.binary_classes_ if est.binary_classes_ is not None else np.arange(est.n_labels_)
