@@ -366,6 +366,8 @@ def bad_inputs(fitted, tmp_path):
         "absent GPU": ([*fit, "--method", "bce", "--device", "cuda:7"], ["cuda:7", "not available"]),
         "demo absent GPU": (["demo", "--device", "cuda:7"], ["cuda:7", "not available"]),
         "demo unknown method": (["demo", "--methods", "bce,nope"], ["nope"]),
+        "demo method needing a model": (["demo", "--methods", "bce,pretrained"],
+                                        ["cannot run method 'pretrained'", "model_dir"]),
         "demo unknown data set": (["demo", "--dataset", "nope"], ["nope"]),
     }
 

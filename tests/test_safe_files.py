@@ -193,3 +193,21 @@ def test_a_checkpoint_from_a_newer_mlkd_is_refused(interrupted_checkpoint, tmp_p
     (directory / "stage0.json").write_text(json.dumps({**record, "format_version": 99}))
     with pytest.raises(ValueError, match="checkpoint format version 99, newer than this mlkd reads.*upgrade mlkd"):
         MultiLabelClassifier("skdtea", checkpoint_dir=directory, resume=True, **TINY).fit(X, Y)
+
+
+@pytest.mark.parametrize("threshold", [5.0, -1.0, float("nan"), [0.5, 0.5, "a"], [0.5, 0.5], True])
+def test_a_threshold_no_fit_could_make_is_refused_at_load(model_dir, tmp_path, threshold):
+    bad = _copy(model_dir, tmp_path / "bad")
+    config = json.loads((bad / "config.json").read_text())
+    config["threshold"] = threshold  # every prediction would be 0 (or 1) without a word
+    (bad / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="invalid threshold .*the model is corrupted"):
+        load_model(bad)
+
+
+def test_a_scaler_of_the_wrong_width_is_refused_at_load(tmp_path):
+    clf = MultiLabelClassifier("bce", **TINY).fit(X, Y)
+    clf.scaler_.mean = clf.scaler_.mean[:-1]  # saved with a consistent save id: only the shape check finds it
+    clf.save(tmp_path / "m")
+    with pytest.raises(ValueError, match=r"scaler.mean of shape \(4,\) for 5 features; the model is corrupted"):
+        load_model(tmp_path / "m")

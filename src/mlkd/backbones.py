@@ -219,7 +219,9 @@ def parse_image_shape(spec: str, n_features: int) -> tuple[int, int, int]:
                 f"parameter 'image_shape'='auto' needs a square single-channel image, but there are {n_features} "
                 "features; expected image_shape='C,H,W' with C·H·W equal to the number of features"
             )
-        return 1, side, side
+        shape = (1, side, side)
+        _check_image_size(shape, spec)
+        return shape
     try:
         shape = tuple(int(v) for v in spec.replace("x", ",").split(","))
     except ValueError:
@@ -231,9 +233,15 @@ def parse_image_shape(spec: str, n_features: int) -> tuple[int, int, int]:
             f"parameter 'image_shape'={spec!r} has {shape[0] * shape[1] * shape[2]} pixels but the data has "
             f"{n_features} features; expected C·H·W equal to the number of features"
         )
-    if min(shape[1:]) < 4:
-        raise ValueError(f"parameter 'image_shape'={spec!r} is too small; expected H, W ≥ 4 (two stride-2 stages)")
+    _check_image_size(shape, spec)
     return shape  # type: ignore[return-value]
+
+
+def _check_image_size(shape: tuple[int, int, int], spec: str) -> None:
+    # two stride-2 stages: 4×4 ends as a 1×1 map, whose BatchNorm has one value per channel on a one-row batch
+    if min(shape[1:]) < 5:
+        raise ValueError(f"parameter 'image_shape'={spec!r} gives {shape[1]}×{shape[2]} images, too small; expected "
+                         "H, W ≥ 5 (two stride-2 stages)")
 
 
 #: Default sizes: (hidden or base width, depth or blocks per stage) for each backbone and role.

@@ -932,6 +932,11 @@ def cmd_demo(args) -> int:
     name = _check_dataset_name(args.dataset, allow_path=False)
     bench = mlkd_data.load_dataset(name, data_dir=args.data_dir)
     train, test = bench.train, bench.test
+    for method in args.methods:  # a method that needs parameters the demo cannot give fails before any work
+        try:
+            mlkd_methods.method_class(method).Config().validate(train.n_features, train.n_labels)
+        except ValueError as exc:
+            raise ValueError(f"the demo cannot run method {method!r}: {exc}") from None
     # Small networks train fastest on one thread; several threads stall badly when the cores are shared.
     torch.set_num_threads(1)
     device = resolve_device(check_device(args.device))

@@ -255,8 +255,15 @@ def load_model(path):
     est.model_ = model
     est.scaler_ = FeatureScaler(tensors["scaler.mean"].numpy(), tensors["scaler.scale"].numpy())
     threshold = config.get("threshold")
-    if not (isinstance(threshold, float) or (isinstance(threshold, list) and len(threshold) == config["n_labels"])):
-        raise ValueError(f"{path / CONFIG} has an invalid threshold {threshold!r}; the model is corrupted")
+    values = threshold if isinstance(threshold, list) else [threshold]
+    if not ((isinstance(threshold, float) or (isinstance(threshold, list) and len(threshold) == config["n_labels"]))
+            and all(isinstance(t, (int, float)) and not isinstance(t, bool) and 0 <= t <= 1 for t in values)):
+        raise ValueError(f"{path / CONFIG} has an invalid threshold {short_repr(threshold)}; expected one in [0, 1] "
+                         "or one per label: the model is corrupted")
+    for name in ("scaler.mean", "scaler.scale"):
+        if tuple(tensors[name].shape) != (config["n_features"],):
+            raise ValueError(f"{path} has {name} of shape {tuple(tensors[name].shape)} for {config['n_features']} "
+                             "features; the model is corrupted")
     est.threshold_ = threshold if isinstance(threshold, float) else np.asarray(threshold, dtype=np.float32)
     est.n_features_in_ = config["n_features"]
     if config.get("feature_names"):
