@@ -168,6 +168,23 @@ def test_teacher_dir_errors_name_the_problem(tmp_path):
         DistillClassifier(teacher_dir=str(tmp_path / "missing"), **TINY_FIT).fit(X, Y)
 
 
+def test_a_fine_tuned_saved_model_loads_without_the_model_it_started_from(tmp_path):
+    import shutil
+
+    from mlkd import load_model
+
+    X, Y = linear_problem(n=120, d=8, L=4)
+    MultiLabelClassifier("labelwise", hidden=16, max_epochs=2).fit(X, Y).save(tmp_path / "base")
+    tuned = MultiLabelClassifier("pretrained", model_dir=str(tmp_path / "base"), max_epochs=2).fit(X, Y)
+    tuned.save(tmp_path / "tuned")
+    again = MultiLabelClassifier("pretrained", model_dir=str(tmp_path / "tuned"), max_epochs=2).fit(X, Y)
+    again.save(tmp_path / "again")  # fine-tuned twice: both wrapped models are recorded
+    shutil.rmtree(tmp_path / "base")
+    shutil.move(tmp_path / "tuned", tmp_path / "moved")
+    np.testing.assert_array_equal(load_model(tmp_path / "moved").predict_proba(X), tuned.predict_proba(X))
+    np.testing.assert_array_equal(load_model(tmp_path / "again").predict_proba(X), again.predict_proba(X))
+
+
 def test_pretrained_maps_raw_or_bound_inputs_into_the_saved_scale(tmp_path):
     X, Y = linear_problem(n=120, d=8, L=4)
     X = X * 2.0 - 3.0

@@ -107,6 +107,9 @@ def save_model(estimator, path) -> Path:
         "best_epoch": int(estimator.best_epoch_),
         "history": estimator.history_,
     }
+    inner = getattr(estimator.model_, "inner_spec", None)
+    if inner is not None:  # a fine-tuned saved model (method "pretrained"): loads without its model_dir
+        config["inner_model"] = _jsonable(inner)
     # the pair's id: a digest of the tensors, so saving the same model twice writes the same bytes (a config
     # beside the same tensors is the same model with other bookkeeping: history, timings)
     digest = hashlib.sha256()
@@ -245,7 +248,14 @@ def load_model(path):
             est = cls(config["method"], **config["params"], **config["method_params"])
         else:  # a class bound to one method (SKDTEAClassifier, …)
             est = cls(**config["params"], **config["method_params"])
-        model = build_method(config["method"], config["n_features"], config["n_labels"], config["method_params"])
+        inner = config.get("inner_model")
+        if config["method"] == "pretrained" and isinstance(inner, dict):  # self-contained: model_dir not read
+            from .methods.base import make_config, method_class
+
+            model = method_class("pretrained")(config["n_features"], config["n_labels"],
+                                               make_config("pretrained", config["method_params"]), inner=inner)
+        else:
+            model = build_method(config["method"], config["n_features"], config["n_labels"], config["method_params"])
         state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
         model.load_state_dict(state, strict=True)
     except (KeyError, TypeError, RuntimeError) as exc:

@@ -260,14 +260,30 @@ class Pretrained(Method):
     name = "pretrained"
     Config = PretrainedConfig
 
-    def __init__(self, n_features: int, n_labels: int, config: PretrainedConfig) -> None:
+    def __init__(self, n_features: int, n_labels: int, config: PretrainedConfig, inner: dict | None = None) -> None:
+        """``inner`` (``load_model`` of a saved fine-tuned model): the wrapped model's method and parameters as
+        ``inner_spec`` recorded them, so it is rebuilt without reading ``model_dir`` (its weights and the
+        input map are in the saved state); without it, ``model_dir`` is loaded."""
         super().__init__(n_features, n_labels, config)
-        from ..io import load_model
+        if inner is not None:
+            from .base import build_method, make_config
 
-        saved = load_model(config.model_dir)
-        self.model = saved.model_
-        self._saved_mean = np.asarray(saved.scaler_.mean, dtype=np.float64)
-        self._saved_scale = np.asarray(saved.scaler_.scale, dtype=np.float64)
+            if inner["method"] == self.name and inner.get("inner") is not None:  # a fine-tuned fine-tuned model
+                self.model = Pretrained(n_features, n_labels, make_config(self.name, inner["method_params"]),
+                                        inner=inner["inner"])
+            else:
+                self.model = build_method(inner["method"], n_features, n_labels, inner["method_params"])
+            self._saved_mean, self._saved_scale = np.zeros(n_features), np.ones(n_features)
+        else:
+            from ..io import load_model, read_config
+
+            saved = load_model(config.model_dir)
+            self.model = saved.model_
+            self._saved_mean = np.asarray(saved.scaler_.mean, dtype=np.float64)
+            self._saved_scale = np.asarray(saved.scaler_.scale, dtype=np.float64)
+            inner = {"method": saved.method, "method_params": read_config(config.model_dir)["method_params"],
+                     "inner": getattr(saved.model_, "inner_spec", None)}
+        self.inner_spec = inner  # saved with a fine-tuned model: it then loads without model_dir
         self.register_buffer("input_scale", torch.zeros(n_features))
         self.register_buffer("input_shift", torch.zeros(n_features))
         self.bind_input_scaler(None)
