@@ -211,3 +211,14 @@ def test_a_scaler_of_the_wrong_width_is_refused_at_load(tmp_path):
     clf.save(tmp_path / "m")
     with pytest.raises(ValueError, match=r"scaler.mean of shape \(4,\) for 5 features; the model is corrupted"):
         load_model(tmp_path / "m")
+
+
+def test_a_missing_model_or_model_file_is_a_file_not_found_error(model_dir, tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_model(tmp_path / "nosuch")
+    for name in ("config.json", "model.safetensors"):
+        partial = _copy(model_dir, tmp_path / f"without-{name}")
+        (partial / name).unlink()
+        with pytest.raises(FileNotFoundError, match=f"{name} is missing") as caught:
+            load_model(partial)
+        assert isinstance(caught.value, ValueError)  # as before: every bad model path is a ValueError too

@@ -284,7 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--nproc", type=_positive_int, default=1, metavar="N",
                    help="processes for this one fit (default: 1): DistributedDataParallel, each process taking a "
-                        "disjoint shard of every batch (gloo on CPU, NCCL on GPU); under torchrun, WORLD_SIZE")
+                        "disjoint shard of every batch (gloo on CPU, NCCL on GPU); under torchrun it must equal "
+                        "WORLD_SIZE")
     p.add_argument("--device", type=_device, default="auto", metavar="DEV", help=DEVICE_HELP)
     p.add_argument("--reference-kernels", action="store_true",
                    help="train on the reference path (torch's per-parameter AdamW, nn.Dropout under autograd) "

@@ -130,6 +130,11 @@ def save_model(estimator, path) -> Path:
     return path
 
 
+class ModelFileNotFoundError(FileNotFoundError, ValueError):
+    """A model directory or one of its files does not exist: a ``FileNotFoundError`` like every missing file,
+    and a ``ValueError`` like every other bad model path (what it was before)."""
+
+
 def read_config(path) -> dict:
     if not isinstance(path, (str, os.PathLike)) or not str(path):
         raise ValueError(f"model path {path!r} is invalid; expected a model directory written by mlkd fit/save")
@@ -139,9 +144,10 @@ def read_config(path) -> dict:
         raise ValueError(f"model path {path} is a file; expected the directory mlkd fit/save wrote (holding {CONFIG} "
                          f"and {WEIGHTS})")
     if not path.is_dir():
-        raise ValueError(f"model directory {path} does not exist; expected a directory written by mlkd fit/save")
+        raise ModelFileNotFoundError(f"model directory {path} does not exist; expected a directory written by mlkd "
+                                     "fit/save")
     if not cfg_path.is_file():
-        raise ValueError(f"{cfg_path} is missing; expected a model directory with {CONFIG} and {WEIGHTS}")
+        raise ModelFileNotFoundError(f"{cfg_path} is missing; expected a model directory with {CONFIG} and {WEIGHTS}")
     raw = cfg_path.read_bytes()
     refuse_pickle(cfg_path, raw[:16], "a valid JSON model config")
     try:
@@ -220,7 +226,7 @@ def load_model(path):
     path = Path(path)
     weights = path / WEIGHTS
     if not weights.is_file():
-        raise ValueError(f"{weights} is missing; expected the model weights beside {CONFIG}")
+        raise ModelFileNotFoundError(f"{weights} is missing; expected the model weights beside {CONFIG}")
     with open(weights, "rb") as f:
         refuse_pickle(weights, f.read(16), "a valid safetensors file")
     try:

@@ -80,7 +80,8 @@ def add_commands(sub, formatter) -> None:
                    help="where cells run (default: process if --jobs > 1, else sequential); ray needs "
                         "pip install 'mlkd[ray]'")
     p.add_argument("--jobs", "-j", type=_positive_int, metavar="N",
-                   help="parallel workers: processes (default: one per core) or the CPUs of a local Ray instance")
+                   help="parallel workers: processes or the CPUs of a local Ray instance (default: 1, sequential; "
+                        "with --executor process or ray: one per core)")
     p.add_argument("--threads", type=_positive_int, metavar="N",
                    help="torch threads per worker (default: cores // jobs, at least 1; sequential: torch's "
                         "choice). Same threads → the same numbers on any executor")
