@@ -687,9 +687,15 @@ def test_arff_numbers_float32_would_round_are_kept_in_float64(tmp_path):
     ds = read_arff(path, n_labels=2)
     assert ds.X.dtype == np.float64  # float32 would read 1700000000..1700000011 as a handful of values
     assert len(np.unique(ds.X[:, 0])) == 12 and ds.X[11, 0] == 1700000011
+    sparse = tmp_path / "sparse.arff"  # the same rows as sparse ARFF: decided without building a float64 matrix
+    entries = [", ".join(f"{j} {v}" for j, v in enumerate(row.split(",")) if float(v) != 0) for row in rows]
+    sparse.write_text(path.read_text().split("@data")[0] + "@data\n" + "\n".join(f"{{{e}}}" for e in entries) + "\n")
+    np.testing.assert_array_equal(read_arff(sparse, n_labels=2).X, ds.X)
     plain = tmp_path / "plain.arff"
     plain.write_text(path.read_text().replace("1700000000", "17"))
     assert read_arff(plain, n_labels=2).X.dtype == np.float32  # data float32 holds keeps float32
+    plain.write_text(sparse.read_text().replace("1700000000", "17"))
+    assert read_arff(plain, n_labels=2).X.dtype == np.float32
     from mlkd.data.dataset import features_dtype
 
     assert features_dtype(np.array([[0.1, 3.0], [0.2, 1e3]])) == np.float32

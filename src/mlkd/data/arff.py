@@ -33,7 +33,7 @@ import arff as liac_arff
 import numpy as np
 import scipy.sparse as sp
 
-from .dataset import MultiLabelDataset
+from .dataset import MultiLabelDataset, features_dtype, sparse_features_dtype
 
 __all__ = ["read_arff", "read_arff_pair", "read_arff_for_model", "read_label_xml", "DroppedAttributeWarning"]
 
@@ -70,8 +70,8 @@ class _RawArff:
     path: str
     relation: str
     attributes: list  # [(name, "NUMERIC"|"REAL"|"INTEGER"|"STRING" or [nominal values])]
-    # float64 (n_rows, n_attributes): numbers as is, nominal columns hold the index into the declared
-    # values, NaN marks a missing value ('?'); string columns are all NaN.
+    # (n_rows, n_attributes), float32 or float64 where float32 would round a column: numbers as is, nominal
+    # columns hold the index into the declared values, NaN marks a missing value ('?'); string columns are NaN.
     values: np.ndarray
 
     @property
@@ -199,7 +199,8 @@ def _decode(path: Path, text: str) -> _RawArff:
                 rows, cols = rows[keep], cols[keep]
             else:
                 vals = np.array(data, dtype=np.float64)
-            values = sp.coo_matrix((vals, (rows, cols)), shape=(n_rows, n_attr)).toarray()
+            dtype = sparse_features_dtype(vals, cols, n_rows, n_attr)  # float32 unless it would round a column
+            values = sp.coo_matrix((vals.astype(dtype, copy=False), (rows, cols)), shape=(n_rows, n_attr)).toarray()
         else:
             data = obj["data"]
             if len(data) == 0:
@@ -210,6 +211,7 @@ def _decode(path: Path, text: str) -> _RawArff:
                 values = arr.astype(np.float64)
             else:
                 values = np.array(data, dtype=np.float64)
+            values = values.astype(features_dtype(values), copy=False)  # float32 unless it would round a column
     except ValueError as exc:
         if str(exc).startswith(str(path)):
             raise
@@ -459,7 +461,7 @@ def _encode(raw: _RawArff, schema: _Schema, name: str) -> MultiLabelDataset:
             )
 
     # ---- features
-    X = np.empty((n, len(schema.feature_names)), dtype=np.float64)  # MultiLabelDataset picks float32 if lossless
+    X = np.empty((n, len(schema.feature_names)), dtype=M.dtype)  # float64 only where float32 would round
     num_out, num_in, bin_out, bin_in, bin_luts = [], [], [], [], []
     out = 0
     for f in schema.features:
@@ -502,7 +504,7 @@ def _encode(raw: _RawArff, schema: _Schema, name: str) -> MultiLabelDataset:
     if num_out:
         X[:, num_out] = M[:, num_in]
     if bin_out:
-        luts = np.asarray(bin_luts, dtype=np.float64)  # (k, 2)
+        luts = np.asarray(bin_luts, dtype=X.dtype)  # (k, 2)
         idx = M[:, bin_in].astype(np.intp)
         X[:, bin_out] = luts[np.arange(len(bin_out))[None, :], idx]
 

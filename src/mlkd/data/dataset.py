@@ -21,6 +21,23 @@ def features_dtype(X: np.ndarray) -> type:
     with np.errstate(over="ignore", invalid="ignore"):
         error = np.abs(X.astype(np.float32).astype(np.float64) - X).max(axis=0)
         spread = X.std(axis=0)
+    return _rounding_dtype(error, spread)
+
+
+def sparse_features_dtype(values: np.ndarray, cols: np.ndarray, n_rows: int, n_cols: int) -> type:
+    """``features_dtype`` of the (n_rows, n_cols) matrix whose nonzero entries are float64 ``values`` at
+    columns ``cols`` (any rows), without building it."""
+    if values.size == 0 or n_rows == 0:
+        return np.float32
+    with np.errstate(over="ignore", invalid="ignore"):
+        error = np.zeros(n_cols)
+        np.maximum.at(error, cols, np.abs(values.astype(np.float32).astype(np.float64) - values))
+        mean = np.bincount(cols, values, minlength=n_cols) / n_rows
+        spread = np.sqrt(np.maximum(np.bincount(cols, values * values, minlength=n_cols) / n_rows - mean**2, 0.0))
+    return _rounding_dtype(error, spread)
+
+
+def _rounding_dtype(error: np.ndarray, spread: np.ndarray) -> type:
     return np.float64 if bool(((error > FLOAT32_TOLERANCE * spread) & (error > 0)).any()) else np.float32
 
 
