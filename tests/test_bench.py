@@ -448,3 +448,5 @@ def test_a_second_grid_reports_a_shared_cell_under_its_own_name(tmp_path, mulan_
     header = next(line for line in (out / "tables.md").read_text().splitlines() if line.startswith("| data set"))
     assert header.split("|")[2:-1] == [" label-smoothing ", " baseline "]
     assert main(["report", str(db), "--out", str(tmp_path / "rep-a"), "--metrics", "mAP", "--methods", "bce,ls"]) == 0
+    assert main(["report", str(db), "--out", str(tmp_path / "both"), "--metrics", "mAP",
+                 "--methods", "bce,baseline"]) == 0  # both names of the same cells: one column, no error

@@ -513,6 +513,9 @@ def test_predict_and_evaluate_match_arff_columns_by_name_not_position(call, tmp_
     purple = _write_columns(tmp_path / "purple.arff", {**columns, "colour": "{red,green,blue,purple}"},
                             {**values, "colour": ["purple", *colour[1:]]}, list(columns))
     _assert_one_line_error(call("predict", model, purple), "'colour' has value 'purple' (data row 1)")
+    only_purple = _write_columns(tmp_path / "only-purple.arff", {**columns, "colour": "{purple}"},
+                                 {**values, "colour": ["purple"] * n}, list(columns))  # no training value at all
+    _assert_one_line_error(call("predict", model, only_purple), "'colour' has value 'purple' (data row 1)")
 
     from mlkd import load_model
 

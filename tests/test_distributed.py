@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from mlkd import MultiLabelClassifier
+from mlkd.methods.bce import BCE
 
 from .helpers import linear_problem
 
@@ -124,3 +125,26 @@ def test_terminating_the_parent_stops_its_ranks(tmp_path):
         assert not list(tmp_path.glob("mlkd-ddp-*")), "the fit's temporary folder was left behind"
     finally:
         parent.kill()
+
+
+class _FailsOnRankOne(BCE):
+    """bce whose second rank raises: the first rank then fails too, on a closed connection."""
+
+    def step(self, batch, ctx):
+        import torch.distributed as dist
+
+        if dist.get_rank() == 1:
+            raise ValueError("the shard of rank 1 is bad")
+        return super().step(batch, ctx)
+
+
+def test_the_rank_that_failed_first_is_the_error_raised():
+    from mlkd.distributed import fit_ddp
+    from mlkd.methods import build_method
+    from mlkd.trainer import TrainConfig
+
+    X, Y = linear_problem(n=120)
+    method = build_method("bce", X.shape[1], Y.shape[1], {"hidden": 8})
+    method.__class__ = _FailsOnRankOne
+    with pytest.raises(ValueError, match=r"^rank 1: the shard of rank 1 is bad$"):
+        fit_ddp(method, X, Y, config=TrainConfig(max_epochs=2), nproc=2)

@@ -280,6 +280,8 @@ def test_labels_with_their_own_commas_can_be_named(tmp_path, capsys):
     assert split_labels(["bce:hidden=8,ls:epsilon=0.3,hidden=8", "tea"]) == [
         "bce:hidden=8", "ls:epsilon=0.3,hidden=8", "tea"]
     assert split_labels(["bce,ls*"]) == ["bce", "ls*"]
+    with pytest.raises(ValueError, match="bad --curves filter"):  # a mistyped key is still an error
+        _parse_filter("method=skdtea,sed=0")
     assert _parse_filter("label=ls:epsilon=0.3,hidden=8,seed=0") == {
         "_text": "label=ls:epsilon=0.3,hidden=8,seed=0", "label": "ls:epsilon=0.3,hidden=8", "seed": "0"}
     db = make_results_db(tmp_path / "c.db", datasets=("emotions", "flags"), methods=("bce", "ls"), seeds=(0,))

@@ -195,8 +195,15 @@ class ResNetBackbone(nn.Module):
         self.stages = nn.ModuleList(stages)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.head = LabelQueryAttentionHead(prev, n_labels, embed_dim)
+        side = lambda n: (n - 1) // 4 + 1  # noqa: E731 - 3×3 convolutions, padding 1, strides 1, 2, 2
+        self._final_area = side(height) * side(width_px)
 
     def forward(self, x: Tensor) -> ModelOutput:
+        if self.training and x.shape[0] * self._final_area == 1:
+            h, w = self.image_shape[1:]
+            raise ValueError(
+                f"a one-row batch of {h}×{w} images ends as a 1×1 map, one value per channel for BatchNorm; expected "
+                "images of at least 5×5, or a batch_size that leaves no one-row last batch (rows % batch_size != 1)")
         fmap = self.stem(x.reshape(x.shape[0], *self.image_shape))
         intermediates = []
         for stage in self.stages:
@@ -219,9 +226,7 @@ def parse_image_shape(spec: str, n_features: int) -> tuple[int, int, int]:
                 f"parameter 'image_shape'='auto' needs a square single-channel image, but there are {n_features} "
                 "features; expected image_shape='C,H,W' with C·H·W equal to the number of features"
             )
-        shape = (1, side, side)
-        _check_image_size(shape, spec)
-        return shape
+        return 1, side, side
     try:
         shape = tuple(int(v) for v in spec.replace("x", ",").split(","))
     except ValueError:
@@ -233,15 +238,9 @@ def parse_image_shape(spec: str, n_features: int) -> tuple[int, int, int]:
             f"parameter 'image_shape'={spec!r} has {shape[0] * shape[1] * shape[2]} pixels but the data has "
             f"{n_features} features; expected C·H·W equal to the number of features"
         )
-    _check_image_size(shape, spec)
+    if min(shape[1:]) < 4:
+        raise ValueError(f"parameter 'image_shape'={spec!r} is too small; expected H, W ≥ 4 (two stride-2 stages)")
     return shape  # type: ignore[return-value]
-
-
-def _check_image_size(shape: tuple[int, int, int], spec: str) -> None:
-    # two stride-2 stages: 4×4 ends as a 1×1 map, whose BatchNorm has one value per channel on a one-row batch
-    if min(shape[1:]) < 5:
-        raise ValueError(f"parameter 'image_shape'={spec!r} gives {shape[1]}×{shape[2]} images, too small; expected "
-                         "H, W ≥ 5 (two stride-2 stages)")
 
 
 #: Default sizes: (hidden or base width, depth or blocks per stage) for each backbone and role.

@@ -145,7 +145,9 @@ def _run_spawned(args, nproc: int, out: Path) -> None:
         while not context.join():
             pass
     except ProcessException as exc:
-        errors = sorted(out.glob("error-*.json"))
+        # the rank that failed first (torch's error_index); the others' errors follow from it (a closed peer)
+        first = f"error-{exc.error_index}.json"
+        errors = sorted(out.glob("error-*.json"), key=lambda e: (e.name != first, e.name))
         if not errors:
             raise RuntimeError(f"a training process of the distributed fit failed: {str(exc).strip().splitlines()[0]}"
                                ) from None

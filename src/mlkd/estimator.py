@@ -548,8 +548,9 @@ def _flag(name: str, value) -> bool:
     return bool(value)
 
 
-def check_device(device):
-    """'auto', 'cpu' or an available CUDA device; anything else is a ValueError before any work."""
+def check_device(device, available: bool = True):
+    """'auto', 'cpu' or an available CUDA device; anything else is a ValueError before any work. With
+    ``available=False`` only the spelling is checked (a grid may run where the GPU is: a Ray cluster)."""
     if device == "auto":
         return device
     try:
@@ -558,7 +559,8 @@ def check_device(device):
         dev = None
     if dev is None or dev.type not in ("cpu", "cuda"):
         raise ValueError(f"device={device!r} is invalid; expected 'auto', 'cpu' or 'cuda[:index]'")
-    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+    if available and dev.type == "cuda" and (not torch.cuda.is_available()
+                                             or (dev.index or 0) >= torch.cuda.device_count()):
         have = f"{torch.cuda.device_count()} CUDA device(s)" if torch.cuda.is_available() else "no CUDA"
         raise ValueError(f"device={device!r} is not available (this machine has {have}); expected 'auto', 'cpu' "
                          "or an available CUDA device")

@@ -119,10 +119,10 @@ def train_config(train: dict | None) -> TrainConfig:
     defaults = TrainConfig()
     cfg = TrainConfig(**{k: _coerce_like(k, v, getattr(defaults, k)) for k, v in train.items()})
     cfg.validate()
-    if "device" in train:  # a device this machine cannot use would fail every cell after the plan was accepted
-        from ..estimator import check_device
+    if "device" in train:  # a misspelt device would fail every cell after the plan was accepted (availability is
+        from ..estimator import check_device  # the worker's to check: the cells may run on a Ray cluster's GPUs)
 
-        check_device(cfg.device)
+        check_device(cfg.device, available=False)
     return cfg
 
 

@@ -121,13 +121,15 @@ def select_rows(rows: list[dict], methods: Iterable[str] | None = None,
     """The rows whose label matches one of the ``methods`` globs and whose data set one of ``datasets``;
     with ``methods``, rows are ordered by the first glob they match (the report's columns follow that order)."""
     kept = rows
+    names = {id(r): [str(r["label"]), *r.get("aliases", ())] for r in rows}  # labels, and later grids' names
     if methods is not None:  # a cell another grid named differently is reported under the name that matched
         kept = [_named(r, list(methods)) for r in kept]
     for column, globs in (("label", methods), ("dataset", datasets)):
         if globs is None:
             continue
         globs = list(globs)
-        unmatched = [g for g in globs if not any(fnmatch.fnmatchcase(str(r[column]), g) for r in kept)]
+        candidates = [n for r in rows for n in names[id(r)]] if column == "label" else [str(r[column]) for r in kept]
+        unmatched = [g for g in globs if not any(fnmatch.fnmatchcase(c, g) for c in candidates)]
         if unmatched:  # a typo, or a label a comma split: say so rather than report without it
             known = ", ".join(f"'{k}'" for k in dict.fromkeys(str(r[column]) for r in rows))
             raise ValueError(f"no finished cell has a {'method label' if column == 'label' else 'data set'} "
@@ -775,8 +777,8 @@ def _parse_filter(text: str) -> dict:
     for part in filter(None, (p.strip() for p in text.split(","))):
         key, sep, value = part.partition("=")
         key = key.strip()
-        if last in ("label", "method") and key not in CURVE_KEYS:  # label=ls:epsilon=0.3,hidden=8: one label
-            out[last] += "," + part
+        if last == "label" and ":" in out["label"] and sep and key not in CURVE_KEYS:
+            out[last] += "," + part  # label=ls:epsilon=0.3,hidden=8: one label (its parameters follow the ':')
             continue
         last = key
         if not sep or key not in CURVE_KEYS:

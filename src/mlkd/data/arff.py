@@ -669,9 +669,12 @@ def read_arff_for_model(
     used = set(take[take >= 0].tolist())
     known = set(feature_names)
     ignored = []
+    def model_has(a: str) -> bool:  # the model has a feature of attribute a (one-hot: any of its values)
+        return a in known or any(n.startswith(a + "=") for n in known)
+
     for a, (f, first) in onehot.items():
         cols = range(first, first + len(f.values))
-        if not any(c in used for c in cols):
+        if not model_has(a):
             continue  # an attribute the model has no feature of: ignored below
         extra = [c for c in cols if c not in used and ds.X[:, c].any()]
         if extra:
@@ -684,8 +687,7 @@ def read_arff_for_model(
             )
     for f in schema.features:
         a = raw.names[f.index]
-        names = [f"{a}={v}" for v in f.values] if f.kind == "onehot" else [a]
-        if not any(n in known for n in names):
+        if not model_has(a):
             ignored.append(a)
     if ignored:
         _warn([f"{path}: ignoring attribute(s) {_short(ignored, 80)}: the model has no feature of that name"])
