@@ -580,7 +580,8 @@ def _load_for_model(args, model, split: str, unlabelled: bool = False):
             f"{model.n_features_in_}; expected data with the training data's attributes"
         )
     if ds.n_labels and sorted(ds.label_names) == sorted(model.label_names_) and ds.label_names != model.label_names_:
-        ds = ds.columns(labels=[ds.label_names.index(n) for n in model.label_names_])  # the model's label order
+        at = {n: i for i, n in enumerate(ds.label_names)}
+        ds = ds.columns(labels=[at[n] for n in model.label_names_])  # the model's label order
     return ds, what
 
 

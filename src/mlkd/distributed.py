@@ -83,8 +83,8 @@ def check_distributable(method: Method) -> None:
 def check_world(nproc: int) -> None:
     """ValueError when torchrun launched several processes but ``nproc`` is not their number: each rank would
     otherwise run its own single-process fit and the ranks would race on the outputs."""
-    if launched_by_torchrun() and int(os.environ["WORLD_SIZE"]) > 1 and nproc != int(os.environ["WORLD_SIZE"]):
-        world = int(os.environ["WORLD_SIZE"])
+    world = int(os.environ["WORLD_SIZE"]) if launched_by_torchrun() else 1
+    if world > 1 and nproc != world:
         raise ValueError(
             f"nproc={nproc} but torchrun started WORLD_SIZE={world} processes; expected nproc={world} (one "
             "distributed fit), or independent fits launched without torchrun"
@@ -104,10 +104,9 @@ def fit_ddp(method: Method, X, Y, X_val=None, Y_val=None, config: TrainConfig | 
         raise ValueError(f"nproc={nproc!r} is invalid; expected an integer ≥ 1")
     check_distributable(method)
     device = resolve_device(cfg.device)
+    check_world(nproc)
     if launched_by_torchrun():
         world = int(os.environ["WORLD_SIZE"])
-        if nproc != world:
-            raise ValueError(f"nproc={nproc} but torchrun started WORLD_SIZE={world} processes; expected them equal")
         return _rank(int(os.environ["RANK"]), world, "env://", method, X, Y, X_val, Y_val, cfg, device.type)
     if device.type == "cuda" and torch.cuda.device_count() < nproc:
         raise ValueError(f"nproc={nproc} needs one GPU per process; found {torch.cuda.device_count()}; expected "

@@ -6,7 +6,6 @@ Like every mlkd command they raise ValueError/OSError for bad input; ``mlkd.cli.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 
@@ -168,13 +167,15 @@ def split_labels(values) -> list[str] | None:
     """Method labels from comma-separated text, keeping a label's own parameters together: the labels
     'bce,ls:epsilon=0.3,hidden=8' are bce and ls:epsilon=0.3,hidden=8 (a piece KEY=VALUE after a label with
     parameters continues it)."""
+    from .report import continues_label
+
     if values is None:
         return None
     labels: list[str] = []
     for piece in (v.strip() for text in values for v in text.split(",")):
         if not piece:
             continue
-        if labels and ":" in labels[-1] and re.match(r"[A-Za-z_]\w*\s*=", piece):
+        if labels and continues_label(labels[-1], piece):
             labels[-1] += "," + piece
         else:
             labels.append(piece)

@@ -121,14 +121,13 @@ def select_rows(rows: list[dict], methods: Iterable[str] | None = None,
     """The rows whose label matches one of the ``methods`` globs and whose data set one of ``datasets``;
     with ``methods``, rows are ordered by the first glob they match (the report's columns follow that order)."""
     kept = rows
-    names = {id(r): [str(r["label"]), *r.get("aliases", ())] for r in rows}  # labels, and later grids' names
     if methods is not None:  # a cell another grid named differently is reported under the name that matched
         kept = [_named(r, list(methods)) for r in kept]
     for column, globs in (("label", methods), ("dataset", datasets)):
         if globs is None:
             continue
         globs = list(globs)
-        candidates = [n for r in rows for n in names[id(r)]] if column == "label" else [str(r[column]) for r in kept]
+        candidates = [n for r in rows for n in _names(r)] if column == "label" else [str(r[column]) for r in kept]
         unmatched = [g for g in globs if not any(fnmatch.fnmatchcase(c, g) for c in candidates)]
         if unmatched:  # a typo, or a label a comma split: say so rather than report without it
             known = ", ".join(f"'{k}'" for k in dict.fromkeys(str(r[column]) for r in rows))
@@ -142,12 +141,15 @@ def select_rows(rows: list[dict], methods: Iterable[str] | None = None,
     return kept
 
 
+def _names(row: dict) -> list[str]:
+    """A cell's label, then the names later grids gave it (aliases)."""
+    return [str(row["label"]), *row.get("aliases", ())]
+
+
 def _named(row: dict, globs: list[str]) -> dict:
-    """``row`` under the first of its names (its label, then the aliases later grids gave it) that the first
-    matching glob matches."""
-    names = [str(row["label"]), *row.get("aliases", ())]
+    """``row`` under the first of its names that the first matching glob matches."""
     for g in globs:
-        for name in names:
+        for name in _names(row):
             if fnmatch.fnmatchcase(name, g):
                 return row if name == row["label"] else {**row, "label": name}
     return row
@@ -336,9 +338,9 @@ class _Table:
         return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else math.nan, int(v.size)
 
     def part(self, blocks: list[str]) -> _Table:
-        """This table restricted to ``blocks`` (same method names and order)."""
+        """This table restricted to ``blocks``, some of its data-set blocks (same method names and order)."""
         part = copy.copy(self)
-        part.datasets = [d for d in self.datasets if d in set(blocks)]
+        part.datasets = list(blocks)
         return part
 
     def means(self, column: str) -> np.ndarray:
@@ -768,6 +770,12 @@ def _rel(path: Path, out: Path) -> str:
     return path.relative_to(out).as_posix()
 
 
+def continues_label(label: str, piece: str) -> bool:
+    """Whether ``piece``, after a comma, is one more parameter of ``label`` rather than a new name: labels such
+    as ls:epsilon=0.3,hidden=8 carry their own commas (KEY=VALUE pieces after a ':')."""
+    return ":" in label and re.match(r"[A-Za-z_]\w*\s*=", piece) is not None
+
+
 def _parse_filter(text: str) -> dict:
     text = str(text).strip()
     if text.lower() in ("all", "*"):
@@ -777,8 +785,8 @@ def _parse_filter(text: str) -> dict:
     for part in filter(None, (p.strip() for p in text.split(","))):
         key, sep, value = part.partition("=")
         key = key.strip()
-        if last == "label" and ":" in out["label"] and sep and key not in CURVE_KEYS:
-            out[last] += "," + part  # label=ls:epsilon=0.3,hidden=8: one label (its parameters follow the ':')
+        if last == "label" and key not in CURVE_KEYS and continues_label(out["label"], part):
+            out[last] += "," + part  # label=ls:epsilon=0.3,hidden=8: one label
             continue
         last = key
         if not sep or key not in CURVE_KEYS:

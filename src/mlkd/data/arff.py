@@ -308,6 +308,11 @@ def _binary_map(values: list[str]) -> dict[str, int] | None:
     return None
 
 
+def _listed(names, most: int = 5) -> str:
+    """"'a', 'b', ..." for messages: the first ``most`` names."""
+    return ", ".join(repr(n) for n in names[:most]) + (", ..." if len(names) > most else "")
+
+
 def _label_indices(raw: _RawArff, label_file, n_labels) -> list[int]:
     path, names = raw.path, raw.names
     n_attr = len(names)
@@ -325,9 +330,8 @@ def _label_indices(raw: _RawArff, label_file, n_labels) -> list[int]:
         pos = {n: j for j, n in enumerate(names)}
         absent = [n for n in label_names if n not in pos]
         if absent:
-            shown = ", ".join(repr(a) for a in absent[:5]) + (", ..." if len(absent) > 5 else "")
             raise ValueError(
-                f"{label_file}: {len(absent)} label(s) not declared as attributes in {path}: {shown}; "
+                f"{label_file}: {len(absent)} label(s) not declared as attributes in {path}: {_listed(absent)}; "
                 "expected every <label name=...> to match an @attribute name"
             )
         if n_labels is not None and n_labels != len(label_names):
@@ -634,10 +638,9 @@ def read_arff_for_model(
     pos = {n: j for j, n in enumerate(raw.names)}
     absent = [n for n in label_names if n not in pos]
     if labels_required and absent:
-        shown = ", ".join(repr(a) for a in absent[:5]) + (", ..." if len(absent) > 5 else "")
         raise ValueError(
             f"{path}: {len(absent)} of the model's {len(label_names)} label(s) are not declared as attributes: "
-            f"{shown}; expected the training data's label attributes"
+            f"{_listed(absent)}; expected the training data's label attributes"
         )
     present = [pos[n] for n in label_names if n in pos]
     schema = _build_schema(raw, None, None, float("inf"), label_idx=present if labels_required else [],
@@ -661,10 +664,9 @@ def read_arff_for_model(
         elif not any(fname.startswith(a + "=") for a in onehot):
             missing.append(fname)
     if missing:
-        shown = ", ".join(repr(m) for m in missing[:5]) + (", ..." if len(missing) > 5 else "")
         raise ValueError(
             f"{path}: {len(missing)} of the model's {len(feature_names)} features are not in this file "
-            f"(or have another type): {shown}; expected the training data's attributes"
+            f"(or have another type): {_listed(missing)}; expected the training data's attributes"
         )
     used = set(take[take >= 0].tolist())
     known = set(feature_names)

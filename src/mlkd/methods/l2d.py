@@ -275,13 +275,13 @@ class Pretrained(Method):
                 self.model = build_method(inner["method"], n_features, n_labels, inner["method_params"])
             self._saved_mean, self._saved_scale = np.zeros(n_features), np.ones(n_features)
         else:
-            from ..io import load_model, read_config
+            from ..io import load_model
 
             saved = load_model(config.model_dir)
             self.model = saved.model_
             self._saved_mean = np.asarray(saved.scaler_.mean, dtype=np.float64)
             self._saved_scale = np.asarray(saved.scaler_.scale, dtype=np.float64)
-            inner = {"method": saved.method, "method_params": read_config(config.model_dir)["method_params"],
+            inner = {"method": saved.method, "method_params": saved.method_params(),
                      "inner": getattr(saved.model_, "inner_spec", None)}
         self.inner_spec = inner  # saved with a fine-tuned model: it then loads without model_dir
         self.register_buffer("input_scale", torch.zeros(n_features))
