@@ -182,8 +182,10 @@ def test_ranking_metrics_depend_only_on_the_order_of_scores(prob):
     S = S * 0.98 + 0.01  # logit needs (0, 1); the map is strictly increasing, so the order is unchanged
     logits = np.log(S) - np.log1p(-S)
     # ... in exact arithmetic: in floats it can merge scores a few ulps apart (0.01 + 9e-18 and 0.01), so the
-    # claim is checked where the two score matrices do order each label's examples alike
+    # claim is checked where the two score matrices order each label's examples (mAP) and each example's
+    # labels (ranking loss, coverage, one-error, LRAP) alike
     assume(all(np.array_equal(rankdata(S[:, j]), rankdata(logits[:, j])) for j in range(S.shape[1])))
+    assume(all(np.array_equal(rankdata(S[i]), rankdata(logits[i])) for i in range(S.shape[0])))
     a, b = ranking_metrics(Y, S), ranking_metrics(Y, logits)
     for key in a:
         assert a[key] == pytest.approx(b[key], abs=1e-9, nan_ok=True), key
