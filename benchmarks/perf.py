@@ -493,10 +493,10 @@ def section_fastpath(args) -> str:
                         "--threads", "1", "-q"], check=True)
 
     def cells(path, fast):
-        # a method's defaults, or the cells kept from before a later parameter (kd_reduction=mean): pairs are
-        # formed between cells of the same method parameters only
+        # a method's defaults, or the cells kept under another label from before a later parameter
+        # (kd_reduction=mean, t2_scaling=true): pairs are formed between cells of the same method parameters only
         with ResultsDB(path) as db:
-            rows = db.rows("noise = 'none' AND (label = method OR label = method || ':kd_reduction=mean')")
+            rows = db.rows("noise = 'none' AND (label = method OR label LIKE method || ':%')")
         return {(r["dataset"], r["method"], r["seed"], json.dumps(r["config"]["params"], sort_keys=True)): r
                 for r in rows if r["dataset"] in SMALL_SETS and r["method"] in methods
                 and r["config"]["train"].get("fused_mlp", False) == fast}

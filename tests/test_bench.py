@@ -88,10 +88,11 @@ def test_every_finished_headline_cell_is_still_a_cell_of_the_headline_grid():
         rows = database.execute("SELECT key, dataset, method FROM results WHERE noise = 'none' AND label = method")
         methods = {s.method for s in grid.methods}
         finished = {key for key, dataset, method in rows if dataset in grid.datasets and method in methods}
-        # the cells published before kd_reduction existed (binKL averaged over labels) are kept under their own
-        # label and stay reachable as that setting's cells
-        earlier = [MethodSpec.parse(f"{m}:kd_reduction=mean") for m in ("tfkd_self", "tfkd_reg", "cskd", "ban",
+        # the cells published before kd_reduction existed (binKL averaged over labels) and before t2_scaling did
+        # (CS-KD's term × T²) are kept under their own labels and stay reachable as those settings' cells
+        earlier = [MethodSpec.parse(f"{m}:kd_reduction=mean") for m in ("tfkd_self", "tfkd_reg", "ban",
                                                                            "raskd_plus")]
+        earlier += [MethodSpec.parse(s) for s in ("cskd:kd_reduction=mean,t2_scaling=true", "cskd:t2_scaling=true")]
         kept = {key for (key,) in database.execute(
             f"SELECT key FROM results WHERE noise = 'none' AND label IN ({','.join('?' * len(earlier))})",
             [s.label for s in earlier])}
@@ -99,7 +100,7 @@ def test_every_finished_headline_cell_is_still_a_cell_of_the_headline_grid():
     assert len(finished) >= 534 and finished <= keys
     earlier_keys = {c.key for c in Grid.build(grid.datasets, earlier, seeds=grid.seeds, noise=grid.noise,
                                                 params=grid.params).cells()}
-    assert len(kept) == 165 and kept == earlier_keys
+    assert len(kept) == 198 and kept == earlier_keys
 
 
 def test_noise_axis_is_canonical_and_trains_on_noisy_labels_with_clean_test(mulan_dir):

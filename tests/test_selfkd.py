@@ -1,5 +1,6 @@
 """The self-distillation family of METHODS.md §4–6: RAS-KD, multi-round SD, PLL student, TF-KD, PS-KD, CS-KD, BAN."""
 
+import dataclasses
 import json
 import math
 
@@ -64,19 +65,37 @@ def test_kd_reduction_is_no_part_of_a_config_whose_kd_term_is_off():
     assert "kd_reduction" in config_identity(make_config("raskd", {"instance": True}))
 
 
-def test_a_model_saved_before_kd_reduction_existed_loads_with_the_setting_it_was_trained_with(tmp_path):
+def test_a_model_saved_before_kd_reduction_and_t2_scaling_existed_loads_with_the_settings_it_was_trained_with(
+        tmp_path):
     X, Y = linear_problem(n=120, d=6, L=4, seed=0)
     clf = MultiLabelClassifier("cskd", hidden=8, max_epochs=2, random_state=0).fit(X, Y)
     clf.save(tmp_path / "m")
     config_path = tmp_path / "m" / "config.json"
     config = json.loads(config_path.read_text())
     del config["method_params"]["kd_reduction"]  # what an mlkd before 2026-12-03 wrote
+    del config["method_params"]["t2_scaling"]  # ... and until 2026-12-03
     config_path.write_text(json.dumps(config))
     old = load_model(tmp_path / "m")
-    assert old.get_params()["kd_reduction"] == "mean"
+    assert (old.get_params()["kd_reduction"], old.get_params()["t2_scaling"]) == ("mean", True)
     np.testing.assert_array_equal(old.predict_proba(X), clf.predict_proba(X))
-    clf.save(tmp_path / "new")  # a model saved now records the default it was trained with
-    assert load_model(tmp_path / "new").get_params()["kd_reduction"] == "sum"
+    clf.save(tmp_path / "new")  # a model saved now records the defaults it was trained with
+    assert (load_model(tmp_path / "new").get_params()["kd_reduction"],
+            load_model(tmp_path / "new").get_params()["t2_scaling"]) == ("sum", False)
+
+
+@pytest.mark.parametrize("name", ["cskd", "ban", "tfkd_reg"])
+def test_kd_term_carries_no_t2_factor_by_default_and_the_earlier_t2_keeps_its_identity(name):
+    # METHODS.md §6 writes CS-KD's, BAN's and TF-KD reg's term as plain binKL_T (TF-KD self's has T²)
+    default, earlier = make_config(name), make_config(name, {"t2_scaling": True})
+    assert default.t2_scaling is False and "t2_scaling" not in dataclasses.asdict(make_config("tfkd_self"))
+    assert "t2_scaling" not in config_identity(earlier)  # the cells and checkpoints written before it existed
+    # T² = 1 at T = 1 (BAN's and TF-KD reg's default): the setting is inert there and keeps their cells' keys
+    at_t1 = make_config(name, {"temperature": 1.0})
+    assert config_identity(at_t1) == config_identity(make_config(name, {"temperature": 1.0, "t2_scaling": True}))
+    at_t2 = make_config(name, {"temperature": 2.0})
+    assert config_identity(at_t2)["t2_scaling"] is False
+    weight = {"cskd": "lambda_kd", "ban": "lambda_kd", "tfkd_reg": "alpha"}[name]
+    assert "t2_scaling" not in config_identity(make_config(name, {"temperature": 2.0, weight: 0.0}))
 
 
 # -- shared losses -------------------------------------------------------------------------------------
@@ -284,8 +303,12 @@ def test_cskd_distillation_covers_only_shared_labels():
     assert torch.equal(shared, CSKD_Y * CSKD_Y[partner] * out.extras["has_partner"][:, None])
     assert shared[3].sum() == 0 and shared[4].sum() == 0 and shared[0].tolist() == [1, 0, 0, 0]
     kl = bernoulli_kl(out.logits[partner].detach(), out.logits, 4.0)
-    # METHODS.md: binKL_T summed over the shared labels, averaged over the batch (rows without a partner: 0)
-    assert torch.allclose(out.losses["distillation"], 16 * (kl * shared).sum() / 7)
+    # METHODS.md: λ·binKL_T summed over the shared labels, averaged over the batch (rows without a partner: 0)
+    assert torch.allclose(out.losses["distillation"], (kl * shared).sum() / 7)
+    # t2_scaling: × T² = 16, the official code's KDLoss (and the cells published until 2026-12-03)
+    t2 = build_method("cskd", 6, 4, {**SMALL, "t2_scaling": True}, seed=0)
+    out_t2 = t2.step(Batch(x, CSKD_Y, torch.arange(7)), ctx(seed=4))
+    assert torch.allclose(out_t2.losses["distillation"], 16 * out.losses["distillation"])
     mean = build_method("cskd", 6, 4, {**SMALL, "kd_reduction": "mean"}, seed=0)
     out_mean = mean.step(Batch(x, CSKD_Y, torch.arange(7)), ctx(seed=4))
     assert torch.allclose(out_mean.losses["distillation"], out.losses["distillation"] / 4)
@@ -350,6 +373,9 @@ def test_ban_ensemble_averages_every_generations_probabilities():
     out = run_stages(stages, X, Y, config=TrainConfig(max_epochs=2, batch_size=32))
     final = out["gen3"].model
     assert len(final.ancestors) == 2 and not any(p.requires_grad for p in final.ancestors.parameters())
+    # gen 2 taught gen 3 and got its gradients back, but not for its own frozen ancestor
+    assert not any(p.requires_grad for p in out["gen2"].model.ancestors.parameters())
+    assert all(p.requires_grad for p in out["gen2"].model.net.parameters())
     gens = [out["gen1"].model.net, out["gen2"].model.net, final.net]
     for ancestor, gen in zip(final.ancestors, gens[:2], strict=True):
         pairs = zip(ancestor.state_dict().values(), gen.state_dict().values(), strict=True)

@@ -27,6 +27,21 @@ def bernoulli_kl(teacher_logits: Tensor, student_logits: Tensor, temperature: fl
     return p * (F.logsigmoid(t) - F.logsigmoid(s)) + (1 - p) * (F.logsigmoid(-t) - F.logsigmoid(-s))
 
 
+def kd_factor(temperature: float, t2_scaling: bool) -> float:
+    """The factor a binKL_T term carries on top of its weight: T² with ``t2_scaling`` (Hinton et al.'s
+    correction for the 1/T² shrinking of soft-target gradients, which the official CS-KD and BAN code apply),
+    else 1 (METHODS.md §6 writes CS-KD's, BAN's and TF-KD reg's term as plain binKL_T)."""
+    return temperature**2 if t2_scaling else 1.0
+
+
+def inert_kd_params(weight: float, temperature: float) -> set[str]:
+    """The KD options that cannot change a config's numbers: both while the KD term's weight is 0,
+    ``t2_scaling`` while T = 1 (T² = 1)."""
+    if weight == 0:
+        return {"kd_reduction", "t2_scaling"}
+    return {"t2_scaling"} if temperature == 1 else set()
+
+
 #: ``kd_reduction`` choices: "sum" over labels (METHODS.md's binKL_T) or "mean" over labels (binKL_T / L).
 KD_REDUCTIONS = ("sum", "mean")
 

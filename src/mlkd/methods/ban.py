@@ -1,8 +1,9 @@
 """Born-again networks [adapt] (METHODS.md §6, Furlanello et al. 2018), multi-label.
 
 Generations 1 … G (``generations``, default 3) are stages ``gen1 … gen{G}``: gen 1 is a plain BCE-MLP on
-the labels; gen k ≥ 2 is a fresh network trained with BCE(z, y) + λ·T²·binKL_T(z_{k−1} ‖ z), z_{k−1} the
-frozen gen k − 1 network's logits (λ = 1, T = 1). The stage training gen k is this method with
+the labels; gen k ≥ 2 is a fresh network trained with BCE(z, y) + λ·binKL_T(z_{k−1} ‖ z), z_{k−1} the
+frozen gen k − 1 network's logits (λ = 1, T = 1); T² only with ``t2_scaling=True`` (METHODS.md writes plain
+binKL; the same at the default T = 1). The stage training gen k is this method with
 ``generations=k``, so "a BAN of k generations" and "generation k" are the same model.
 
 ``ensemble=True`` predicts with the mean of all G generations' probabilities (returned as its logit). The
@@ -22,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..nn import MLP
-from ._kd import KD_REDUCTIONS, backbone_params, binary_kl
+from ._kd import KD_REDUCTIONS, backbone_params, binary_kl, inert_kd_params, kd_factor
 from .base import Batch, Method, StepContext, StepOutput, check_choice, check_range, register
 from .bce import BCE, MLPConfig
 
@@ -34,6 +35,7 @@ class BANConfig(MLPConfig):
     temperature: float = 1.0
     ensemble: bool = False
     kd_reduction: str = "sum"  # binKL_T over labels: "sum" (METHODS.md) | "mean" (÷ L, the pre-2026-12-03 cells)
+    t2_scaling: bool = False  # × T² on the KD term (until 2026-12-03; the same at T = 1); METHODS.md: none
 
     def validate(self, n_features: int, n_labels: int) -> None:
         super().validate(n_features, n_labels)
@@ -43,7 +45,7 @@ class BANConfig(MLPConfig):
         check_choice("kd_reduction", self.kd_reduction, KD_REDUCTIONS)
 
     def inert_params(self) -> set[str]:
-        return {"kd_reduction"} if self.lambda_kd == 0 else set()
+        return inert_kd_params(self.lambda_kd, self.temperature)
 
 
 @register
@@ -106,6 +108,6 @@ class BAN(BCE):
         kd = binary_kl(teacher_logits, logits, c.temperature, reduction=c.kd_reduction)
         losses = {
             "bce": F.binary_cross_entropy_with_logits(logits, batch.y),
-            "distillation": c.lambda_kd * c.temperature**2 * kd,
+            "distillation": c.lambda_kd * kd_factor(c.temperature, c.t2_scaling) * kd,
         }
         return StepOutput(losses, logits)

@@ -3,10 +3,11 @@
 Instead of a sampler that builds same-class pairs, each example draws, within its batch, a random partner
 that shares at least one positive label with it (uniform over the eligible partners). The KD term pulls its
 prediction towards the partner's detached prediction on the shared positive labels only:
-L = BCE(z, y) + λ·T²·binKL_T(sg(z_partner) ‖ z) masked to shared labels (T² as in the official code;
-binKL_T summed over the shared labels and averaged over the batch, as METHODS.md; ``kd_reduction="mean"``
-divides it by L too, as before 2026-12-03). Examples with no eligible partner in
-the batch get the BCE term only. T = 4, λ = 1.
+L = BCE(z, y) + λ·binKL_T(sg(z_partner) ‖ z) masked to shared labels (binKL_T summed over the shared labels
+and averaged over the batch, as METHODS.md; ``kd_reduction="mean"`` divides it by L too, as before
+2026-12-03). ``t2_scaling=True`` multiplies the term by T² as the official code's KDLoss does (and as this
+method did until 2026-12-03; METHODS.md writes no T² here). Examples with no eligible partner in the batch get
+the BCE term only. T = 4, λ = 1.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._kd import KD_REDUCTIONS, binary_kl
+from ._kd import KD_REDUCTIONS, binary_kl, inert_kd_params, kd_factor
 from .base import Batch, StepContext, StepOutput, check_choice, check_range, register
 from .bce import BCE, MLPConfig
 
@@ -27,6 +28,7 @@ class CSKDConfig(MLPConfig):
     lambda_kd: float = 1.0
     temperature: float = 4.0
     kd_reduction: str = "sum"  # binKL_T over labels: "sum" (METHODS.md) | "mean" (÷ L, the pre-2026-12-03 cells)
+    t2_scaling: bool = False  # × T² on the KD term: the official code, the pre-2026-12-03 cells; METHODS.md: none
 
     def validate(self, n_features: int, n_labels: int) -> None:
         super().validate(n_features, n_labels)
@@ -35,7 +37,7 @@ class CSKDConfig(MLPConfig):
         check_choice("kd_reduction", self.kd_reduction, KD_REDUCTIONS)
 
     def inert_params(self) -> set[str]:
-        return {"kd_reduction"} if self.lambda_kd == 0 else set()
+        return inert_kd_params(self.lambda_kd, self.temperature)
 
 
 def draw_partners(y: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -69,6 +71,6 @@ class CSKD(BCE):
         kd = binary_kl(logits[partner].detach(), logits, c.temperature, mask=shared, reduction=c.kd_reduction)
         losses = {
             "bce": F.binary_cross_entropy_with_logits(logits, batch.y),
-            "distillation": c.lambda_kd * c.temperature**2 * kd,
+            "distillation": c.lambda_kd * kd_factor(c.temperature, c.t2_scaling) * kd,
         }
         return StepOutput(losses, logits, {"partner": partner, "has_partner": has_partner, "shared_labels": shared})

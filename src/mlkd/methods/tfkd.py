@@ -3,7 +3,8 @@
 - ``tfkd_self``: two stages. "teacher" trains a plain BCE-MLP; "student" trains a fresh copy (same network,
   new initial weights) with (1−α)·BCE(z, y) + α·T²·binKL_T(teacher ‖ z); α = 0.9, T = 4.
 - ``tfkd_reg``: one stage; a hand-made virtual teacher p_k = a for positives and 1 − a for negatives
-  (a = 0.99) replaces the trained one: (1−α)·BCE(z, y) + α·T²·binKL_T(logit(p) ‖ z); α = 0.9, T = 1.
+  (a = 0.99) replaces the trained one: (1−α)·BCE(z, y) + α·binKL_T(logit(p) ‖ z); α = 0.9, T = 1 (× T² only
+  with ``t2_scaling=True``, as before 2026-12-03 evening: METHODS.md writes plain binKL; the same at T = 1).
   With T = 1 this is label smoothing towards (1−α)·y + α·p (binKL = BCE(z, p) − H(p)).
 binKL_T is summed over labels and averaged over samples (METHODS.md; ``kd_reduction="mean"`` averages over
 labels too, as before 2026-12-03), BCE averaged over both.
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._kd import KD_REDUCTIONS, bce_teacher_stages, binary_kl
+from ._kd import KD_REDUCTIONS, bce_teacher_stages, binary_kl, inert_kd_params, kd_factor
 from .base import Batch, StepContext, StepOutput, check_choice, check_range, register
 from .bce import BCE, MLPConfig
 
@@ -68,6 +69,7 @@ class TFKDRegConfig(MLPConfig):
     temperature: float = 1.0
     a: float = 0.99  # the virtual teacher's probability for a positive label (1 − a for a negative)
     kd_reduction: str = "sum"  # binKL_T over labels: "sum" (METHODS.md) | "mean" (÷ L, the pre-2026-12-03 cells)
+    t2_scaling: bool = False  # × T² on the KD term (until 2026-12-03; the same at T = 1); METHODS.md: none
 
     def validate(self, n_features: int, n_labels: int) -> None:
         super().validate(n_features, n_labels)
@@ -77,7 +79,7 @@ class TFKDRegConfig(MLPConfig):
         check_choice("kd_reduction", self.kd_reduction, KD_REDUCTIONS)
 
     def inert_params(self) -> set[str]:
-        return {"kd_reduction"} if self.alpha == 0 else set()
+        return inert_kd_params(self.alpha, self.temperature)
 
 
 def virtual_teacher_logits(y: Tensor, a: float) -> Tensor:
@@ -97,6 +99,6 @@ class TFKDReg(BCE):
         kd = binary_kl(teacher_logits, logits, c.temperature, reduction=c.kd_reduction)
         losses = {
             "bce": (1 - c.alpha) * F.binary_cross_entropy_with_logits(logits, batch.y),
-            "distillation": c.alpha * c.temperature**2 * kd,
+            "distillation": c.alpha * kd_factor(c.temperature, c.t2_scaling) * kd,
         }
         return StepOutput(losses, logits)
