@@ -221,6 +221,16 @@ def test_a_kill_between_the_tensors_and_their_json_keeps_the_previous_checkpoint
     _same_fit(MultiLabelClassifier("pskd", resume=True, **params).fit(X, Y), whole)
 
 
+def test_leftovers_of_interrupted_writes_are_removed_and_a_users_own_temporary_files_are_kept(tmp_path):
+    ours = [".checkpoint.json.k3x_9q.tmp", ".stage0.json.ab12cd.tmp", ".stage1.e000004.safetensors.zz9.tmp",
+            ".stage0.done.safetensors.q1.tmp", ".probe.x7y.tmp"]
+    theirs = [".draft.tmp", ".report.md.tmp", ".notes.2026.tmp", "keep.tmp"]
+    for name in ours + theirs:
+        (tmp_path / name).write_text("partial")
+    ckpt.Checkpointer(tmp_path)  # --checkpoint-dir on a directory the user also keeps other files in
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(theirs)
+
+
 def test_resume_on_an_empty_directory_starts_a_fresh_fit_and_a_finished_fit_is_not_retrained(tmp_path, monkeypatch):
     params = dict(hidden=8, max_epochs=5, batch_size=32, checkpoint_dir=tmp_path / "new", resume=True)
     first = MultiLabelClassifier("skdtea", **params).fit(X, Y)

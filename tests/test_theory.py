@@ -97,8 +97,18 @@ def test_zero_penalty_is_projection_every_round():
         ((np.ones((3, 2)), np.ones((4, 1)), 0.1, 1), "Y must have shape"),
         ((np.ones((3, 2)), np.ones((3, 1)), -1.0, 1), "lam=-1.0 is invalid"),
         ((np.ones((3, 2)), np.ones((3, 1)), 0.1, -2), "rounds=-2 is invalid"),
+        ((np.array([[np.nan, 1.0], [1.0, 2.0]]), np.ones((2, 1)), 0.1, 1), "X contains NaN or infinity"),
+        ((np.ones((2, 2)), np.array([[np.inf], [0.0]]), 0.1, 1), "Y contains NaN or infinity"),
+        ((np.ones((3, 2)), np.ones((3, 1)), "0.1", 1), "lam='0.1' is invalid"),
     ],
 )
 def test_bad_arguments_are_value_errors(args, match):
     with pytest.raises(ValueError, match=match):
         predict_self_distillation(*args)
+
+
+def test_shrinkage_factors_check_their_penalty_and_features():
+    with pytest.raises(ValueError, match=r"lam=-1.0 is invalid; expected a finite number ≥ 0"):
+        shrinkage_factors(np.eye(3), -1.0)
+    with pytest.raises(ValueError, match="X contains NaN"):
+        shrinkage_factors(np.array([[np.nan, 1.0]]), 0.1)

@@ -102,11 +102,21 @@ def test_a_step_without_loss_terms_is_a_clear_error():
 
 @pytest.mark.parametrize(
     ("field", "value", "match"),
-    [("batch_size", 0, "batch_size"), ("lr", -1.0, "lr"), ("optimizer", "sgd", "optimizer"), ("monitor", "f1", "mon")],
+    [("batch_size", 0, "batch_size"), ("lr", -1.0, "lr"), ("optimizer", "sgd", "optimizer"), ("monitor", "f1", "mon"),
+     # wrong types are named too, instead of failing later inside the loop (or passing: patience 1.5)
+     ("max_epochs", 2.5, r"'max_epochs'=2.5 is invalid; expected an integer ≥ 1"), ("patience", 1.5, "patience"),
+     ("lr", "1e-3", r"'lr'='1e-3' is invalid; expected a float"), ("batch_size", True, "batch_size"),
+     ("seed", 2**64, r"expected an integer in \[0, 2\*\*63 - 1\)"), ("seed", 1.0, "seed"),
+     ("device", 0, "device"), ("num_threads", 2.0, "num_threads")],
 )
 def test_invalid_training_settings_are_rejected(field, value, match):
     with pytest.raises(ValueError, match=match):
         Trainer(TrainConfig(**{field: value}))
+
+
+def test_numpy_scalars_and_integer_rates_are_valid_training_settings():
+    cfg = TrainConfig(max_epochs=np.int64(3), lr=1, weight_decay=np.float32(0.0), seed=np.int32(5), patience=2)
+    cfg.validate()
 
 
 def test_batches_come_from_a_shuffled_index_covering_every_row_each_epoch():
@@ -153,6 +163,19 @@ def test_separable_data_stops_early_instead_of_polishing_the_loss():
     res = Trainer(TrainConfig(max_epochs=300, patience=5, seed=0)).fit(m, X[:150], Y[:150], X[150:], Y[150:])
     assert res.best_score > 0.99
     assert res.stopped_early and res.epochs_run < 150  # BCE moves below 1e-3 per epoch long before 300
+
+
+def test_monitoring_the_loss_counts_only_moves_of_the_rounded_bce_as_improvements():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 6)).astype(np.float32)
+    Y = (X[:, :3] > 0).astype(np.uint8)
+    m = build_method("bce", 6, 3, {"hidden": 32, "dropout": 0.0}, seed=0)
+    res = Trainer(TrainConfig(max_epochs=300, patience=5, seed=0, monitor="loss")).fit(m, X[:150], Y[:150],
+                                                                                       X[150:], Y[150:])
+    # replay the rule: the best epoch is the first to reach the best BCE at 3 decimals; patience counts from it
+    keys = [round(h["val_score"], 3) for h in res.history]
+    assert res.best_epoch == keys.index(max(keys)) and res.best_score == res.history[res.best_epoch]["val_score"]
+    assert res.stopped_early and res.epochs_run == res.best_epoch + 1 + 5
 
 
 FAULT_CHILD = """
@@ -329,3 +352,31 @@ def test_the_lean_fused_step_falls_back_to_the_optimizers_step_on_another_privat
         own_opt.step()
         assert torch.equal(ours, theirs)
     assert step._lists is not None  # lean after the first step
+
+
+def test_fits_started_from_several_threads_give_each_seeds_model_bit_for_bit():
+    # torch's RNG, thread count and fused-MLP switch are per process: fits from threads (joblib's threading
+    # backend, a thread pool) must take turns, or their dropout masks and initial weights interleave
+    import threading
+
+    from mlkd import MultiLabelClassifier
+
+    X, Y = linear_problem(n=200, d=8, L=4, seed=0)
+    kw = dict(hidden=32, max_epochs=4, batch_size=16, patience=50)
+    alone = {s: MultiLabelClassifier("bce", random_state=s, **kw).fit(X, Y).predict_proba(X) for s in (0, 1)}
+    got, errors = {}, []
+
+    def job(i, seed):
+        try:
+            got[i] = MultiLabelClassifier("bce", random_state=seed, **kw).fit(X, Y).predict_proba(X)
+        except Exception as e:  # surfaced below: an exception in a thread would otherwise pass silently
+            errors.append(e)
+
+    threads = [threading.Thread(target=job, args=(i, i % 2)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for i in range(4):
+        np.testing.assert_array_equal(got[i], alone[i % 2])

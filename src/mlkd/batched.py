@@ -31,13 +31,14 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from .methods.base import Batch, Method, StepContext, build_method, method_class
+from .methods.base import TORCH_GLOBAL_STATE, Batch, Method, StepContext, build_method, method_class
 from .nn import fused_mlp_training
 from .trainer import (
     FusedAdamStep,
     TrainConfig,
     TrainResult,
     _apply_lr_schedule,
+    _improves,
     _make_optimizer,
     _validation_score,
     device_tensors,
@@ -107,17 +108,18 @@ def fit_seeds(
     members = [build_method(method, X.shape[1], Y.shape[1], params, seed=s) for s in seeds]
     check_batchable(members[0])
     keep_freed_memory_for_reuse()
-    threads = torch.get_num_threads()
     device = resolve_device(cfg.device)
-    try:
-        if cfg.num_threads is not None:
-            torch.set_num_threads(cfg.num_threads)
-        with (torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []),
-              fused_mlp_training(cfg.fused_mlp), paused_garbage_collection(), optimizers_without_compiler_import()):
-            torch.manual_seed(seeds[0])
-            return _fit(members, seeds, X, Y, X_val, Y_val, cfg, device)
-    finally:
-        torch.set_num_threads(threads)
+    with TORCH_GLOBAL_STATE:  # one fit at a time per process, as Trainer.fit
+        threads = torch.get_num_threads()
+        try:
+            if cfg.num_threads is not None:
+                torch.set_num_threads(cfg.num_threads)
+            with (torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []),
+                  fused_mlp_training(cfg.fused_mlp), paused_garbage_collection(), optimizers_without_compiler_import()):
+                torch.manual_seed(seeds[0])
+                return _fit(members, seeds, X, Y, X_val, Y_val, cfg, device)
+        finally:
+            torch.set_num_threads(threads)
 
 
 def _fit(members, seeds, X, Y, X_val, Y_val, cfg: TrainConfig, dev) -> list[tuple[Method, TrainResult]]:
@@ -204,7 +206,7 @@ def _fit(members, seeds, X, Y, X_val, Y_val, cfg: TrainConfig, dev) -> list[tupl
             if has_val:
                 score = _validation_score(val_logits[slot], Yv, cfg.monitor)
                 row["val_score"] = score[-1]
-                if score > best[k]:
+                if _improves(score, best[k], cfg.monitor):
                     best[k], since_best[k], results[k].best_epoch = score, 0, epoch
                     best_state[k] = member_state(slot)
                 else:

@@ -339,6 +339,14 @@ def _load_rng(tensors: dict, generators: tuple[torch.Generator, ...], device: to
 # the checkpointer
 # ---------------------------------------------------------------------------------------------------
 _STAGE_FILE = re.compile(r"^stage\d+(\.done)?\.json$")
+_STAGE_TENSORS = re.compile(r"^stage\d+\.(done|e\d+)\.safetensors$")
+
+
+def _own_temporary(name: str) -> bool:
+    """Whether ``name`` is a temporary file a checkpoint write makes (``.{file}.{random}.tmp`` for the manifest
+    or a stage file, ``.probe.{random}.tmp``): only those are removed as leftovers, never a user's own file."""
+    base = name[1:].rsplit(".", 2)[0] if name.startswith(".") and name.count(".") >= 3 else ""
+    return base in (MANIFEST, "probe") or bool(_STAGE_FILE.match(base) or _STAGE_TENSORS.match(base))
 
 
 class Checkpointer:
@@ -371,8 +379,9 @@ class Checkpointer:
         if existing and not self.resume:
             raise ValueError(f"checkpoint directory {self.directory} already holds a checkpoint; expected resume=True "
                              "(--resume) to continue that fit, or an empty directory")
-        for leftover in self.directory.glob(".*.tmp"):  # a write interrupted before its rename
-            leftover.unlink(missing_ok=True)
+        for leftover in self.directory.glob(".*.tmp"):  # a write of ours interrupted before its rename
+            if _own_temporary(leftover.name):
+                leftover.unlink(missing_ok=True)
         if fingerprint is not None:
             if manifest.exists():
                 _check_fingerprint(_read_json(manifest).get("fingerprint"), fingerprint, manifest)

@@ -29,6 +29,10 @@ def gram_spectrum(X) -> tuple[np.ndarray, np.ndarray]:
     From the thin SVD of X (X = U·diag(s)·Vᵀ, μ = s²), which never forms the n × n Gram matrix.
     """
     X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 2:
+        raise ValueError(f"X must be 2-D (n_samples, n_features); got shape {X.shape}")
+    if not np.isfinite(X).all():
+        raise ValueError("X contains NaN or infinity; expected finite features")
     U, s, _ = np.linalg.svd(X, full_matrices=False)
     rank = int(np.sum(s > s[:1].max(initial=0.0) * max(X.shape) * np.finfo(np.float64).eps))
     return s[:rank] ** 2, U[:, :rank]
@@ -36,8 +40,15 @@ def gram_spectrum(X) -> tuple[np.ndarray, np.ndarray]:
 
 def shrinkage_factors(X, lam: float) -> np.ndarray:
     """μ_j / (μ_j + nλ) for each non-zero Gram eigenvalue: the per-round multiplier of the label signal along u_j."""
+    _check_lam(lam)
     mu, _ = gram_spectrum(X)
     return mu / (mu + np.asarray(X).shape[0] * lam)
+
+
+def _check_lam(lam) -> None:
+    if isinstance(lam, bool) or not isinstance(lam, (int, float, np.integer, np.floating)) or not (
+            np.isfinite(lam) and lam >= 0):
+        raise ValueError(f"lam={lam!r} is invalid; expected a finite number ≥ 0")
 
 
 def predict_self_distillation(X, Y, lam: float, rounds: int) -> np.ndarray:
@@ -56,8 +67,9 @@ def predict_self_distillation(X, Y, lam: float, rounds: int) -> np.ndarray:
     if Y.ndim not in (1, 2) or Y.shape[0] != X.shape[0]:
         raise ValueError(f"Y must have shape (n_samples,) or (n_samples, n_labels) with n_samples={X.shape[0]}; "
                          f"got {Y.shape}")
-    if not (np.isfinite(lam) and lam >= 0):
-        raise ValueError(f"lam={lam!r} is invalid; expected a finite value ≥ 0")
+    if not np.isfinite(Y).all():
+        raise ValueError("Y contains NaN or infinity; expected finite targets")
+    _check_lam(lam)
     if int(rounds) != rounds or rounds < 0:
         raise ValueError(f"rounds={rounds!r} is invalid; expected an integer ≥ 0")
     mu, U = gram_spectrum(X)

@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .checkpoint import LoopState, active_checkpointer
-from .methods.base import Batch, Method, StepContext
+from .methods.base import TORCH_GLOBAL_STATE, Batch, Method, StepContext
 from .nn import fused_mlp_training
 
 
@@ -54,17 +54,26 @@ class TrainConfig:
     progress: bool = False  # tqdm bar over epochs
 
     def validate(self) -> None:
+        def integer(v) -> bool:
+            return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+        def real(v) -> bool:
+            return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
         checks = [
-            ("max_epochs", self.max_epochs >= 1, "an integer ≥ 1"),
-            ("batch_size", self.batch_size >= 1, "an integer ≥ 1"),
-            ("lr", 0 < self.lr < 10, "a float in (0, 10)"),
-            ("weight_decay", 0 <= self.weight_decay < 10, "a float in [0, 10)"),
+            ("max_epochs", integer(self.max_epochs) and self.max_epochs >= 1, "an integer ≥ 1"),
+            ("batch_size", integer(self.batch_size) and self.batch_size >= 1, "an integer ≥ 1"),
+            ("lr", real(self.lr) and 0 < self.lr < 10, "a float in (0, 10)"),
+            ("weight_decay", real(self.weight_decay) and 0 <= self.weight_decay < 10, "a float in [0, 10)"),
             ("optimizer", self.optimizer in ("adam", "adamw", "rmsprop"), "'adam', 'adamw' or 'rmsprop'"),
-            ("momentum", 0 <= self.momentum < 1, "a float in [0, 1)"),
-            ("lr_decay", 0 < self.lr_decay <= 1, "a float in (0, 1]"),
-            ("patience", self.patience >= 1, "an integer ≥ 1"),
+            ("momentum", real(self.momentum) and 0 <= self.momentum < 1, "a float in [0, 1)"),
+            ("lr_decay", real(self.lr_decay) and 0 < self.lr_decay <= 1, "a float in (0, 1]"),
+            ("patience", integer(self.patience) and self.patience >= 1, "an integer ≥ 1"),
             ("monitor", self.monitor in ("mAP", "loss"), "'mAP' or 'loss'"),
-            ("num_threads", self.num_threads is None or self.num_threads >= 1, "None or an integer ≥ 1"),
+            ("seed", integer(self.seed) and 0 <= self.seed < 2**63 - 1, "an integer in [0, 2**63 - 1)"),
+            ("device", isinstance(self.device, str), "a string: 'auto', 'cpu', 'cuda' or 'cuda:N'"),
+            ("num_threads", self.num_threads is None or (integer(self.num_threads) and self.num_threads >= 1),
+             "None or an integer ≥ 1"),
             ("fused_optimizer", isinstance(self.fused_optimizer, bool), "True or False"),
             ("fused_mlp", isinstance(self.fused_mlp, bool), "True or False"),
         ]
@@ -195,7 +204,8 @@ EARLY_STOPPING_RULE = "lexicographic(mAP@3dp, -BCE@3dp)"
 
 
 def _validation_score(logits: torch.Tensor, y: torch.Tensor, monitor: str) -> tuple[float, ...]:
-    """Higher is better, compared lexicographically: (validation mAP, −BCE, raw mAP) or (−BCE, raw −BCE).
+    """Higher is better, compared lexicographically (``_improves``): (validation mAP, −BCE, raw mAP) or (−BCE,)
+    followed by the raw −BCE, which is reported, not compared.
 
     Both keys are compared at 3 decimals: smaller moves are below seed noise. The BCE tie-break matters on
     easy data, where mAP saturates within an epoch or two and would stop training long before the
@@ -207,6 +217,15 @@ def _validation_score(logits: torch.Tensor, y: torch.Tensor, monitor: str) -> tu
         return (round(neg_bce, 3), neg_bce)
     score = fast_mean_average_precision(y, torch.sigmoid(logits))
     return (-math.inf if np.isnan(score) else round(float(score), 3), round(neg_bce, 3), float(score))
+
+
+def _improves(score: tuple[float, ...], best: tuple[float, ...], monitor: str) -> bool:
+    """Whether a validation score beats the best so far. ``monitor="loss"`` compares the rounded BCE only (its
+    raw last entry is for the history): a raw tie-break would let every creep of the BCE reset the patience,
+    which is what the rounding is there to stop. ``"mAP"`` compares the whole tuple, raw mAP last, as every
+    published cell was early-stopped."""
+    keys = slice(None, -1) if monitor == "loss" else slice(None)
+    return score[keys] > best[keys]
 
 
 def fast_mean_average_precision(y: torch.Tensor, scores: torch.Tensor) -> float:
@@ -259,16 +278,17 @@ class Trainer:
         checkpoint = checkpoint if checkpoint is not None else active_checkpointer()
         stage = None if checkpoint is None else checkpoint.stage(method, cfg, self.device, X, Y, X_val, Y_val)
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
-        threads = torch.get_num_threads()
-        try:
-            if cfg.num_threads is not None:
-                torch.set_num_threads(cfg.num_threads)
-            with (torch.random.fork_rng(devices=devices), fused_mlp_training(cfg.fused_mlp),
-                  paused_garbage_collection(), optimizers_without_compiler_import()):
-                torch.manual_seed(cfg.seed)
-                return self._fit(method, X, Y, X_val, Y_val, stage)
-        finally:
-            torch.set_num_threads(threads)
+        with TORCH_GLOBAL_STATE:  # fits from several threads take turns: the RNG and thread count are per process
+            threads = torch.get_num_threads()
+            try:
+                if cfg.num_threads is not None:
+                    torch.set_num_threads(cfg.num_threads)
+                with (torch.random.fork_rng(devices=devices), fused_mlp_training(cfg.fused_mlp),
+                      paused_garbage_collection(), optimizers_without_compiler_import()):
+                    torch.manual_seed(cfg.seed)
+                    return self._fit(method, X, Y, X_val, Y_val, stage)
+            finally:
+                torch.set_num_threads(threads)
 
     def _fit(self, method: Method, X, Y, X_val, Y_val, stage=None) -> TrainResult:
         cfg, dev = self.config, self.device
@@ -325,7 +345,7 @@ class Trainer:
                 with torch.no_grad():
                     score = _validation_score(predict_logits(method, Xv), Yv, cfg.monitor)
                 row["val_score"] = score[-1]
-                if score > best:
+                if _improves(score, best, cfg.monitor):
                     best, since_best, result.best_epoch = score, 0, epoch
                     best_state = copy.deepcopy(method.state_dict())
                 else:

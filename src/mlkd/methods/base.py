@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import threading
 import types
 import typing
 from dataclasses import dataclass, field
@@ -63,8 +64,9 @@ class MethodConfig:
 #: they existed. ``kd_reduction`` (2026-12-03): METHODS.md's binKL_T is a sum over labels; until then the
 #: self-KD methods averaged it over labels (``"mean"``, 1/L of the specified term). ``student_loss``
 #: (2026-12-03): KD-TEA's student as METHODS.md writes it (``"bce"``) or with its whole TEA loss (``"tea"``,
-#: the default and the earlier behaviour).
-ADDED_PARAMS: dict[str, Any] = {"kd_reduction": "mean", "student_loss": "tea"}
+#: the default and the earlier behaviour). ``t2_scaling`` (2026-12-03): CS-KD, BAN and TF-KD reg multiplied
+#: their binKL_T term by T² (``True``), which METHODS.md §6 does not write; their default is now ``False``.
+ADDED_PARAMS: dict[str, Any] = {"kd_reduction": "mean", "student_loss": "tea", "t2_scaling": True}
 
 
 def config_identity(config: MethodConfig) -> dict:
@@ -135,14 +137,16 @@ class Method(nn.Module):
     @contextlib.contextmanager
     def taught_by(self, teacher: nn.Module | None):
         """``with model.taught_by(teacher):`` — the teacher is attached frozen inside the block, then detached
-        and given back its gradients, so afterwards each model is a plain predictor again."""
+        and each of its parameters given back the requires_grad it had (a BAN ensemble's ancestors stay frozen),
+        so afterwards each model is a plain predictor again."""
+        before = [] if teacher is None else [(p, p.requires_grad) for p in teacher.parameters()]
         self.attach_teacher(teacher)
         try:
             yield self
         finally:
             self.attach_teacher(None)
-            if teacher is not None:
-                teacher.requires_grad_(True)  # frozen only while it teaches
+            for param, flag in before:  # frozen only while it teaches
+                param.requires_grad_(flag)
 
     def teacher_output(self, x: Tensor) -> Tensor:
         """The frozen teacher's prediction logits for ``x``, computed under no_grad."""
@@ -259,6 +263,12 @@ def make_config(name: str, params: dict[str, Any] | None = None) -> MethodConfig
     return cls(**{k: _coerce(k, v, hints[k]) for k, v in params.items()})
 
 
+#: Held while a fit seeds and draws from torch's process-wide state (the global RNG, the CPU thread count, the
+#: fused-MLP switch): fits started from threads of one process (joblib's threading backend, a thread pool) run
+#: one at a time, so each stays deterministic for its seed. Re-entrant: a stage's fit runs inside its method's.
+TORCH_GLOBAL_STATE = threading.RLock()
+
+
 def build_method(
     name: str, n_features: int, n_labels: int, params: dict[str, Any] | None = None, seed: int | None = None
 ) -> Method:
@@ -270,7 +280,7 @@ def build_method(
     config.validate(n_features, n_labels)
     if seed is None:
         return method_class(name)(n_features, n_labels, config)
-    with torch.random.fork_rng(devices=[]):
+    with TORCH_GLOBAL_STATE, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return method_class(name)(n_features, n_labels, config)
 
