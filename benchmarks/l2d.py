@@ -160,7 +160,7 @@ def run_cell(cell: dict) -> dict:
     fit_s = time.perf_counter() - t0
     scores = clf.predict_proba(X_test)
     if cell.get("save"):
-        clf.save(cell["save"])
+        clf.save(cell["save"], overwrite=True)  # this cell's own teacher directory: a rerun replaces it
     epochs = [row["seconds"] for row in clf.history_]
     return {
         **cell,

@@ -29,8 +29,12 @@ X0, Y0 = linear_problem(n=40, d=4, L=3)
 TINY = dict(hidden=8, max_epochs=2, patience=2)
 
 
-def _fit(X, Y, method="bce", **kw):
-    return MultiLabelClassifier(method, **{**TINY, **kw}).fit(X, Y)
+def _fit(X, Y, method="bce", X_val=None, Y_val=None, **kw):
+    return MultiLabelClassifier(method, **{**TINY, **kw}).fit(X, Y, X_val=X_val, Y_val=Y_val)
+
+
+#: pandas' NA without pandas (not a test dependency): the estimator knows it by its type's name
+_NA = type("NAType", (), {"__repr__": lambda self: "<NA>"})()
 
 
 def _fit_val(**validation):
@@ -56,9 +60,12 @@ def ctx(tmp_path_factory):
     ds = read_arff(c.arff, n_labels=2)
     MultiLabelClassifier("bce", **TINY).fit(ds.X, ds.Y, label_names=ds.label_names).save(c.model)
 
-    def broken(name, edit_config=None, edit_tensors=None):
+    c.binary = root / "binary"  # a one-label model fitted on a 1-D y of two strings
+    _fit(X0, np.where(Y0[:, 0] == 1, "yes", "no")).save(c.binary)
+
+    def broken(name, edit_config=None, edit_tensors=None, source=None):
         path = root / name
-        shutil.copytree(c.model, path)
+        shutil.copytree(source or c.model, path)
         if edit_config:
             config = json.loads((path / "config.json").read_text())
             edit_config(config)
@@ -79,6 +86,12 @@ def ctx(tmp_path_factory):
     c.short_names = broken("short-names", lambda cfg: cfg.update(label_names=["a"]))
     c.unknown_param = broken("unknown-param", lambda cfg: cfg["params"].update(bogus=1))
     c.bad_classes = broken("bad-classes", lambda cfg: cfg.update(binary_classes={"a": 1}))
+    c.classes_of_2_labels = broken("classes-of-2-labels", lambda cfg: cfg.update(binary_classes=["no", "yes"]))
+    c.mixed_classes = broken("mixed-classes", lambda cfg: cfg.update(binary_classes=["no", 1]), source=c.binary)
+    c.nested_classes = broken("nested-classes", lambda cfg: cfg.update(binary_classes=[[1], [2]]), source=c.binary)
+    c.equal_classes = broken("equal-classes", lambda cfg: cfg.update(binary_classes=["no", "no"]), source=c.binary)
+    c.other_estimator = broken("other-estimator", lambda cfg: cfg.update(estimator="C2AEClassifier"))
+    c.threshold_int = broken("threshold-int", lambda cfg: cfg.update(threshold=0))
     c.labels_text = broken("labels-text", lambda cfg: cfg.update(n_labels="3"))
 
     text = c.arff.read_text()
@@ -144,7 +157,14 @@ API = [
     Case("0 samples", lambda c: _fit(X0[:0], Y0[:0]), r"0 sample\(s\)"),
     Case("0 features", lambda c: _fit(X0[:, :0], Y0), r"0 feature\(s\)"),
     Case("NaN in predict", lambda c: c.fitted.predict(np.where(np.eye(5, 4) > 0, np.nan, 0.0)), "Input X contains NaN"),
-    Case("inf in X_val", lambda c: _fit_val(X_val=X0 + np.inf, Y_val=Y0), "Input X contains infinity"),
+    Case("inf in X_val", lambda c: _fit_val(X_val=X0 + np.inf, Y_val=Y0), "Input X_val contains infinity",
+         expect="expected X_val as"),
+    Case("X_val without rows", lambda c: _fit_val(X_val=X0[:0], Y_val=Y0[:0]), r"^X_val: Found array with 0 sample"),
+    Case("Y_val of 2", lambda c: _fit_val(X_val=X0, Y_val=Y0 * 2), r"^Y_val must contain only 0 and 1"),
+    Case("1-D Y_val beside a 2-D Y", lambda c: _fit_val(X_val=X0, Y_val=Y0[:, 0]),
+         r"^Y_val is 1-D but Y is a 2-D label matrix", expect="expected Y_val of shape"),
+    Case("Y_val of other classes", lambda c: _fit(X0, Y0[:, 0], X_val=X0, Y_val=Y0[:, 0] + 5),
+         r"^Y_val has classes \[5, 6\] not seen in y \(\[0, 1\]\)"),
     Case("NaN in Y", lambda c: _fit(X0, np.where(Y0 == 1, np.nan, 0.0)), r"only 0 and 1.*\[nan\]"),
     Case("Y of 0.5", lambda c: _fit(X0, Y0 * 0.5), r"only 0 and 1.*\[0.5\]"),
     Case("Y of strings", lambda c: _fit(X0, np.full((40, 3), "yes")), "Unknown label type: Y has dtype"),
@@ -153,8 +173,20 @@ API = [
     Case("Y_val without X_val", lambda c: _fit_val(Y_val=Y0), "got Y_val without X_val"),
     Case("Y_val with other labels", lambda c: _fit_val(X_val=X0, Y_val=Y0[:, :2]), "Y_val has 2 labels; expected 3"),
     Case("X_val with other features", lambda c: _fit_val(X_val=X0[:, :2], Y_val=Y0),
-         "X has 2 features, but MultiLabelClassifier is expecting 4"),
-    Case("evaluate with other labels", lambda c: c.fitted.evaluate(X0, Y0[:, :2]), r"has shape \(40, 3\) but Y"),
+         "^X_val has 2 features, but MultiLabelClassifier is expecting 4"),
+    Case("evaluate with other labels", lambda c: c.fitted.evaluate(X0, Y0[:, :2]),
+         r"^Y has 2 labels, but the model predicts 3; expected Y of shape \(n_samples, 3\)"),
+    Case("score with other labels", lambda c: c.fitted.score(X0, np.hstack([Y0, Y0])),
+         r"^Y has 6 labels, but the model predicts 3"),
+    Case("random_state beyond 64 bits", lambda c: _fit(X0, Y0, random_state=2**64),
+         r"random_state=18446744073709551616 is invalid; expected an integer seed in \[0, 2\*\*63 - 1\)"),
+    Case("negative random_state", lambda c: _fit(X0, Y0, random_state=-1), r"random_state=-1 is invalid"),
+    Case("random_state None", lambda c: _fit(X0, Y0, random_state=None), r"random_state=None is invalid",
+         expect="expected an integer seed"),
+    Case("Y with None", lambda c: _fit(X0, np.where(np.eye(40, 3) > 0, None, Y0.astype(object))),
+         r"^Y has missing values \(None or pandas NA, first at row 0, column 0\)"),
+    Case("Y with pandas NA", lambda c: _fit(X0, np.where(np.eye(40, 3) > 0, _NA, Y0.astype(object))),
+         r"^Y has missing values \(None or pandas NA, first at row 0, column 0\)"),
     Case("max_epochs not a number", lambda c: _fit(X0, Y0, max_epochs="ten"), "'max_epochs'='ten' is invalid"),
     Case("fractional batch_size", lambda c: _fit(X0, Y0, batch_size=0.5), "'batch_size'=0.5 is invalid"),
     Case("unknown device", lambda c: _fit(X0, Y0, device="tpu"), "device='tpu' is invalid"),
@@ -185,6 +217,16 @@ API = [
     Case("config label names", lambda c: load_model(c.short_names), "invalid 'label_names'"),
     Case("config unknown parameter", lambda c: load_model(c.unknown_param), "unknown estimator parameter.*'bogus'"),
     Case("config binary classes", lambda c: load_model(c.bad_classes), "invalid 'binary_classes'"),
+    Case("config binary classes of a 2-label model", lambda c: load_model(c.classes_of_2_labels),
+         r"classes-of-2-labels/config.json has an invalid 'binary_classes' \(\['no', 'yes'\]\); expected null for a "
+         "2-label model"),
+    Case("config binary classes of two types", lambda c: load_model(c.mixed_classes),
+         r"mixed-classes/config.json has an invalid 'binary_classes'", expect="two distinct class labels of one type"),
+    Case("config binary classes not scalars", lambda c: load_model(c.nested_classes), "invalid 'binary_classes'"),
+    Case("config binary classes equal", lambda c: load_model(c.equal_classes), "invalid 'binary_classes'"),
+    Case("config estimator of another method", lambda c: load_model(c.other_estimator),
+         r"other-estimator/config.json has an invalid 'estimator' \(C2AEClassifier trains method 'c2ae', the "
+         r"config's method is 'bce'\)", expect="expected MultiLabelClassifier or the class of method 'bce'"),
     Case("'%' in a bad ARFF row", lambda c: read_arff(c.percent_row, n_labels=2), r"line \d+: 0%:",
          expect="wrong number of values"),
     Case("empty results database", lambda c: ResultsDB(c.empty_db), "empty.db is empty"),
@@ -301,6 +343,12 @@ def test_a_label_never_positive_in_an_arff_file_is_one_warning_line(ctx, mlkd_ma
     warnings = [line for line in err.splitlines() if line.strip()]
     assert warnings == [w for w in warnings if w.startswith("mlkd: warning: ")]
     assert any("1 label(s) never positive" in w for w in warnings), err
+
+
+def test_a_threshold_of_integer_0_loads_like_0_0(ctx):
+    model = load_model(ctx.threshold_int)
+    assert model.threshold_ == 0.0 and isinstance(model.threshold_, float)
+    assert model.predict(X0[:, :2]).all()  # every probability is ≥ 0
 
 
 def test_a_single_label_column_is_a_one_label_problem():

@@ -317,3 +317,85 @@ def test_bad_settings_and_shapes_name_what_was_wrong():
     with pytest.raises(ValueError, match=r"threshold: got 2.0 -- expected values in \[0, 1\]"):
         clf.evaluate(X, Y, threshold=2.0)
     assert clf.evaluate(X, Y, threshold=[0.3, 0.5, 0.7])["example_f1"] >= 0
+
+
+# -- the 2026-12-04 audit of the estimator API ---------------------------------------------------------------
+def test_save_refuses_a_non_empty_directory_unless_overwrite(tmp_path):
+    X, Y = linear_problem(n=60, d=6, L=3)
+    first = MultiLabelClassifier("bce", hidden=8, max_epochs=1).fit(X, Y)
+    first.save(tmp_path / "model")
+    other = MultiLabelClassifier("bce", hidden=8, max_epochs=1).fit(X[:, :4], Y[:, :2])
+    with pytest.raises(ValueError, match=r"model directory .*model is not empty \(holds config.json, "
+                                         r"model.safetensors\); expected an empty or new directory, or overwrite=True"):
+        other.save(tmp_path / "model")
+    assert load_model(tmp_path / "model").n_features_in_ == 6  # the first model is untouched
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match=r"notes is not empty \(holds notes.txt\)"):
+        first.save(notes)
+    assert [p.name for p in notes.iterdir()] == ["notes.txt"]
+    assert other.save(tmp_path / "model", overwrite=True) == tmp_path / "model"  # replaced, atomically
+    assert load_model(tmp_path / "model").n_features_in_ == 4
+    other.save(notes, overwrite=True)
+    assert sorted(p.name for p in notes.iterdir()) == ["config.json", "model.safetensors", "notes.txt"]
+    (tmp_path / "empty").mkdir()
+    first.save(tmp_path / "empty")  # an empty directory is a new one
+    for bad in ("", None):
+        with pytest.raises(ValueError, match="model path .* is invalid; expected the path of a new or empty"):
+            first.save(bad)
+
+
+def test_a_value_that_overflows_float32_once_standardised_is_a_clear_error():
+    X, Y = linear_problem(n=60, d=6, L=3)
+    X64 = X.astype(np.float64)
+    huge = X64[:5].copy()
+    huge[2, 3] = 1e39  # finite in float64; about 1e39 standard deviations from the training mean
+    for clf in (MultiLabelClassifier("bce", hidden=8, max_epochs=1).fit(X64, Y),  # float64 statistics
+                MultiLabelClassifier("bce", hidden=8, max_epochs=1).fit(X, Y)):  # float32 statistics
+        with pytest.raises(ValueError, match=r"^X has a value too large for float32 after standardisation "
+                                             r"\(column 3: 1e\+39\); expected values within float32's range"):
+            clf.predict_proba(huge)
+    with pytest.raises(ValueError, match=r"^X_val has a value too large for float32 .*\(column 3: 1e\+39\)"):
+        MultiLabelClassifier("bce", hidden=8, max_epochs=1).fit(X64, Y, X_val=huge, Y_val=Y[:5])
+    X64[7, 1] = 1e200  # its square overflows float64: the column's statistics would be NaN
+    with pytest.raises(ValueError, match=r"^X column 1 has values too large to standardise \(such as 1e\+200\)"):
+        MultiLabelClassifier("bce", hidden=8, max_epochs=1).fit(X64, Y, X_val=X[:5], Y_val=Y[:5])  # all rows train
+
+
+def test_standardising_in_place_gives_the_same_bits():
+    from mlkd.preprocessing import FeatureScaler
+
+    rng = np.random.default_rng(1)
+    for dtype in (np.float32, np.float64):
+        X = (rng.normal(size=(50, 7)) * 1e3 + 17).astype(dtype)
+        scaler = FeatureScaler().fit(X)
+        expected = ((X - scaler.mean) / scaler.scale).astype(np.float32)
+        assert np.array_equal(scaler.transform(X), expected)
+        assert np.array_equal(scaler.transform(X.astype(np.float64)),
+                              ((X.astype(np.float64).astype(dtype) - scaler.mean) / scaler.scale).astype(np.float32))
+
+
+def test_a_torch_device_is_accepted_and_saved_as_its_string(tmp_path):
+    import torch
+
+    X, Y = linear_problem(n=60, d=6, L=3)
+    clf = MultiLabelClassifier("bce", hidden=8, max_epochs=1, device=torch.device("cpu")).fit(X, Y)
+    loaded = load_model(clf.save(tmp_path / "m"))
+    assert loaded.device == "cpu" == str(clf.device)
+    assert np.array_equal(loaded.predict_proba(X), clf.predict_proba(X))
+
+
+def test_an_unknown_keyword_is_kept_until_fit_then_named_with_a_suggestion():
+    X, Y = linear_problem(n=60, d=6, L=3)
+    clf = SKDTEAClassifier(n_jobs=2, hidden=8, max_epochs=1)  # scikit-learn's convention: checked at fit
+    assert clf.get_params()["n_jobs"] == 2 and clone(clf).get_params()["n_jobs"] == 2
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) 'n_jobs' for SKDTEAClassifier: neither a parameter "
+                                         r"of method 'skdtea' \(expected some of: activation, .*\) nor a training "
+                                         r"setting \(batch_size, .*num_threads.*\); 'n_jobs': did you mean "
+                                         r"'num_threads'\?$"):
+        clf.fit(X, Y)
+    with pytest.raises(ValueError, match=r"'max_epoch': did you mean 'max_epochs'\?$"):
+        MultiLabelClassifier("bce", max_epoch=5, hidden=8).fit(X, Y)
+    with pytest.raises(ValueError, match=r"'tua': did you mean 'tau'\?$"):
+        MultiLabelClassifier("skdtea", tua=5, hidden=8, max_epochs=1).fit(X, Y)

@@ -154,7 +154,7 @@ def test_an_interrupted_save_leaves_the_previous_model_intact(model_dir, tmp_pat
 
     monkeypatch.setattr(mlkd.io, "save_file", disk_full)
     with pytest.raises(OSError, match="No space left"):
-        MultiLabelClassifier("bce", **{**TINY, "hidden": 16}).fit(X, Y).save(model)
+        MultiLabelClassifier("bce", **{**TINY, "hidden": 16}).fit(X, Y).save(model, overwrite=True)
     assert {f.name: f.read_bytes() for f in model.iterdir()} == before  # no temporary file left either
     assert load_model(model).predict(X).shape == Y.shape
 
@@ -172,7 +172,7 @@ def test_a_save_killed_between_its_two_files_is_reported_not_mixed(model_dir, tm
     monkeypatch.setattr(mlkd.io.os, "replace", killed_after_the_weights)
     other = MultiLabelClassifier("bce", **TINY, threshold=0.2, random_state=1).fit(X, Y)  # same shapes
     with pytest.raises(KeyboardInterrupt):
-        other.save(model)
+        other.save(model, overwrite=True)
     monkeypatch.setattr(mlkd.io.os, "replace", replace)
     with pytest.raises(ValueError, match="come from different saves"):
         load_model(model)  # new weights with the old threshold would load silently

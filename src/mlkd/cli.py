@@ -799,7 +799,7 @@ def cmd_fit(args) -> int:
     clf.column_names_ = list(ds.feature_names)  # predict/evaluate match a file's columns by these names
     if not is_primary():  # a torchrun rank > 0 holds the same model as rank 0, which saves it
         return EXIT_OK
-    clf.save(out)
+    clf.save(out, overwrite=True)  # --out was checked before the fit: empty, new, or --force
 
     best = clf.history_[clf.best_epoch_] if 0 <= clf.best_epoch_ < len(clf.history_) else {}
     val = best.get("val_score")
@@ -1036,7 +1036,7 @@ def cmd_distill(args) -> int:
     clf.fit(ds.X, ds.Y, label_names=ds.label_names)
     seconds = time.perf_counter() - start
     clf.column_names_ = list(ds.feature_names)  # predict/evaluate match a file's columns by these names
-    clf.save(out)
+    clf.save(out, overwrite=True)  # --out was checked before the fit: empty, new, or --force
 
     from .backbones import count_parameters
 

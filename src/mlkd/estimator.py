@@ -7,7 +7,9 @@
 
 from __future__ import annotations
 
+import difflib
 import inspect
+import re
 import warnings
 from numbers import Real
 from pathlib import Path
@@ -35,6 +37,10 @@ from .trainer import REFERENCE_KERNELS, TrainConfig, Trainer, predict_logits
 SPLIT_SEED = 0
 #: Below this many training rows no validation hold-out is made: no early stopping, threshold 0.5.
 MIN_ROWS_FOR_VALIDATION = 12
+#: Seeds that torch and numpy accept, with room for the offsets later stages and processes add.
+SEED_RANGE = (0, 2**63 - 1)
+#: Names from other libraries that mean one of ours (scikit-learn's n_jobs is mlkd's num_threads).
+_SAME_MEANING = {"n_jobs": "num_threads", "seed": "random_state", "epochs": "max_epochs"}
 
 _D = TrainConfig  # defaults live in one place: the trainer's config
 
@@ -184,8 +190,11 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
         return {k: getattr(self, k) for k in self._method_param_names}
 
     def _train_config(self) -> TrainConfig:
-        if not isinstance(self.random_state, (int, np.integer)) or isinstance(self.random_state, bool):
-            raise ValueError(f"random_state={self.random_state!r} is invalid; expected an integer seed")
+        seed = self.random_state
+        if (not isinstance(seed, (int, np.integer)) or isinstance(seed, bool)
+                or not SEED_RANGE[0] <= seed < SEED_RANGE[1]):
+            raise ValueError(f"random_state={seed!r} is invalid; expected an integer seed in [0, 2**63 - 1) (None, "
+                             "fresh randomness, is not offered: a fit is reproducible from its seed)")
         ints = {k: _setting(k, getattr(self, k), int) for k in ("max_epochs", "batch_size", "patience")}
         floats = {k: _setting(k, getattr(self, k), float) for k in ("lr", "weight_decay", "momentum", "lr_decay")}
         threads = None if self.num_threads is None else _setting("num_threads", self.num_threads, int)
@@ -194,6 +203,25 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
                           device=check_device(self.device), progress=bool(self.verbose), num_threads=threads, **flags)
         cfg.validate()
         return cfg
+
+    def _check_param_names(self) -> None:
+        """Every extra keyword is a parameter of the method; otherwise one error that lists both kinds of name."""
+        fields = config_fields(self.method)
+        unknown = sorted(set(self._method_param_names) - set(fields))
+        if not unknown:
+            return
+        settings = [k for k in MultiLabelClassifier._get_param_names() if k != "method"]
+        hints = []
+        for name in unknown:
+            close = _SAME_MEANING.get(name) or next(iter(difflib.get_close_matches(name, [*fields, *settings], n=1)),
+                                                    None)
+            if close is not None:
+                hints.append(f"{name!r}: did you mean {close!r}?")
+        raise ValueError(
+            f"unknown parameter(s) {', '.join(map(repr, unknown))} for {type(self).__name__}: neither a parameter "
+            f"of method {self.method!r} (expected some of: {', '.join(sorted(fields))}) nor a training setting "
+            f"({', '.join(settings)})" + (f"; {' '.join(hints)}" if hints else "")
+        )
 
     def _check_checkpoint_options(self) -> None:
         every = self.checkpoint_every
@@ -234,7 +262,7 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"validation_fraction={vf!r} is invalid; expected a float in (0, 0.5]")
 
     # -- input validation -------------------------------------------------------------------------------
-    def _validate_X(self, X, reset: bool) -> np.ndarray:
+    def _validate_X(self, X, reset: bool, name: str = "X") -> np.ndarray:
         try:
             X = validate_data(self, X, reset=reset, accept_sparse=True, dtype=(np.float64, np.float32),
                               ensure_min_features=1)
@@ -242,16 +270,19 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
             raise
         except (TypeError, ValueError) as exc:  # scikit-learn's messages span lines and dump the array
             text = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__).strip()
-            text = text.rstrip(":. ") if "X" in text else f"X: {text.rstrip(':. ')}"
+            text = re.sub(r"\bX\b", name, text.rstrip(":. "))  # scikit-learn calls every array X
+            text = text if name in text else f"{name}: {text}"
             if "Reshape your data" in str(exc):  # 1-D X: keep scikit-learn's advice, not the array dump
-                text += "; Reshape your data with X.reshape(-1, 1) for one feature or X.reshape(1, -1) for one sample"
+                text += (f"; Reshape your data with {name}.reshape(-1, 1) for one feature or {name}.reshape(1, -1) "
+                         "for one sample")
             error = _InputTypeError if isinstance(exc, TypeError) else ValueError
-            raise error(f"{text}; expected X as a finite numeric array of shape (n_samples, n_features)") from None
+            raise error(f"{text}; expected {name} as a finite numeric array of shape (n_samples, n_features)") from None
         # float32 stays float32; anything else is float64 until standardised (FeatureScaler), then float32
         return np.asarray(X.toarray() if sp.issparse(X) else X)
 
     def _validate_Y(self, Y, n_rows: int, fitting: bool = False, names=("X", "Y")) -> np.ndarray:
         """Y as a uint8 (n_samples, n_labels) indicator matrix; a 1-D binary target becomes one column."""
+        what = names[1]
         if Y is None:
             raise ValueError(
                 f"{type(self).__name__} requires y to be passed, but the target y is None; expected a 0/1 "
@@ -262,39 +293,46 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
         try:
             Y = np.asarray(Y)
         except ValueError:  # numpy: "inhomogeneous shape" for rows of different lengths
-            raise ValueError("Y has rows of different lengths; expected a 0/1 indicator matrix of shape (n_samples, "
-                             "n_labels) (MultiLabelBinarizer turns lists of labels into one)") from None
-        if Y.ndim == 2 and Y.dtype.kind == "O":  # pandas' nullable Int64/boolean columns arrive as objects
+            raise ValueError(f"{what} has rows of different lengths; expected a 0/1 indicator matrix of shape "
+                             "(n_samples, n_labels) (MultiLabelBinarizer turns lists of labels into one)") from None
+        if Y.dtype.kind == "O":  # pandas' nullable Int64/boolean columns arrive as objects, pd.NA for a missing value
+            missing = np.argwhere(np.frompyfunc(_is_missing, 1, 1)(Y).astype(bool))
+            if len(missing):
+                where = ", ".join(f"{k} {i}" for k, i in zip(("row", "column"), missing[0], strict=False))
+                raise ValueError(f"{what} has missing values (None or pandas NA, first at {where}); expected a 0/1 "
+                                 "indicator matrix with every label given")
+        if Y.ndim == 2 and Y.dtype.kind == "O":
             try:
                 Y = Y.astype(np.float64)
             except (TypeError, ValueError):
                 pass
         if Y.ndim == 0 or Y.ndim > 2:
-            raise ValueError(f"Y must be a 2-D 0/1 indicator matrix (n_samples, n_labels); got shape {Y.shape}")
+            raise ValueError(f"{what} must be a 2-D 0/1 indicator matrix (n_samples, n_labels); got shape {Y.shape}")
         if Y.shape[0] != n_rows:
             raise ValueError(f"{names[0]} and {names[1]} have different numbers of rows ({n_rows} and {Y.shape[0]}); "
                              "expected equal")
         if Y.ndim == 1:
-            return self._binary_target(Y, fitting)[:, None]
+            return self._binary_target(Y, fitting, "y" if what == "Y" else what)[:, None]
         if Y.shape[1] == 0:
-            raise ValueError("Y has no label columns; expected at least one label (shape (n_samples, n_labels))")
+            raise ValueError(f"{what} has no label columns; expected at least one label (shape (n_samples, n_labels))")
         if Y.dtype.kind not in "biuf":
-            raise ValueError(f"Unknown label type: Y has dtype {Y.dtype}; expected a numeric 0/1 indicator matrix")
+            raise ValueError(f"Unknown label type: {what} has dtype {Y.dtype}; expected a numeric 0/1 indicator matrix")
         bad = ~np.isin(Y, (0, 1))
         if bad.any():
             values = np.unique(Y[bad])[:5]
-            raise ValueError(f"Y must contain only 0 and 1; found other values such as {values.tolist()}; expected a "
-                             "0/1 indicator matrix of shape (n_samples, n_labels)")
+            raise ValueError(f"{what} must contain only 0 and 1; found other values such as {values.tolist()}; "
+                             "expected a 0/1 indicator matrix of shape (n_samples, n_labels)")
         return Y.astype(np.uint8)
 
-    def _binary_target(self, y: np.ndarray, fitting: bool) -> np.ndarray:
-        """A 1-D target with two classes is a single label; ``classes_`` maps 0/1 back to the user's values."""
+    def _binary_target(self, y: np.ndarray, fitting: bool, what: str = "y") -> np.ndarray:
+        """A 1-D target with two classes is a single label; ``classes_`` maps 0/1 back to the user's values.
+        ``what`` names the argument: "y", or "Y_val" for a validation target (checked against fit's y)."""
         try:
             kind = type_of_target(y, input_name="y", raise_unknown=True)
         except ValueError:  # scikit-learn's message dumps the whole array over many lines
             sample = ", ".join(repr(v) for v in y[:3].tolist())
-            raise ValueError(f"Unknown label type for y (values such as {sample}); expected a 2-D 0/1 indicator matrix "
-                             "or a 1-D y of two classes (numbers or strings)") from None
+            raise ValueError(f"Unknown label type for {what} (values such as {sample}); expected a 2-D 0/1 indicator "
+                             "matrix or a 1-D y of two classes (numbers or strings)") from None
         if kind == "continuous":
             raise ValueError("Unknown label type: continuous target; expected classes (2-D 0/1 indicator matrix)")
         if kind not in ("binary", "multiclass"):
@@ -313,14 +351,19 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
                 raise ValueError(f"y has a single class ({classes[0]!r}); a binary target needs 2 classes")
             self.binary_classes_ = classes
         known = getattr(self, "binary_classes_", None)
+        if known is None and what != "y":  # a 1-D Y_val beside a 2-D Y, during fit
+            raise ValueError(f"{what} is 1-D but Y is a 2-D label matrix; expected {what} of shape (n_samples, "
+                             "n_labels) like Y")
         if known is None:
             raise ValueError("this model was fitted on a 2-D label matrix; expected Y of shape (n_samples, n_labels)")
         if not np.isin(classes, known).all():
-            raise ValueError(f"y has classes {classes.tolist()} not seen in fit ({known.tolist()})")
+            seen = "in y" if what != "y" else "in fit"
+            raise ValueError(f"{what} has classes {classes.tolist()} not seen {seen} ({known.tolist()}); expected "
+                             "only those classes")
         return (y == known[1]).astype(np.uint8)
 
     def _validate_pair(self, X, Y, fitting: bool, names=("X", "Y")):
-        X = self._validate_X(X, reset=fitting)
+        X = self._validate_X(X, reset=fitting, name=names[0])
         if X.shape[0] < 2 and fitting:
             raise ValueError(f"got {X.shape[0]} sample(s); expected at least 2 to train")
         return X, self._validate_Y(Y, X.shape[0], fitting, names)
@@ -345,6 +388,7 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
 
     def _fit(self, X, Y, X_val, Y_val, label_names):
         method_class(self.method)  # unknown method → ValueError before any work
+        self._check_param_names()
         cfg = self._train_config()
         self._check_threshold()
         self._check_label_noise()
@@ -361,10 +405,12 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
                 given, missing = ("X_val", "Y_val") if Y_val is None else ("Y_val", "X_val")
                 raise ValueError(f"got {given} without {missing}; expected both (a validation set) or neither")
             X_val, Y_val = self._validate_pair(X_val, Y_val, fitting=False, names=("X_val", "Y_val"))
+            val_name = "X_val"
             if Y_val.shape[1] != Y.shape[1]:
                 raise ValueError(f"Y_val has {Y_val.shape[1]} labels; expected {Y.shape[1]} like Y")
             X_tr, Y_tr = X, Y
         elif X.shape[0] >= MIN_ROWS_FOR_VALIDATION:
+            val_name = "X"  # rows of X
             tr, va = validation_split(Y, fraction=self.validation_fraction, seed=SPLIT_SEED)
             X_tr, Y_tr, X_val, Y_val = X[tr], Y[tr], X[va], Y[va]
         else:
@@ -372,12 +418,12 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
                 f"only {X.shape[0]} training rows: no validation hold-out, so no early stopping and threshold 0.5",
                 stacklevel=3,  # the caller of fit
             )
-            X_tr, Y_tr, X_val, Y_val = X, Y, None, None
+            X_tr, Y_tr, X_val, Y_val, val_name = X, Y, None, None, "X"
         Y_tr, Y_val = self._corrupt_labels(Y_tr, Y_val, cfg.seed)
         _warn_constant_labels(Y_tr)
         self.scaler_ = FeatureScaler().fit(X_tr)
         X_tr = self.scaler_.transform(X_tr)
-        X_val = self.scaler_.transform(X_val) if X_val is not None else None
+        X_val = self.scaler_.transform(X_val, name=val_name) if X_val is not None else None
         stages = type(model).stages(model.config)
         checkpointer = self._checkpointer(X, Y, X_val, Y_val)  # raw data: each stage's Trainer.fit checkpoints
         if stages:  # a multi-stage method (teacher first): every stage trains on the same scaled data
@@ -472,7 +518,7 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
         """Example-based F1 of ``predict(X)`` against ``y`` (n_samples, n_labels) — what GridSearchCV maximises;
         with ``sample_weight``, each example's F1 weighted by it."""
         pred = (self._label_proba(X) >= self.threshold_).astype(np.int64)
-        Y = self._validate_Y(y, pred.shape[0])
+        Y = self._validate_labels(y, pred.shape[0])
         if sample_weight is not None:
             sample_weight = _check_sample_weight(sample_weight, Y, ensure_non_negative=True)
         return metrics.threshold_metrics(Y, pred, sample_weight)["example_f1"]
@@ -480,15 +526,28 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
     def evaluate(self, X, Y, threshold=None) -> dict[str, float]:
         """Every PROTOCOL metric at ``threshold`` (default: the fitted ``threshold_``)."""
         scores = self._label_proba(X)
-        Y = self._validate_Y(Y, scores.shape[0])
+        Y = self._validate_labels(Y, scores.shape[0])
         return metrics.evaluate(Y, scores, self.threshold_ if threshold is None else threshold)
 
+    def _validate_labels(self, Y, n_rows: int) -> np.ndarray:
+        """``score``/``evaluate``'s labels: valid, and one column per label the model predicts."""
+        Y = self._validate_Y(Y, n_rows)
+        if Y.shape[1] != self.n_labels_:
+            raise ValueError(f"Y has {Y.shape[1]} labels, but the model predicts {self.n_labels_}; expected Y of shape "
+                             f"(n_samples, {self.n_labels_})")
+        return Y
+
     # -- files ------------------------------------------------------------------------------------------
-    def save(self, path) -> Path:
-        """Write the fitted model to a directory: ``model.safetensors`` + ``config.json`` (no pickle)."""
+    def save(self, path, overwrite=False) -> Path:
+        """Write the fitted model to a directory: ``model.safetensors`` + ``config.json`` (no pickle).
+
+        ``path`` must be a new or empty directory: one that holds anything is refused with a ValueError, so no
+        model (or other file) is replaced by accident. ``overwrite=True`` replaces the model files in an
+        existing directory, each atomically (other files in it are left alone). Returns the path.
+        """
         from .io import save_model
 
-        return save_model(self, path)
+        return save_model(self, path, overwrite=overwrite)
 
     @classmethod
     def load(cls, path) -> MultiLabelClassifier:
@@ -525,6 +584,11 @@ def _label_names(given, columns, n_labels: int) -> list[str]:
     return names
 
 
+def _is_missing(value) -> bool:
+    """None, or pandas' NA (without importing pandas)."""
+    return value is None or type(value).__name__ == "NAType"
+
+
 class _InputTypeError(TypeError, ValueError):
     """Non-numeric objects in X: a TypeError as scikit-learn requires, and a ValueError like every bad input."""
 
@@ -551,6 +615,8 @@ def _flag(name: str, value) -> bool:
 def check_device(device, available: bool = True):
     """'auto', 'cpu' or an available CUDA device; anything else is a ValueError before any work. With
     ``available=False`` only the spelling is checked (a grid may run where the GPU is: a Ray cluster)."""
+    if isinstance(device, torch.device):  # device=torch.device("cpu") means "cpu" (and is saved as that)
+        device = str(device)
     if device == "auto":
         return device
     try:

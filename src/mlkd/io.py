@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from pathlib import Path
 
@@ -56,18 +57,34 @@ def _jsonable(value):
         return value.tolist()
     if isinstance(value, os.PathLike):
         return os.fspath(value)
+    if isinstance(value, torch.device):  # device=torch.device("cpu"): stored as the string it stands for
+        return str(value)
     return value
 
 
-def save_model(estimator, path) -> Path:
-    """Save a fitted MultiLabelClassifier to directory ``path`` (created if missing)."""
+def save_model(estimator, path, overwrite: bool = False) -> Path:
+    """Save a fitted MultiLabelClassifier to directory ``path``: ``model.safetensors`` + ``config.json``.
+
+    ``path`` must be new or empty: a directory holding anything is refused (a ValueError) so that no model or
+    other file is replaced or mixed with the model's files by accident. ``overwrite=True`` replaces the two
+    model files in an existing directory (each atomically, other files are left as they are).
+    """
     from sklearn.utils.validation import check_is_fitted
 
     check_is_fitted(estimator, "model_")
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+        raise ValueError(f"model path {path!r} is invalid; expected the path of a new or empty directory")
+    if not isinstance(overwrite, (bool, np.bool_)):
+        raise ValueError(f"overwrite={overwrite!r} is invalid; expected True or False")
     path = Path(path)
     binary_classes = estimator.binary_classes_  # checked before anything is written
     if binary_classes is not None and binary_classes.dtype.kind not in "biufU":
         raise ValueError(f"cannot save class labels of dtype {binary_classes.dtype}; expected numbers or strings")
+    held = sorted(p.name for p in path.iterdir()) if path.is_dir() and not overwrite else []
+    if held:
+        listed = ", ".join(held[:3]) + (f", … ({len(held)} entries)" if len(held) > 3 else "")
+        raise ValueError(f"model directory {path} is not empty (holds {listed}); expected an empty or new directory, "
+                         "or overwrite=True to replace the model files in it")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -192,7 +209,9 @@ def _check_config(config: dict, cfg_path: Path) -> None:
          and len(features) in (0, n_features), "none, or one name per feature"),
         ("column_names", isinstance(columns, list) and all(isinstance(f, str) for f in columns)
          and len(columns) in (0, n_features), "none, or one name per feature"),
-        ("binary_classes", classes is None or (isinstance(classes, list) and len(classes) == 2), "null or 2 classes"),
+        ("binary_classes", classes is None or (n_labels == 1 and _two_classes(classes)),
+         f"null for a {n_labels}-label model (binary classes need n_labels = 1)" if count(n_labels) and n_labels > 1
+         else "null or two distinct class labels of one type (strings, integers, booleans or numbers)"),
         ("history", isinstance(config.get("history", []), list), "a list of per-epoch records"),
         ("best_epoch", isinstance(config.get("best_epoch", -1), int), "an integer"),
     ]
@@ -201,6 +220,13 @@ def _check_config(config: dict, cfg_path: Path) -> None:
             value = short_repr(config.get(key))
             raise ValueError(f"{cfg_path} has an invalid {key!r} ({value}); expected {expected} (the model config "
                              "is corrupted)")
+
+
+def _two_classes(classes) -> bool:
+    """Two distinct class labels of one JSON scalar type, as save_model writes a binary model's classes."""
+    return (isinstance(classes, list) and len(classes) == 2 and classes[0] != classes[1]
+            and type(classes[0]) is type(classes[1]) and isinstance(classes[0], (str, int, float))
+            and all(not isinstance(c, float) or math.isfinite(c) for c in classes))
 
 
 def _with_earlier_behaviour(method: str, params: dict) -> dict:
@@ -254,6 +280,11 @@ def load_model(path):
             est = cls(config["method"], **config["params"], **config["method_params"])
         else:  # a class bound to one method (SKDTEAClassifier, …)
             est = cls(**config["params"], **config["method_params"])
+            if est.method != config["method"]:
+                raise ValueError(f"{path / CONFIG} has an invalid 'estimator' ({cls.__name__} trains method "
+                                 f"{est.method!r}, the config's method is {config['method']!r}); expected "
+                                 f"MultiLabelClassifier or the class of method {config['method']!r} (the model "
+                                 "config is corrupted)")
         inner = config.get("inner_model")
         if config["method"] == "pretrained" and isinstance(inner, dict):  # self-contained: model_dir not read
             from .methods.base import make_config, method_class
@@ -272,7 +303,7 @@ def load_model(path):
     est.scaler_ = FeatureScaler(tensors["scaler.mean"].numpy(), tensors["scaler.scale"].numpy())
     threshold = config.get("threshold")
     values = threshold if isinstance(threshold, list) else [threshold]
-    if not ((isinstance(threshold, float) or (isinstance(threshold, list) and len(threshold) == config["n_labels"]))
+    if not ((not isinstance(threshold, list) or len(threshold) == config["n_labels"])
             and all(isinstance(t, (int, float)) and not isinstance(t, bool) and 0 <= t <= 1 for t in values)):
         raise ValueError(f"{path / CONFIG} has an invalid threshold {short_repr(threshold)}; expected one in [0, 1] "
                          "or one per label: the model is corrupted")
@@ -280,7 +311,7 @@ def load_model(path):
         if tuple(tensors[name].shape) != (config["n_features"],):
             raise ValueError(f"{path} has {name} of shape {tuple(tensors[name].shape)} for {config['n_features']} "
                              "features; the model is corrupted")
-    est.threshold_ = threshold if isinstance(threshold, float) else np.asarray(threshold, dtype=np.float32)
+    est.threshold_ = np.asarray(threshold, dtype=np.float32) if isinstance(threshold, list) else float(threshold)
     est.n_features_in_ = config["n_features"]
     if config.get("feature_names"):
         est.feature_names_in_ = np.asarray(config["feature_names"], dtype=object)
