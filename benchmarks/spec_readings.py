@@ -72,7 +72,7 @@ def table(cells: dict, datasets: list[str]) -> list[str]:
     def values(label, dataset, column):
         return [cells[(label, dataset, s)][column] for s in range(3) if (label, dataset, s) in cells]
 
-    head = "| reading | other reading | metric | " + " | ".join(datasets) + " | sets default better / worse beyond " \
+    head = "| reading | other reading | metric | " + " | ".join(datasets) + " | sets reading better / worse beyond " \
            "seed std | mean Δ | Wilcoxon p (pairs) |"
     lines = [head, "|---" * (len(datasets) + 6) + "|"]
     for method, earlier in PAIRS:
