@@ -314,3 +314,102 @@ def test_a_method_tuned_anywhere_is_one_tuned_column_and_monitors_must_agree(tmp
 def test_the_same_order_on_every_data_set_has_p_zero_not_undefined():
     result = stats.friedman(stats.rank_matrix(np.tile([0.9, 0.5, 0.1], (6, 1))))
     assert math.isinf(result.iman_davenport) and result.iman_davenport_pvalue == 0.0
+
+
+def test_figures_already_in_a_folder_that_is_not_a_report_are_not_overwritten(tmp_path, capsys, monkeypatch):
+    db = make_results_db(tmp_path / "small.db", datasets=("emotions", "flags"), methods=("bce", "ls"), seeds=(0,))
+    out = tmp_path / "docs"
+    (out / "figures").mkdir(parents=True)
+    mine = out / "figures" / "bars_emotions.png"
+    mine.write_text("my own figure")
+    (out / "figures" / "other.png").write_text("kept")
+    assert main(["report", str(db), "--out", str(out), "--metrics", "mAP"]) == 2
+    err = capsys.readouterr().err
+    assert re.fullmatch(r"mlkd: error: [^\n]+\n", err)
+    assert "holds figures/bars_emotions.png that mlkd report did not write" in err
+    assert mine.read_text() == "my own figure" and not (out / "index.md").exists()
+    mine.unlink()  # no name clash: the report is written and leaves the user's other files alone
+    make_report(db, out, metrics=["mAP"])
+    assert (out / "figures" / "other.png").read_text() == "kept"
+
+    # a report interrupted while drawing leaves an index.md of mlkd's: running it again is allowed
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    again = tmp_path / "again"
+    monkeypatch.setattr("mlkd.bench.report.bar_chart", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        make_report(db, again, curves=["all"], metrics=["mAP"])
+    assert "not finished" in (again / "index.md").read_text()
+    monkeypatch.undo()
+    report = make_report(db, again, metrics=["mAP"])
+    assert sorted((again / "figures").glob("*.png")) == sorted(report.figures)  # the --curves figures are gone
+
+
+def test_index_says_which_cells_an_unfinished_grid_lacks(tmp_path, report):
+    db = make_results_db(tmp_path / "partial.db")
+    with sqlite3.connect(db) as con:
+        con.execute("DELETE FROM results WHERE dataset = 'flags' AND label = 'ls' AND seed = 1")
+        con.execute("DELETE FROM results WHERE dataset = 'yeast' AND label = 'tea'")
+    partial = make_report(db, tmp_path / "r", metrics=["mAP"])
+    index = partial.index.read_text()
+    line = next(x for x in index.splitlines() if "unfinished grid" in x)
+    assert "56 of the 60 cells of 5 data sets × 4 methods × 3 seeds" in line
+    assert "No cell: `tea` on yeast. Fewer seeds: `ls` on flags (n=2)." in line
+    assert index.index("- results:") < index.index("unfinished grid") < index.index("## Average ranks")
+    # as the line says: the short entry is ranked, the data set with a missing entry is not
+    assert partial.comparisons[0].datasets == ["emotions", "flags", "scene", "medical"]
+    assert "unfinished" not in report.index.read_text()  # a complete grid says nothing of the kind
+
+
+def test_configs_of_one_label_are_told_apart(tmp_path):
+    db = make_results_db(tmp_path / "two.db", datasets=("emotions", "flags"), methods=("bce", "ls"), seeds=(0,))
+    with sqlite3.connect(db) as con:  # bce again with max_epochs 2: a second config of the same label
+        columns = [r[1] for r in con.execute("PRAGMA table_info(results)")]
+        changed = {"key": "key || ':2'", "config_hash": "'ab12cd' || config_hash",
+                   "config": "json_set(config, '$.train.max_epochs', 2)"}
+        picked = ", ".join(changed.get(c, c) for c in columns)
+        con.execute(f"INSERT INTO results ({', '.join(columns)}) SELECT {picked} FROM results WHERE label = 'bce'")
+        first = con.execute("SELECT config_hash FROM results WHERE label = 'bce'").fetchone()[0][:6]
+    report = make_report(db, tmp_path / "r", metrics=["mAP"])
+    legend = f"`bce [{first}]` train.max_epochs=5; `bce [ab12cd]` train.max_epochs=2."
+    index = report.index.read_text()
+    tables = (report.out / "tables.md").read_text()
+    assert legend in index and legend in tables
+    assert "`ls`" not in next(x for x in index.splitlines() if "several configs" in x)  # one config: no legend
+
+
+def test_tables_rank_each_noise_setting_as_index_does(tmp_path):
+    db = make_results_db(tmp_path / "noisy.db", methods=("bce", "ls", "tea"))
+    with sqlite3.connect(db) as con:  # noisy copies, where bce ranks first
+        columns = [r[1] for r in con.execute("PRAGMA table_info(results)")]
+        swap = {"key": "key || ':n'", "noise": "'symmetric:0.2'",
+                "mAP_tuned": "CASE label WHEN 'bce' THEN mAP_tuned + 0.1 ELSE mAP_tuned END"}
+        picked = ", ".join(swap.get(c, c) for c in columns)
+        con.execute(f"INSERT INTO results ({', '.join(columns)}) SELECT {picked} FROM results")
+    report = make_report(db, tmp_path / "r", metrics=["mAP"])
+    tables = (report.out / "tables.md").read_text()
+    rank_rows = [x for x in tables.split("## mAP")[1].splitlines() if x.startswith("| *average rank")]
+    assert [x.split("|")[1].strip() for x in rank_rows] == ["*average rank [none]* (N=5)",
+                                                              "*average rank [symmetric:0.2]* (N=5)"]
+    ranks = report.index.read_text().split("## Average ranks")[1].split("##")[0]
+    for comp, row in zip(report.comparisons, rank_rows, strict=True):
+        in_index = next(x for x in ranks.splitlines() if x.startswith(f"| {comp.name} |"))
+        assert [c.strip(" *") for c in row.split("|")[2:-1]] == [c.strip(" *") for c in in_index.split("|")[2:-2]]
+    assert list(report.comparisons[0].avg_ranks) != list(report.comparisons[1].avg_ranks)
+
+
+def test_an_infinite_iman_davenport_beside_a_friedman_p_above_alpha_is_flagged(tmp_path):
+    footnote = "†: F_F is infinite (p 0) only because every data set ranks the methods in the same order"
+    db = make_results_db(tmp_path / "two.db", datasets=("emotions", "flags"), methods=("bce", "skdtea"))
+    report = make_report(db, tmp_path / "r", metrics=["mAP"])
+    f = report.comparisons[0].friedman
+    assert math.isinf(f.iman_davenport) and f.iman_davenport_pvalue == 0.0 and f.pvalue > 0.05
+    index = report.index.read_text()
+    assert f"| mAP | 2 | 2.000 | {f.pvalue:.3g} | ∞ † | 0 |" in index and footnote in index
+    # five data sets in the same order: the χ² test rejects as well, so nothing to flag
+    db = make_results_db(tmp_path / "five.db", methods=("bce", "skdtea"))
+    report = make_report(db, tmp_path / "r5", metrics=["mAP"])
+    assert report.comparisons[0].friedman.pvalue < 0.05
+    index = report.index.read_text()
+    assert "| ∞ | 0 |" in index and "†" not in index

@@ -15,8 +15,9 @@ import math
 import os
 import re
 import shlex
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
@@ -215,20 +216,23 @@ def make_report(db_path, out=None, curves: Iterable[str] = (), metrics: Iterable
     ``tune``: also write ``tuned.md``, the separate table of per-data-set tuning on validation
     (``tune_on_validation``; PROTOCOL.md §8), whose choices never look at test metrics.
     Raises ValueError for a database that is not mlkd's or is empty, a bad filter or metric name, or an
-    output folder that cannot be written.
+    output folder that cannot be written or holds files of the user's that the report would overwrite
+    (``.md`` files, or figures when the folder is not an earlier report).
     """
     db_path = Path(db_path).expanduser()
     variants = metric_variants(metrics)
     rows = select_rows(load_results(db_path), methods=methods, datasets=datasets)
     filters = [_parse_filter(f) for f in curves]
     out = Path(out).expanduser() if out is not None else db_path.with_name(db_path.stem + "-report")
-    _prepare_out(out)
     figures_dir = out / "figures"
     table = _Table(rows)
     report = Report(out=out, index=out / "index.md", metrics=None if metrics is None else list(metrics))
     report.command = _command(db_path, out, [f["_text"] for f in filters], report.metrics, methods, datasets, tune,
                               alpha)
 
+    # every figure is planned (path, how to draw it) first, so that --out is checked against their names before
+    # anything is written
+    drawings: list[tuple[Path, Callable[[], object]]] = []
     for variant in variants:
         # one test per label-noise setting: its blocks share their data sets with the other settings' blocks,
         # and Friedman/Nemenyi assume independent data sets
@@ -237,49 +241,55 @@ def make_report(db_path, out=None, curves: Iterable[str] = (), metrics: Iterable
             comp.noise = noise
             if comp.avg_ranks is not None and comp.cd is not None:
                 path = figures_dir / f"cd_{variant.column}{'' if noise is None else '_' + _slug(noise)}.png"
-                cd_diagram(table.methods, comp.avg_ranks, comp.cd, path,
-                           f"{comp.name}: Nemenyi CD (α = {alpha}), N = {len(comp.datasets)} data sets")
+                drawings.append((path, partial(
+                    cd_diagram, table.methods, comp.avg_ranks, comp.cd, path,
+                    f"{comp.name}: Nemenyi CD (α = {alpha}), N = {len(comp.datasets)} data sets")))
                 comp.figure = _rel(path, out)
-                report.figures.append(path)
             report.comparisons.append(comp)
 
     bars = {}
     for dataset in table.datasets:
         path = figures_dir / f"bars_{_slug(dataset)}.png"
-        bar_chart(table, dataset, path, [v.column for v in variants])
+        drawings.append((path, partial(bar_chart, table, dataset, path, [v.column for v in variants])))
         bars[dataset] = path
-        report.figures.append(path)
     overview = {}
     for dataset in table.datasets:
         cells = [table.first_seed(dataset, m) for m in table.methods]
         cells = [c for c in cells if c is not None and c.get("history")]
         if cells:
             path = figures_dir / f"curves_{_slug(dataset)}.png"
-            curves_overview(cells, table, path, dataset)
+            drawings.append((path, partial(curves_overview, cells, table, path, dataset)))
             overview[dataset] = path
-            report.figures.append(path)
     chosen = [r for r in rows if any(_matches(r, f) for f in filters)]
     cell_curves = []
     for row in chosen:
         if row.get("history"):
             name = f"curve_{_slug(row['dataset'])}_{table.slug(row)}_seed{row['seed']}_{row['key'][:6]}.png"
             path = figures_dir / name
-            cell_curve(row, table.name(row), path)
+            drawings.append((path, partial(cell_curve, row, table.name(row), path)))
             cell_curves.append((row, path))
-            report.figures.append(path)
     heatmaps = []
     for dataset in table.datasets:
         for method in table.methods:
             row = table.first_seed(dataset, method, need="examples")
             if row is not None:
                 path = figures_dir / f"soft_targets_{_slug(dataset)}_{table.slug(row)}.png"
-                soft_target_heatmap(row, table.name(row), path)
+                drawings.append((path, partial(soft_target_heatmap, row, table.name(row), path)))
                 heatmaps.append((row, path))
-                report.figures.append(path)
+
+    if tune:  # before anything is written: configs that cannot be compared are an error
+        tuned_rows, report.choices = tune_on_validation(rows)
+    _prepare_out(out, [path for path, _ in drawings])
+    # until the real index.md replaces it, this one marks the folder as mlkd's, so that an interrupted report
+    # can be run again into it, and links what it is drawing, so that the next report removes what it leaves
+    report.index.write_text(_unfinished_index_md(report.command, [_rel(path, out) for path, _ in drawings]),
+                            encoding="utf-8")
+    for path, draw in drawings:
+        draw()
+        report.figures.append(path)
 
     (out / "tables.md").write_text(_tables_md(table, db_path, variants, report.command), encoding="utf-8")
     if tune:
-        tuned_rows, report.choices = tune_on_validation(rows)
         report.tuned = out / "tuned.md"
         report.tuned.write_text(_tuned_md(_Table(tuned_rows), report.choices, db_path, variants, report.command),
                                 encoding="utf-8")
@@ -305,6 +315,11 @@ class _Table:
         for label, hs in hashes.items():
             for h in hs:  # a label run with two configs (a default changed between runs) is two methods
                 self._names[(label, h)] = label if len(hs) == 1 else f"{label} [{h[:6]}]"
+        configs: dict[str, dict[str, dict]] = {}  # label → name → its flattened config, for labels with several
+        for r in rows:
+            if len(hashes[r["label"]]) > 1:
+                configs.setdefault(r["label"], {}).setdefault(self.name(r), _flat_config(r.get("config")))
+        self.config_diffs = {name: diff for by_name in configs.values() for name, diff in _differences(by_name).items()}
         self.methods = list(dict.fromkeys(self.name(r) for r in rows))
         self.datasets = list(dict.fromkeys(_block(r) for r in rows))
         self.noise_of = {_block(r): r.get("noise") or "none" for r in rows}
@@ -337,6 +352,18 @@ class _Table:
             return math.nan, math.nan, 0
         return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else math.nan, int(v.size)
 
+    def unfinished(self) -> tuple[list[tuple[str, str]], list[tuple[str, str, int]]]:
+        """The (data set, method) entries without a cell, and those with fewer seeds than the grid (their count)."""
+        missing, short = [], []
+        for d in self.datasets:
+            for m in self.methods:
+                n = len({r["seed"] for r in self.cells.get((d, m), [])})
+                if n == 0:
+                    missing.append((d, m))
+                elif n < len(self.seeds):
+                    short.append((d, m, n))
+        return missing, short
+
     def part(self, blocks: list[str]) -> _Table:
         """This table restricted to ``blocks``, some of its data-set blocks (same method names and order)."""
         part = copy.copy(self)
@@ -350,6 +377,37 @@ class _Table:
     def first_seed(self, dataset: str, method: str, need: str = "history") -> dict | None:
         cells = [r for r in self.cells.get((dataset, method), []) if r.get(need)]
         return min(cells, key=lambda r: r["seed"]) if cells else None
+
+
+def _flat_config(config) -> dict:
+    """A cell's resolved config as {"train.max_epochs": 2, ...} (nested keys joined by dots)."""
+    try:
+        config = json.loads(config) if isinstance(config, str) else config
+    except ValueError:
+        return {}
+    flat = {}
+
+    def walk(value, prefix):
+        if isinstance(value, dict) and value:
+            for key, inner in value.items():
+                walk(inner, f"{prefix}.{key}" if prefix else str(key))
+        elif prefix:
+            flat[prefix] = value
+
+    walk(config if isinstance(config, dict) else {}, "")
+    return flat
+
+
+def _differences(configs: dict[str, dict]) -> dict[str, str]:
+    """Per config name, ``key=value`` for the settings in which the ``configs`` (one label's) differ."""
+    keys = sorted({k for c in configs.values() for k in c})
+    differ = [k for k in keys if len({(k in c, json.dumps(c.get(k), sort_keys=True)) for c in configs.values()}) > 1]
+
+    def show(value):
+        return value if isinstance(value, str) else json.dumps(value)
+
+    return {name: ", ".join(f"{k}={show(c[k]) if k in c else 'unset'}" for k in differ)
+            or "no recorded setting differs" for name, c in configs.items()}
 
 
 def _noise_parts(table: _Table) -> list[tuple[str | None, _Table]]:
@@ -416,10 +474,13 @@ def _metric_table(table: _Table, variant: Variant) -> str:
             text = "–" if n == 0 else f"{_num(m)} ± {_num(s)}" + (f" (n={n})" if n != len(table.seeds) else "")
             cells.append(f"**{text}**" if best is not None and n and means[i, j] == best else text)
         rows.append(cells)
-    complete = np.isfinite(means).all(axis=1)
-    if complete.any():
-        avg = stats.average_ranks(stats.rank_matrix(means[complete], variant.higher_is_better))
-        rows.append([f"*average rank* (N={int(complete.sum())})", *(f"*{r:.2f}*" for r in avg)])
+    for noise, part in _noise_parts(table):  # ranked within each label-noise setting, as index.md's tests are
+        part_means = part.means(variant.column)
+        complete = np.isfinite(part_means).all(axis=1)
+        if complete.any():
+            avg = stats.average_ranks(stats.rank_matrix(part_means[complete], variant.higher_is_better))
+            title = "*average rank*" if noise is None else f"*average rank [{noise}]*"
+            rows.append([f"{title} (N={int(complete.sum())})", *(f"*{r:.2f}*" for r in avg)])
     return _md_table(["data set", *table.methods], rows)
 
 
@@ -442,9 +503,11 @@ def _tables_md(table: _Table, db_path: Path, variants: list[Variant], command: s
     parts = [f"# Results tables\n\n{MARKER}\n", *([f"Regenerate: `{command}`\n"] if command else []),
              f"From `{db_path}`: mean ± std over seeds {_seed_text(table.seeds)} (std with ddof=1; `(n=…)` when a "
              "cell has fewer seeds than the grid). Best mean per data set in **bold**; average rank (1 = best, "
-             "ties averaged) over the data sets where every method has a value. `@0.5`: threshold 0.5; "
-             "`@tuned`: one global threshold maximising validation example-F1 (PROTOCOL.md §4). Ranking "
-             "metrics use the scores only. ↑ higher is better, ↓ lower is better.\n"]
+             "ties averaged) over the data sets where every method has a value"
+             f"{'' if len(_noise_parts(table)) == 1 else ', one per label-noise setting (as in index.md)'}. "
+             "`@0.5`: threshold 0.5; `@tuned`: one global threshold maximising validation example-F1 "
+             "(PROTOCOL.md §4). Ranking metrics use the scores only. ↑ higher is better, ↓ lower is better.\n",
+             *([_configs_text(table) + "\n"] if table.config_diffs else [])]
     for variant in variants:
         arrow = "↑" if variant.higher_is_better else "↓"
         parts.append(f"## {variant.name} {arrow}\n\n{_metric_table(table, variant)}\n")
@@ -481,6 +544,41 @@ def _seed_text(seeds: list[int]) -> str:
     return ", ".join(map(str, seeds))
 
 
+def _configs_text(table: _Table) -> str:
+    """What tells apart the configs of a label run with several (its names carry the config hash)."""
+    return ("Labels run with several configs carry the config's hash; their settings that differ: "
+            + "; ".join(f"`{name}` {diff}" for name, diff in table.config_diffs.items()) + ".")
+
+
+def _unfinished_text(table: _Table, limit: int = 20) -> list[str]:
+    """index.md's line on a grid whose data set × method entries are not all there with every seed: which are
+    not (at most ``limit`` named, grouped by method), and how ranks and tests treat them."""
+    missing, short = table.unfinished()
+    if not missing and not short:
+        return []
+    expected = len(table.datasets) * len(table.methods) * len(table.seeds)
+    done = len({(_block(r), table.name(r), r["seed"]) for r in table.rows})
+    named = [("no cell", m, d) for d, m in missing] + [("fewer seeds", m, f"{d} (n={n})") for d, m, n in short]
+    groups: dict[str, dict[str, list[str]]] = {}
+    for kind, method, where in named[:limit]:
+        groups.setdefault(kind, {}).setdefault(method, []).append(where)
+    text = ". ".join(f"{kind.capitalize()}: " + "; ".join(f"`{m}` on {', '.join(ds)}" for m, ds in by_method.items())
+                     for kind, by_method in groups.items())
+    more = f" (and {len(named) - limit} more; tables.md marks each)" if len(named) > limit else ""
+    return [f"- **unfinished grid: {done} of the {expected} cells of {len(table.datasets)} data sets × "
+            f"{len(table.methods)} methods × {len(table.seeds)} seeds.** {text}{more}. An entry with fewer seeds "
+            "is ranked and tested on the mean of the seeds it has (`(n=…)` in tables.md); a data set where a "
+            "method has no cell is left out of the ranks and tests."]
+
+
+def _unfinished_index_md(command: str, figures: list[str]) -> str:
+    """The index.md of a report still being written (or interrupted): the command that finishes it and the
+    figures it draws."""
+    return "\n".join(["# Benchmark report (not finished)", "", MARKER, "",
+                      f"This report was still being written or was interrupted. Finish it with `{command}`.", "",
+                      *(f"- [{name}]({name})" for name in figures), ""])
+
+
 def _index_md(table, report, db_path, bars, overview, cell_curves, heatmaps, filters, alpha) -> str:
     out = report.out
     rows = table.rows
@@ -494,8 +592,10 @@ def _index_md(table, report, db_path, bars, overview, cell_curves, heatmaps, fil
         "",
         f"- results: `{db_path}` — {len(rows)} cells: {len(table.datasets)} data sets × {len(table.methods)} "
         f"methods × seeds {_seed_text(table.seeds)}",
+        *_unfinished_text(table),
         f"- data sets: {', '.join(table.datasets)}",
         f"- methods: {', '.join(f'`{m}`' for m in table.methods)}",
+        *([f"- {_configs_text(table)}"] if table.config_diffs else []),
         f"- software: {'; '.join(versions) or 'not recorded'}",
         "- protocol: PROTOCOL.md — fixed (seed 0) iterative-stratified 1/6 validation split of train; seeds change "
         "initialisation and batch order; test touched once. `@0.5`: threshold 0.5; `@tuned`: one global "
@@ -531,17 +631,22 @@ def _index_md(table, report, db_path, bars, overview, cell_curves, heatmaps, fil
         lines += ["χ²_F: Friedman statistic (tie-corrected), p from χ²(k−1); F_F: Iman–Davenport, p from "
                   "F(k−1, (k−1)(N−1)); CD = q_α·sqrt(k(k+1)/(6N)) (Demšar 2006). Methods whose average ranks differ "
                   "by more than CD differ significantly.", ""]
-        frows = []
+        frows, dagger = [], False
         for comp in report.comparisons:
             f = comp.friedman
             fig = f"[diagram]({comp.figure})" if comp.figure else "–"
             if f is None:
                 frows.append([comp.name, str(len(comp.datasets)), "–", "–", "–", "–", "–", fig, comp.note])
             else:
-                frows.append([comp.name, str(f.n_datasets), f"{f.statistic:.3f}", f"{f.pvalue:.3g}",
-                              "∞" if math.isinf(f.iman_davenport) else f"{f.iman_davenport:.3f}",
+                ff = "∞" if math.isinf(f.iman_davenport) else f"{f.iman_davenport:.3f}"
+                if math.isinf(f.iman_davenport) and not f.pvalue < alpha:  # the χ² test does not reject
+                    ff, dagger = "∞ †", True
+                frows.append([comp.name, str(f.n_datasets), f"{f.statistic:.3f}", f"{f.pvalue:.3g}", ff,
                               _num(f.iman_davenport_pvalue, ".3g"), f"{comp.cd:.3f}", fig, comp.note])
         lines += [_md_table(["metric", "N", "χ²_F", "p", "F_F", "p (F_F)", "CD", "figure", "note"], frows), ""]
+        if dagger:
+            lines += [f"†: F_F is infinite (p 0) only because every data set ranks the methods in the same order; "
+                      f"with so few data sets that is no evidence of a difference (χ² p ≥ {alpha}).", ""]
         lines += _pairs_md(report.comparisons, table.methods, alpha)
         shown = [c for c in report.comparisons if c.figure and c.variant.column in HEADLINE]
         if shown:
@@ -804,9 +909,11 @@ def _matches(row: dict, flt: dict) -> bool:
 REPORT_FILES = ("index.md", "tables.md", "tuned.md")
 
 
-def _prepare_out(out: Path) -> None:
-    """Check ``out`` can be written before any work and holds no file of the user's that the report would
-    overwrite; remove what an earlier report there wrote (the figures its index links, its tuned.md)."""
+def _prepare_out(out: Path, figures: list[Path]) -> None:
+    """Check ``out`` can be written and holds no file of the user's that the report would overwrite: its
+    Markdown files must be an earlier report's, and so must be the folder if it already holds one of the
+    ``figures`` to draw (its index.md then says so). Remove what an earlier report there wrote (the figures its
+    index links, its tuned.md)."""
     probe = out
     while not probe.exists() and probe.parent != probe:
         probe = probe.parent
@@ -815,8 +922,11 @@ def _prepare_out(out: Path) -> None:
     earlier = {name: (out / name).read_text(encoding="utf-8", errors="replace")
                for name in REPORT_FILES if (out / name).is_file()}
     foreign = [name for name, text in earlier.items() if MARKER not in text]
+    if "index.md" not in earlier:  # not an earlier report's folder: a figure already there is the user's
+        foreign += [_rel(path, out) for path in figures if path.exists() or path.is_symlink()]
     if foreign:
-        raise ValueError(f"report folder {out} holds {', '.join(foreign)} that mlkd report did not write; expected an "
+        listed = ", ".join(foreign[:4]) + (f" and {len(foreign) - 4} more" if len(foreign) > 4 else "")
+        raise ValueError(f"report folder {out} holds {listed} that mlkd report did not write; expected an "
                          "empty folder or an earlier report's (choose another --out)")
     if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
         raise ValueError(f"cannot write report folder {out}: {probe} is not a writable directory; expected a "

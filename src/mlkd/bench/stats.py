@@ -25,7 +25,9 @@ class FriedmanResult(NamedTuple):
     statistic: float  # χ²_F with the tie correction (scipy.stats.friedmanchisquare's)
     pvalue: float  # from χ² with k − 1 degrees of freedom
     iman_davenport: float  # F_F = (N−1)χ²_F / (N(k−1) − χ²_F), Demšar's less conservative form
-    iman_davenport_pvalue: float  # from F with (k−1, (k−1)(N−1)) degrees of freedom; NaN when F_F is infinite
+    # from F with (k−1, (k−1)(N−1)) degrees of freedom; 0 when F_F is infinite (every data set ranks the methods
+    # in the same order), however few the data sets: ``pvalue`` then says whether that is evidence
+    iman_davenport_pvalue: float
     n_datasets: int
     n_methods: int
 
