@@ -8,10 +8,12 @@ tests/test_estimator.py and tests/test_cli.py hold the earlier cases (NaN/inf in
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
 import sqlite3
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -354,3 +356,65 @@ def test_a_threshold_of_integer_0_loads_like_0_0(ctx):
 def test_a_single_label_column_is_a_one_label_problem():
     clf = _fit(X0, Y0[:, :1])
     assert clf.predict(X0).shape == (40, 1) and clf.n_labels_ == 1
+
+
+# -- sizes within range that do not fit in memory -----------------------------------------------------------
+@contextlib.contextmanager
+def _address_space_limit(extra: int = 8 << 30):
+    """At most ``extra`` more bytes of address space for this process: a request for terabytes then fails at once
+    whatever the machine's overcommit policy (one that grants it would fill the memory instead)."""
+    import resource
+
+    status = Path("/proc/self/status").read_text()
+    used = int(re.search(r"^VmSize:\s+(\d+) kB", status, re.M).group(1)) * 1024
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    limit = used + extra if hard == resource.RLIM_INFINITY else min(used + extra, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS and /proc/self/status are Linux's")
+def test_a_model_too_large_for_memory_is_one_clear_error(ctx, mlkd_main):
+    """hidden=2**20 passes the range check; its 2**40-weight layer (4 TiB) cannot be allocated."""
+    with _address_space_limit():
+        with pytest.raises(ValueError) as info:
+            _fit(X0, Y0, hidden=1 << 20)
+        rc, out, err = mlkd_main(["fit", ctx.arff, "-m", "bce", "--n-labels", "2", "--param", "hidden=1048576",
+                                  "--out", ctx.root / "huge", "--quiet"])
+    message = str(info.value)
+    assert re.match(r"method 'bce' cannot be built for 4 features and 3 labels: allocating [\d,]{17} bytes "
+                    r"\([\d,.]+ GiB\) failed, out of memory; expected .* lower hidden=1048576", message), message
+    assert "\n" not in message
+    assert rc == 2 and out == "" and err.count("\n") == 1, err
+    assert err.startswith("mlkd: error: method 'bce' cannot be built for 2 features and 2 labels") and "lower "\
+        "hidden=1048576" in err, err
+    assert not (ctx.root / "huge" / "model.safetensors").exists()
+
+
+def test_other_errors_while_building_a_model_are_not_reworded(monkeypatch):
+    from mlkd.methods import REGISTRY, build_method
+
+    def broken(self, *args, **kwargs):
+        raise RuntimeError("a bug, not a size")
+
+    monkeypatch.setattr(REGISTRY["bce"], "__init__", broken)
+    with pytest.raises(RuntimeError, match="^a bug, not a size$"):
+        build_method("bce", 4, 3, {"hidden": 8})
+
+
+def test_running_out_of_memory_while_training_is_one_line_from_the_cli(ctx, mlkd_main, monkeypatch):
+    from mlkd import trainer
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB. GPU 0 has a total capacity "
+                                     "of 80 GiB of which 1 GiB is free.\nIf reserved but unallocated ...")
+
+    monkeypatch.setattr(trainer.Trainer, "fit", out_of_memory)
+    rc, out, err = mlkd_main(["fit", ctx.arff, "-m", "bce", "--n-labels", "2", "--param", "hidden=8", "--out",
+                              ctx.root / "oom", "--quiet"])
+    assert rc == 2 and out == "" and err.count("\n") == 1, err
+    assert err.startswith("mlkd: error: out of memory (CUDA out of memory. Tried to allocate 20.00 GiB") and \
+        "--batch-size" in err, err

@@ -525,3 +525,31 @@ def test_predict_and_evaluate_match_arff_columns_by_name_not_position(call, tmp_
     assert not hasattr(loaded, "column_names_")
     loaded.save(tmp_path / "refit")
     assert load_model(tmp_path / "refit").n_features_in_ == 2
+
+
+# -- found by the CLI audit of researcher and compression users (auditor 6) ----------------------------------
+def test_an_unknown_option_points_at_the_help_of_its_subcommand(fitted, call):
+    root, _, _, _ = fitted
+    cases = {("fit", root / "tiny-train.arff", "-m", "bce", "--epochs", "3"): ("--epochs 3", "mlkd fit --help"),
+             ("datasets", "emotions"): ("emotions", "mlkd datasets --help"),
+             ("report", "r.db", "--zzz"): ("--zzz", "mlkd report --help")}
+    for args, (what, help_) in cases.items():
+        result = call(*args)
+        _assert_one_line_error(result, f"unrecognized arguments: {what}", f"see '{help_}'")
+    _assert_one_line_error(call("--zzz"), "see 'mlkd --help'")  # no subcommand: the top-level help
+
+
+def test_an_arff_without_label_information_names_the_command_line_options(call, tmp_path):
+    unlabelled = tmp_path / "unlabelled.arff"
+    unlabelled.write_text("@relation t\n@attribute a numeric\n@attribute b {0,1}\n@data\n1,0\n2,1\n")
+    for command in ("fit", "distill"):
+        result = call(command, unlabelled, *(["-m", "bce"] if command == "fit" else []), "--out", tmp_path / command)
+        _assert_one_line_error(result, "no label information", "--label-file XML", "--n-labels N")
+        assert "label_file=" not in result.stderr and "n_labels=" not in result.stderr, result.stderr
+
+
+def test_distill_help_says_a_labelwise_teacher_must_be_fitted_larger_to_compress(call):
+    text = " ".join(_ok(call("distill", "--help")).stdout.split())
+    teacher = text[text.index("--teacher MODEL_DIR a saved"):]
+    teacher = teacher[:teacher.index("--teacher-spec")]  # the option's own help
+    assert "mlkd fit -m labelwise" in teacher and "compresses nothing" in teacher and "--param hidden=" in teacher

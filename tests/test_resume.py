@@ -257,3 +257,67 @@ def test_checkpoint_files_are_safetensors_and_json_only(tmp_path, interrupt_afte
     assert any(k.startswith("best.") for k in tensors) and any(k.startswith("model.") for k in tensors)
     manifest = json.loads((tmp_path / "checkpoint.json").read_text())["fingerprint"]
     assert manifest["data_shape"][0] == [160, 8] and len(manifest["data_hash"]) == 32
+
+
+def test_a_parameter_typed_at_its_default_resumes_and_another_value_is_refused_with_both_values(
+        tmp_path, interrupt_after):
+    params = dict(hidden=8, max_epochs=10, patience=10, batch_size=32, checkpoint_every=2)
+    whole = MultiLabelClassifier("skdtea", **params).fit(X, Y)
+    restore = interrupt_after("stage0", 4)
+    with pytest.raises(_Interrupt):
+        MultiLabelClassifier("skdtea", checkpoint_dir=tmp_path, **params).fit(X, Y)  # alpha left at its default
+    restore()
+    with pytest.raises(ValueError, match=r"its configuration differs \(alpha=0\.5→0\.3\)"):
+        MultiLabelClassifier("skdtea", checkpoint_dir=tmp_path, resume=True, alpha=0.3, **params).fit(X, Y)
+    resumed = MultiLabelClassifier("skdtea", checkpoint_dir=tmp_path, resume=True, alpha=0.5, **params).fit(X, Y)
+    _same_fit(resumed, whole)
+
+
+def _typed_fingerprint(manifest: Path, clf) -> None:
+    """Rewrite ``manifest`` as mlkd wrote it before fingerprints held resolved values: the typed parameters."""
+    from mlkd.trainer import REFERENCE_KERNELS
+
+    skip = {"verbose", "num_threads", "checkpoint_dir", "checkpoint_every", "checkpoint_seconds", "resume"}
+    config = {"estimator": type(clf).__name__, "method": clf.method,
+              **{k: v for k, v in clf.get_params(deep=False).items() if k not in skip}}
+    config = {k: v for k, v in config.items() if not (k in REFERENCE_KERNELS and v == REFERENCE_KERNELS[k])}
+    record = json.loads(manifest.read_text())
+    typed = ckpt.fingerprint(config)
+    record["fingerprint"].update(config=typed["config"], config_hash=typed["config_hash"])
+    manifest.write_text(json.dumps(record))
+
+
+def test_a_checkpoint_of_the_earlier_typed_fingerprint_resumes_when_the_resolved_configs_agree(
+        tmp_path, interrupt_after):
+    params = dict(hidden=8, max_epochs=10, patience=10, batch_size=32, checkpoint_every=2)
+    whole = MultiLabelClassifier("skdtea", **params).fit(X, Y)
+    restore = interrupt_after("stage0", 4)
+    first = MultiLabelClassifier("skdtea", checkpoint_dir=tmp_path, **params)
+    with pytest.raises(_Interrupt):
+        first.fit(X, Y)
+    restore()
+    manifest = tmp_path / "checkpoint.json"
+    _typed_fingerprint(manifest, first)
+    assert "alpha" not in json.loads(manifest.read_text())["fingerprint"]["config"]  # typed: alpha was omitted
+    with pytest.raises(ValueError, match=r"its configuration differs \(alpha=0\.5→0\.3\)"):
+        MultiLabelClassifier("skdtea", checkpoint_dir=tmp_path, resume=True, alpha=0.3, **params).fit(X, Y)
+    resumed = MultiLabelClassifier("skdtea", checkpoint_dir=tmp_path, resume=True, alpha=0.5, **params).fit(X, Y)
+    _same_fit(resumed, whole)
+
+    record = json.loads(manifest.read_text())  # an earlier config this mlkd cannot resolve: refused, no crash
+    record["fingerprint"]["config"]["bogus"] = 1
+    record["fingerprint"]["config_hash"] = "0" * 16
+    manifest.write_text(json.dumps(record))
+    with pytest.raises(ValueError, match=r"written by an earlier mlkd .*'bogus'.*; expected an empty checkpoint"):
+        MultiLabelClassifier("skdtea", checkpoint_dir=tmp_path, resume=True, **params).fit(X, Y)
+
+
+def test_cli_resume_accepts_a_parameter_typed_at_its_default(tmp_path):
+    from mlkd.cli import main
+
+    data = _write_arff(tmp_path / "d.arff", n=120)
+    fit = ["fit", str(data), "-m", "skdtea", "--n-labels", "4", "--param", "hidden=8", "--max-epochs", "3", "--quiet",
+           "--checkpoint-dir", str(tmp_path / "ckpt")]
+    assert main([*fit, "--out", str(tmp_path / "a")]) == 0
+    assert main([*fit, "--out", str(tmp_path / "b"), "--param", "alpha=0.5", "--resume"]) == 0
+    _same_tensors(tmp_path / "a" / "model.safetensors", tmp_path / "b" / "model.safetensors")

@@ -4,7 +4,7 @@ A checkpoint directory holds one fit (``MultiLabelClassifier(checkpoint_dir=...)
 --checkpoint-dir``); each ``Trainer.fit`` of that fit is a stage, numbered in call order (a multi-stage method
 such as "kdtea" has several)::
 
-    checkpoint.json                       the fit's fingerprint: estimator config hash, data shapes, data hash
+    checkpoint.json                       the fit's fingerprint: resolved config hash, data shapes, data hash
     stage<k>.json + stage<k>.e<E>.safetensors      stage k in progress after E epochs (the JSON commits it)
     stage<k>.done.json + stage<k>.done.safetensors  stage k finished: final weights and its TrainResult
 
@@ -92,6 +92,14 @@ def fingerprint(config: dict, *arrays) -> dict:
     config = json.loads(_canonical(config))
     return {"config": config, "config_hash": hashlib.sha256(_canonical(config).encode()).hexdigest()[:16],
             **data_fingerprint(*arrays)}
+
+
+def train_identity(config) -> dict:
+    """A ``TrainConfig``'s settings as a fingerprint holds them: resolved values, less those that change speed or
+    display only and the ``ADDED_SETTINGS`` at the value that reproduces earlier fits."""
+    from .trainer import identity_settings
+
+    return identity_settings({k: v for k, v in dataclasses.asdict(config).items() if k not in _NOT_FINGERPRINTED})
 
 
 def _flat(config: dict, prefix: str = "") -> dict:
@@ -361,12 +369,14 @@ class Checkpointer:
 
     Without ``resume`` a directory that already holds a checkpoint is refused (nothing is overwritten); with
     it, an empty or new directory simply starts a fresh fit. ``fingerprint`` (see :func:`fingerprint`)
-    describes the whole fit; a saved one that differs is refused. Each ``Trainer.fit`` of the fit asks
-    :meth:`stage` for its own :class:`StageCheckpoint`.
+    describes the whole fit; a saved one that differs is refused. ``upgrade`` (optional) turns a saved fingerprint
+    that an earlier mlkd wrote in another form into today's before they are compared (a ValueError or TypeError
+    from it refuses the checkpoint). Each ``Trainer.fit`` of the fit asks :meth:`stage` for its own
+    :class:`StageCheckpoint`.
     """
 
     def __init__(self, directory, every: int = 1, resume: bool = False, fingerprint: dict | None = None,
-                 min_seconds: float = 0.0) -> None:
+                 min_seconds: float = 0.0, upgrade=None) -> None:
         if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
             raise ValueError(f"checkpoint_every={every!r} is invalid; expected an integer ≥ 1")
         check_seconds(min_seconds)
@@ -384,7 +394,11 @@ class Checkpointer:
                 leftover.unlink(missing_ok=True)
         if fingerprint is not None:
             if manifest.exists():
-                _check_fingerprint(_read_json(manifest).get("fingerprint"), fingerprint, manifest)
+                saved = _read_json(manifest).get("fingerprint")
+                if upgrade is not None and isinstance(saved, dict) and saved.get("config_hash") != fingerprint[
+                        "config_hash"]:
+                    saved = _upgraded(saved, upgrade, manifest)
+                _check_fingerprint(saved, fingerprint, manifest)
             else:
                 from . import __version__
 
@@ -394,14 +408,21 @@ class Checkpointer:
     def stage(self, method, config, device: torch.device, X, Y, X_val=None, Y_val=None) -> StageCheckpoint:
         """The checkpoint of the next ``Trainer.fit`` of this fit (stages are numbered in call order)."""
         from .methods.base import config_identity
-        from .trainer import identity_settings
 
-        train = identity_settings({k: v for k, v in dataclasses.asdict(config).items() if k not in _NOT_FINGERPRINTED})
         stage_config = {"method": method.name, "method_config": config_identity(method.config),
-                        "train": train, "device": str(device)}
+                        "train": train_identity(config), "device": str(device)}
         index = self._next_stage
         self._next_stage += 1
         return StageCheckpoint(self, index, method.name, fingerprint(stage_config, X, Y, X_val, Y_val), device)
+
+
+def _upgraded(saved: dict, upgrade, where: Path) -> dict:
+    """``upgrade(saved)``: a fingerprint an earlier mlkd wrote, in today's form (one already in it unchanged)."""
+    try:
+        return upgrade(saved)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"checkpoint {where} was written by an earlier mlkd whose recorded configuration this one "
+                         f"cannot resolve ({exc}); expected an empty checkpoint directory to start over") from None
 
 
 class StageCheckpoint:

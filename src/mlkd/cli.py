@@ -49,6 +49,15 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message):
         raise _UsageError(f"{message}; see '{self.prog} --help'")
 
+    def parse_args(self, args=None, namespace=None):
+        """As argparse, but an unknown option is reported by the subcommand's parser: its help lists the options."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            commands = next((a for a in self._actions if isinstance(a, argparse._SubParsersAction)), None)
+            command = None if commands is None else commands.choices.get(getattr(parsed, commands.dest, None))
+            (command or self).error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed
+
     def format_help(self) -> str:
         if isinstance(self.epilog, _Later):
             self.epilog = self.epilog.text()
@@ -433,6 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_Later(
             "examples:\n"
             "  mlkd distill emotions --out runs/emotions-l2d                      # wide MLP -> small MLP, L2D\n"
+            "  mlkd fit emotions -m labelwise --param hidden=1024 --out runs/emotions-labelwise   # a large teacher\n"
             "  mlkd distill emotions --teacher runs/emotions-labelwise --student-spec hidden=64\n"
             "  mlkd distill yeast --teacher-spec hidden=2048 max_epochs=100 --student-spec logit_loss=kd\n"
             "  mlkd distill digits-ml --student-spec backbone=cnn feature_loss=none   # CNN teacher/student\n"
@@ -450,7 +460,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("data", metavar="DATA", help=DATA_HELP)
     t = p.add_mutually_exclusive_group()
-    t.add_argument("--teacher", metavar="MODEL_DIR", help="a saved model directory to use as the frozen teacher")
+    t.add_argument("--teacher", metavar="MODEL_DIR",
+                   help="a saved model directory to use as the frozen teacher. One from 'mlkd fit -m labelwise' has "
+                        "the student's default size (MLP hidden 128), so distilling it compresses nothing, unless "
+                        "fitted larger with --param hidden=... (e.g. 1024)")
     t.add_argument(
         "--teacher-spec", nargs="+", action="extend", default=[], type=_param, metavar="KEY=VALUE",
         help="the teacher to train first (default: the backbone's teacher size)",
@@ -534,7 +547,13 @@ def _load(spec: str, split: str, *, data_dir=None, label_file=None, n_labels=Non
         name = _check_dataset_name(spec)
         ds = getattr(mlkd_data.load_dataset(name, data_dir=data_dir), split)
         return ds, f"{name} {split} split ({ds.n_samples} rows)"
-    ds = mlkd_data.read_arff(Path(spec).expanduser(), label_file=label_file, n_labels=n_labels)
+    from .data.arff import NoLabelInfoError
+
+    try:
+        ds = mlkd_data.read_arff(Path(spec).expanduser(), label_file=label_file, n_labels=n_labels)
+    except NoLabelInfoError as exc:  # the library names its keywords; here they are options
+        raise NoLabelInfoError(exc.path, "--label-file XML (the MULAN label file) or --n-labels N (the last N "
+                                         "attributes)") from None
     return ds, f"{spec} ({ds.n_samples} rows)"
 
 
@@ -1095,6 +1114,12 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, BrokenPipeError):
             return _broken_pipe()
         print(f"mlkd: error: {_one_line(_error_text(exc))}", file=sys.stderr)
+        return EXIT_USAGE
+    except (MemoryError, RuntimeError) as exc:  # a model too large is a ValueError when built; this is training's
+        if not isinstance(exc, MemoryError) and not any(s in str(exc) for s in ("out of memory", "can't allocate")):
+            raise
+        print(f"mlkd: error: out of memory ({_one_line(_error_text(exc))[:200]}); expected a smaller model or batch "
+              "(a lower --param hidden=..., --batch-size)", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("mlkd: interrupted", file=sys.stderr)

@@ -23,11 +23,12 @@ from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from . import metrics
-from .checkpoint import Checkpointer, check_directory, check_seconds, checkpointing, fingerprint
+from .checkpoint import Checkpointer, check_directory, check_seconds, checkpointing, fingerprint, train_identity
 from .data.splits import validation_split
 from .distributed import check_distributable, check_world, fit_ddp
 from .io import short_repr
 from .methods import build_method, config_fields, method_class
+from .methods.base import config_identity, make_config
 from .preprocessing import FeatureScaler
 from .stages import run_stages
 from .trainer import REFERENCE_KERNELS, TrainConfig, Trainer, predict_logits
@@ -236,17 +237,21 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
             return
         check_directory(self.checkpoint_dir)
 
-    def _checkpointer(self, *arrays) -> Checkpointer | None:
-        """The fit's checkpointer (None without checkpoint_dir); refuses a checkpoint of another fit."""
+    def _fit_settings(self) -> dict:
+        """The estimator's own settings that change a fit (its split, labels or threshold), as resolved values."""
+        t = self.threshold
+        return {"validation_fraction": float(self.validation_fraction), "threshold": t if isinstance(t, str) else
+                float(t), "label_noise_kind": self.label_noise_kind, "label_noise_rate": float(self.label_noise_rate)}
+
+    def _checkpointer(self, cfg: TrainConfig, method_config, *arrays) -> Checkpointer | None:
+        """The fit's checkpointer (None without checkpoint_dir); refuses a checkpoint of another fit: one whose
+        resolved method config, training settings or data differ (a parameter typed at its default is no
+        difference)."""
         if self.checkpoint_dir is None:
             return None
-        skip = {"verbose", "num_threads", "checkpoint_dir", "checkpoint_every", "checkpoint_seconds", "resume"}
-        config = {"estimator": type(self).__name__, "method": self.method,
-                  **{k: v for k, v in self.get_params(deep=False).items() if k not in skip}}
-        # Settings added after checkpoints were written: left out at the value that reproduces those fits.
-        config = {k: v for k, v in config.items() if not (k in REFERENCE_KERNELS and v == REFERENCE_KERNELS[k])}
+        config = _fingerprint_config(type(self).__name__, self.method, method_config, cfg, self._fit_settings())
         return Checkpointer(self.checkpoint_dir, self.checkpoint_every, bool(self.resume), fingerprint(config, *arrays),
-                            min_seconds=self.checkpoint_seconds)
+                            min_seconds=self.checkpoint_seconds, upgrade=_upgrade_fingerprint)
 
     def _check_threshold(self):
         t = self.threshold
@@ -425,7 +430,7 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
         X_tr = self.scaler_.transform(X_tr)
         X_val = self.scaler_.transform(X_val, name=val_name) if X_val is not None else None
         stages = type(model).stages(model.config)
-        checkpointer = self._checkpointer(X, Y, X_val, Y_val)  # raw data: each stage's Trainer.fit checkpoints
+        checkpointer = self._checkpointer(cfg, model.config, X, Y, X_val, Y_val)  # raw data: every stage checkpoints
         if stages:  # a multi-stage method (teacher first): every stage trains on the same scaled data
             if stages[-1].method != self.method:
                 raise ValueError(f"method {self.method!r} declares stages whose last one trains "
@@ -563,6 +568,36 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
         tags.classifier_tags.multi_label = True
         tags.input_tags.sparse = True
         return tags
+
+
+#: Marks a checkpoint fingerprint of resolved values; earlier ones held the typed parameters (``get_params``).
+_RESOLVED_FINGERPRINT = "resolved"
+
+
+def _fingerprint_config(estimator: str, method: str, method_config, cfg: TrainConfig, settings: dict) -> dict:
+    """What a checkpoint's fingerprint hashes: the built method config (``config_identity``) and the resolved
+    training settings, so a parameter typed at its default is the same fit as one left out. A method parameter
+    named like a setting (none is) would be kept apart as ``param.NAME``."""
+    fixed = {"fingerprint": _RESOLVED_FINGERPRINT, "estimator": estimator, "method": method, **train_identity(cfg),
+             **settings}
+    return {**fixed, **{(f"param.{k}" if k in fixed else k): v for k, v in config_identity(method_config).items()}}
+
+
+def _upgrade_fingerprint(saved: dict) -> dict:
+    """A checkpoint's fingerprint in today's form. One written before fingerprints held resolved values hashed
+    the typed parameters (``get_params``, the REFERENCE_KERNELS settings left out at their value): they are
+    resolved as today's are, so such a checkpoint resumes when the resolved configs agree."""
+    typed = dict(saved.get("config") or {})
+    if typed.get("fingerprint") == _RESOLVED_FINGERPRINT:
+        return saved
+    estimator, method = typed.pop("estimator", None), typed.pop("method", None)
+    method_class(method)
+    clone = MultiLabelClassifier(method, **{**REFERENCE_KERNELS, **typed})
+    clone._check_param_names()
+    config = _fingerprint_config(str(estimator), method, make_config(method, clone.method_params()),
+                                 clone._train_config(), clone._fit_settings())
+    upgraded = fingerprint(config)
+    return {**saved, "config": upgraded["config"], "config_hash": upgraded["config_hash"]}
 
 
 def _fitted_state(estimator) -> dict:

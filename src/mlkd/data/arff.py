@@ -35,7 +35,8 @@ import scipy.sparse as sp
 
 from .dataset import MultiLabelDataset, features_dtype, sparse_features_dtype
 
-__all__ = ["read_arff", "read_arff_pair", "read_arff_for_model", "read_label_xml", "DroppedAttributeWarning"]
+__all__ = ["read_arff", "read_arff_pair", "read_arff_for_model", "read_label_xml", "DroppedAttributeWarning",
+           "NoLabelInfoError"]
 
 # Nominal value sets that are encoded as a single 0/1 column (compared case-insensitively).
 _BINARY_MAPS: tuple[dict[str, int], ...] = (
@@ -53,6 +54,19 @@ _NUMERIC_TYPES = ("NUMERIC", "REAL", "INTEGER")
 
 class DroppedAttributeWarning(UserWarning):
     """An attribute was dropped while reading an ARFF file (string or identifier-like nominal)."""
+
+
+class NoLabelInfoError(ValueError):
+    """An ARFF file that names no label attributes, read without ``label_file``/``n_labels``. ``options`` words
+    how to give them: the Python names by default; the command line catches it and names its own flags."""
+
+    def __init__(self, path, options: str = "label_file= (MULAN .xml), n_labels=") -> None:
+        self.path, self.options = path, options
+        super().__init__(f"{path}: no label information; pass {options}, or put a MEKA '-C n' option in the "
+                         "@relation name")
+
+    def __reduce__(self):  # rebuilt from its arguments, not its message (worker processes pickle errors)
+        return type(self), (self.path, self.options)
 
 
 def _short(text: str, limit: int = _MAX_MSG) -> str:
@@ -350,10 +364,7 @@ def _label_indices(raw: _RawArff, label_file, n_labels) -> list[int]:
                 f"expected 1 <= |C| <= {n_attr - 1}"
             )
         return list(range(c)) if c > 0 else list(range(n_attr + c, n_attr))
-    raise ValueError(
-        f"{path}: no label information; pass label_file= (MULAN .xml), n_labels=, "
-        "or put a MEKA '-C n' option in the @relation name"
-    )
+    raise NoLabelInfoError(path)
 
 
 def _build_schema(raw: _RawArff, label_file, n_labels, id_threshold, label_idx=None, skip=()) -> _Schema:

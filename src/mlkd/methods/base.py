@@ -278,11 +278,31 @@ def build_method(
     """
     config = make_config(name, params)
     config.validate(n_features, n_labels)
-    if seed is None:
-        return method_class(name)(n_features, n_labels, config)
-    with TORCH_GLOBAL_STATE, torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return method_class(name)(n_features, n_labels, config)
+    try:
+        if seed is None:
+            return method_class(name)(n_features, n_labels, config)
+        with TORCH_GLOBAL_STATE, torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return method_class(name)(n_features, n_labels, config)
+    except (RuntimeError, MemoryError) as exc:  # a size within range can still exceed memory: hidden=2**20
+        # torch's CPU allocator raises a plain RuntimeError; anything else is not ours to re-word
+        oom = (MemoryError, getattr(torch, "OutOfMemoryError", MemoryError))
+        if not isinstance(exc, oom) and not any(s in str(exc) for s in ("can't allocate", "not enough memory",
+                                                                         "out of memory")):
+            raise
+        import re
+
+        wanted = re.search(r"allocate (\d+) bytes", str(exc))
+        size = (f"allocating {int(wanted.group(1)):,} bytes ({int(wanted.group(1)) / 2**30:,.1f} GiB)" if wanted
+                else "allocating its weights")
+        sizes = [k for k in ("hidden", "teacher_hidden", "latent", "embed_dim", "teacher_embed_dim", "depth",
+                             "teacher_depth", "covariance_rank") if hasattr(config, k)]
+        named = [k for k in sizes if k in (params or {})] or sizes  # the sizes the caller set: the likely typo
+        named.sort(key=lambda k: -(getattr(config, k) or 0))  # the largest first
+        lower = ", ".join(f"{k}={getattr(config, k)}" for k in named) or "its size"
+        raise ValueError(f"method {name!r} cannot be built for {n_features} features and {n_labels} labels: {size} "
+                         f"failed, out of memory; expected a model that fits in memory: lower {lower} (or use fewer "
+                         "features or labels)") from None
 
 
 def check_range(name: str, value: float | None, low: float, high: float, *, low_open=False, high_open=False):
