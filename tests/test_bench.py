@@ -1,7 +1,9 @@
 """mlkd bench: cell identity, up-front validation, resuming after SIGKILL, executors giving the same numbers."""
 
+import json
 import os
 import re
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -79,6 +81,74 @@ def test_the_reference_path_keeps_the_keys_of_cells_written_before_the_fast_path
     assert fast.config["train"]["fused_mlp"] is True and fast.key != reference.key
 
 
+def _fit_teacher(mulan_dir, path, seed: int) -> str:
+    """A tiny labelwise model of flags saved to ``path``, replacing one there (``mlkd fit --out path --force``);
+    returns its save id."""
+    from mlkd import MultiLabelClassifier
+    from mlkd.data import load_dataset
+
+    shutil.rmtree(path, ignore_errors=True)
+    train = load_dataset("flags", data_dir=mulan_dir).train
+    MultiLabelClassifier("labelwise", hidden=8, max_epochs=1, random_state=seed).fit(train.X, train.Y).save(path)
+    return json.loads((Path(path) / "config.json").read_text())["save_id"]
+
+
+def test_a_teacher_fitted_again_into_its_folder_makes_a_new_cell_not_a_reused_one(tmp_path, mulan_dir, monkeypatch,
+                                                                                   capsys):
+    monkeypatch.chdir(tmp_path)
+    first = _fit_teacher(mulan_dir, tmp_path / "runs" / "T1", seed=0)
+    db = tmp_path / "td.db"
+    argv = ["bench", str(db), "-d", "flags", "-m", "distill:teacher_dir=runs/T1", "--seeds", "0", "-p", "hidden=8",
+            "-p", "max_epochs=1", "--data-dir", str(mulan_dir), "-q", "--no-checkpoints"]
+    assert main(argv) == 0
+    with ResultsDB(db) as store:
+        (row,) = store.rows()
+    # the relative path is stored as the folder it named, beside the model's save id
+    teacher = str((tmp_path / "runs" / "T1").resolve())
+    assert row["config"]["params"]["teacher_dir"] == teacher and row["config"]["saved_models"] == {"teacher_dir": first}
+    second = _fit_teacher(mulan_dir, tmp_path / "runs" / "T1", seed=1)
+    assert second != first
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert "1 cells: 0 already done" in capsys.readouterr().err  # the new teacher's cell runs: the old one's stays
+    with ResultsDB(db) as store:
+        assert sorted(r["config"]["saved_models"]["teacher_dir"] for r in store.rows()) == sorted([first, second])
+    # from another working directory the same text names another folder (here none): one line, nothing runs
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert re.fullmatch(r"mlkd: error: [^\n]+\n", err), err
+    assert f"teacher_dir of method 'distill:teacher_dir=runs/T1': model directory {elsewhere.resolve()}" in err
+    with ResultsDB(db) as store:
+        assert len(store) == 2
+
+
+def test_a_saved_model_is_keyed_by_its_folder_and_its_contents(tmp_path, mulan_dir):
+    from mlkd.bench.grid import MODEL_DIR_PARAMS
+    from mlkd.methods import REGISTRY, config_fields
+
+    teacher, copy = tmp_path / "T1", tmp_path / "copy"
+    save_id = _fit_teacher(mulan_dir, teacher, seed=0)
+    shutil.copytree(teacher, copy)
+
+    def cell(spec, params=TINY):
+        return Grid.build(["flags"], [spec], seeds=[0], params=params, data_dir=str(mulan_dir)).cells()[0]
+
+    here, there = cell(f"distill:teacher_dir={teacher}"), cell(f"distill:teacher_dir={copy}")
+    assert here.saved_models == there.saved_models == {"teacher_dir": save_id}
+    assert here.key != there.key  # the same model in another folder is another cell: the config names the folder
+    assert cell(f"pretrained:model_dir={teacher}", {"max_epochs": 1}).config["saved_models"] == {"model_dir": save_id}
+    assert "saved_models" not in cell("distill").config  # no saved model: the key of every published cell
+    # the folder fitted into again after the grid was built: the cell refuses to run under the old model's key
+    _fit_teacher(mulan_dir, teacher, seed=1)
+    [(_, outcome)] = SequentialExecutor(threads=1).run([here])
+    assert isinstance(outcome, ValueError) and "holds another model" in str(outcome)
+    # every method parameter that names a folder is one whose model the key follows
+    assert {k for m in REGISTRY for k in config_fields(m) if k.endswith("_dir")} == set(MODEL_DIR_PARAMS)
+
+
 def test_every_finished_headline_cell_is_still_a_cell_of_the_headline_grid():
     """A changed default must not orphan the committed results: the grid file pins the settings they used."""
     grid = Grid.from_file(REPO / "benchmarks" / "headline.toml")
@@ -130,6 +200,7 @@ def test_noise_axis_is_canonical_and_trains_on_noisy_labels_with_clean_test(mula
     (["-d", "emotions", "-m", "bce:hidden=8", "-m", "{bad"], "bad method spec"),
     (["-d", "emotions", "-m", "bce", "--checkpoint-seconds", "-1"], "expected a number >= 0"),
     (["-d", "emotions", "-m", "bce", "--no-checkpoints", "--checkpoint-dir", "ck"], "contradict each other"),
+    (["-d", "emotions", "-m", "distill:teacher_dir=no/such/run", "--dry-run"], "/no/such/run does not exist"),
 ])
 def test_bad_grid_is_one_line_error_before_any_cell(tmp_path, capsys, argv, message):
     db = tmp_path / "results.db"
@@ -263,6 +334,56 @@ def test_process_workers_die_with_a_killed_bench(tmp_path, mulan_dir):
     while time.monotonic() < deadline and any(map(_alive, workers)):
         time.sleep(0.05)
     assert not any(map(_alive, workers)), "orphaned workers go on fitting"
+
+
+def _workers(pid: int) -> list[int]:
+    def spawned(child):
+        try:
+            return "spawn_main" in Path(f"/proc/{child}/cmdline").read_text()
+        except OSError:
+            return False
+
+    return [c for c in _children(pid) if spawned(c)]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("moment", ["starting", "fitting"])
+def test_ctrl_c_stops_a_parallel_bench_with_one_line(tmp_path, mulan_dir, moment):
+    """Ctrl-C (SIGINT to the process group) while the workers import torch or fit: no worker prints a
+    traceback, the bench says ``mlkd: interrupted`` with status 130, and no worker is left fitting."""
+    db = tmp_path / "results.db"
+    argv = ["bench", str(db), "-d", "emotions", "-m", "bce", "--seeds", "0,1", "-p", "max_epochs=3000",
+            "-p", "patience=3000", "--jobs", "2", "--threads", "1", "--quiet", "--checkpoint-seconds", "0"]
+    env = {**os.environ, "MLKD_DATA": str(mulan_dir), "PYTHONPATH": str(REPO / "src")}
+    proc = subprocess.Popen([sys.executable, "-m", "mlkd", *argv], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)
+
+    def importing_torch(pid):
+        try:
+            return "torch" in Path(f"/proc/{pid}/maps").read_text()
+        except OSError:
+            return False
+
+    def ready():
+        if moment == "starting":  # both workers in their initializer, importing torch (a second or more)
+            workers = _workers(proc.pid)
+            return len(workers) == 2 and all(map(importing_torch, workers))
+        return len(list(tmp_path.glob("results.checkpoints/*/stage0.json"))) == 2
+
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline and not ready():
+        time.sleep(0.01)
+    workers = _workers(proc.pid)
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail("the interrupted bench did not exit")
+    lines = err.decode().splitlines()
+    assert proc.returncode == 130 and lines[1:] == ["mlkd: interrupted"], err.decode()[-3000:]
+    assert len(workers) == 2 and not any(map(_alive, workers))
 
 
 def _alive(pid: int) -> bool:

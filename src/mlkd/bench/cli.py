@@ -33,10 +33,12 @@ def add_commands(sub, formatter) -> None:
             "initialisation and batch order; test touched once; every metric at threshold 0.5 and at the\n"
             "validation-tuned threshold) and write each finished cell at once as one row of RESULTS.db.\n\n"
             "A cell is identified by its data set, seed, noise and *resolved* config (method defaults merged\n"
-            "with the given parameters, plus the training settings): rerunning the same command skips the\n"
-            "cells already in RESULTS.db, so a killed run resumes where it stopped, and a changed default\n"
-            "is a new cell. A cell that was running when the run was killed continues from its last\n"
-            "checkpoint (at most --checkpoint-seconds old) to the numbers of an uninterrupted fit.\n"
+            "with the given parameters, plus the training settings; a teacher_dir or model_dir counts as its\n"
+            "absolute path and the saved model's save id): rerunning the same command skips the cells\n"
+            "already in RESULTS.db, so a killed run resumes where it stopped, and a changed default or a\n"
+            "teacher fitted again into its folder is a new cell. A cell that was running when the run was\n"
+            "killed continues from its last checkpoint (at most --checkpoint-seconds old) to the numbers of\n"
+            "an uninterrupted fit.\n"
             "Cells that fail are listed in RESULTS.db's failures table and retried next time."
         ),
         formatter_class=formatter,

@@ -3,15 +3,18 @@
 Every executor yields ``(cell, row_or_exception)`` as cells finish; only the caller (the parent process)
 writes to the results database. Each worker sets ``torch.set_num_threads(threads)`` so that N workers on
 C cores (``threads = max(1, C // N)``) do not oversubscribe them; the numbers of a cell do not depend on
-the executor for the same ``threads``.
+the executor for the same ``threads``. On Ctrl-C only the parent reacts: process workers ignore SIGINT, and
+the parent stops them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
 import sys
+import time
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -60,11 +63,48 @@ class SequentialExecutor:
 
 
 def _init_worker(threads: int, parent: int | None = None) -> None:
+    _ignore_interrupts()
     import torch
 
     _die_with(parent)
     torch.set_num_threads(threads)
     warnings.simplefilter("ignore")
+    signal.signal(signal.SIGTERM, _stop_worker)  # only now: a SystemExit in the imports would print a traceback
+
+
+@contextlib.contextmanager
+def _interrupts_held():
+    """Hold SIGINT back from this thread meanwhile (a Ctrl-C is delivered when it ends, not lost); processes
+    started meanwhile inherit the mask, so a Ctrl-C reaches none of them before ``_ignore_interrupts``.
+    The pattern of ``multiprocessing.resource_tracker``, whose process also must not die of a Ctrl-C."""
+    if not hasattr(signal, "pthread_sigmask"):  # not POSIX
+        yield
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+def _ignore_interrupts() -> None:
+    """A worker ignores Ctrl-C (the terminal sends it to the whole process group): the parent handles it and
+    stops the workers (``ProcessExecutor.run``), so no worker prints a traceback of its own, whether it was
+    starting (importing torch), idle or fitting."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # also drops one held back since the process started
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+_stopping = False
+
+
+def _stop_worker(signum, frame) -> None:
+    """SIGTERM from the parent stopping the pool: unwind the cell like an exception (its checkpoint's temporary
+    files and lock are released) and leave through multiprocessing's exit, which releases its semaphores."""
+    global _stopping
+    _stopping = True
+    raise SystemExit(128 + signum)
 
 
 def _die_with(parent: int | None) -> None:
@@ -85,6 +125,8 @@ def _die_with(parent: int | None) -> None:
 
 
 def _worker_run(cell: Cell) -> dict:
+    if _stopping:  # a cell queued before the parent stopped the pool
+        raise SystemExit(128 + signal.SIGTERM)
     return run_cell(cell, None)  # threads were set once by _init_worker
 
 
@@ -106,16 +148,43 @@ class ProcessExecutor:
             return
         pool = ProcessPoolExecutor(max_workers=min(self.jobs, len(cells)), mp_context=mp.get_context("spawn"),
                                    initializer=_init_worker, initargs=(self.threads, os.getpid()))
+        finished = False
         try:
-            futures = {pool.submit(_worker_run, cell): cell for cell in cells}
+            with _interrupts_held():  # the workers start in the first submits (spawn: one per submit)
+                futures = {pool.submit(_worker_run, cell): cell for cell in cells}
             for future in as_completed(futures):
                 cell = futures[future]
                 try:
                     yield cell, future.result()
                 except Exception as exc:
                     yield cell, exc
+            finished = True
         finally:
-            pool.shutdown(wait=False, cancel_futures=True)
+            if finished:  # waited for here, where a Ctrl-C is the caller's KeyboardInterrupt, not at exit
+                pool.shutdown(wait=True)
+            else:  # interrupted (or the caller stopped): the workers ignore Ctrl-C, so end their cells here
+                _stop_workers(pool)
+
+
+def _stop_workers(pool, timeout: float = 10.0) -> None:
+    """Shut ``pool`` down, ending the cells its workers run: shutdown alone leaves them going (and the
+    interpreter's exit would wait for them). SIGTERM makes each worker unwind and exit (``_stop_worker``);
+    one still there after ``timeout`` seconds is killed."""
+    from multiprocessing.connection import wait
+
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # shutdown forgets them
+    for process in processes:
+        with contextlib.suppress(OSError, ValueError):  # it ended meanwhile
+            process.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)  # a worker back from its cell gets its stop sentinel
+    pending = {process.sentinel: process for process in processes}
+    deadline = time.monotonic() + timeout
+    while pending and (left := deadline - time.monotonic()) > 0:
+        for ready in wait(list(pending), timeout=left):
+            pending.pop(ready)
+    for process in pending.values():
+        with contextlib.suppress(OSError, ValueError):
+            process.kill()
 
 
 def _ray_run_cell(cell: Cell, threads: int) -> dict:

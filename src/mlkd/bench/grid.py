@@ -4,6 +4,9 @@ A cell's identity is a hash of everything that determines its numbers: the data 
 (the method's defaults merged with the given parameters, the training defaults merged with the given
 training settings, and the protocol's fixed choices), the seed and the noise setting. A changed default
 therefore makes a new cell, and the same config written two ways (``alpha=0.3`` / ``alpha=3e-1``) is one.
+A parameter naming a saved model (``MODEL_DIR_PARAMS``: a distilled student's ``teacher_dir``, ``pretrained``'s
+``model_dir``) is made absolute when the grid is built, and the model's save id joins the identity: a different
+model fitted into the same folder makes new cells instead of reusing the old model's.
 
 >>> grid = Grid.build(datasets=["emotions", "flags"], methods=["bce", "skdtea:alpha=0.3,tau=1"],
 ...                   seeds=[0, 1, 2], params={"hidden": 16, "max_epochs": 3})
@@ -16,6 +19,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +40,9 @@ TRAIN_KEYS: tuple[str, ...] = tuple(
 NOISE_SETTINGS: tuple[str, ...] = ("none",)
 DEFAULT_SEEDS: tuple[int, ...] = (0, 1, 2)
 
+#: Method parameters that name a saved model's directory (``MultiLabelClassifier.save`` / ``mlkd fit --out``).
+MODEL_DIR_PARAMS: tuple[str, ...] = ("teacher_dir", "model_dir")
+
 _SPEC = re.compile(r"^\s*([A-Za-z_][\w-]*)\s*(?::(.*))?$")
 
 
@@ -47,6 +54,9 @@ class Cell:
     worker finds the MULAN files (None: its ``$MLKD_DATA``). ``checkpoint_dir`` (None: no checkpoints) is
     a folder whose ``<key>/`` subfolder keeps the fit's training state at least ``checkpoint_seconds``
     apart, so a killed cell resumes mid-fit to the same numbers. None of these three is part of its identity.
+    ``saved_models`` is part of it: the save id of the model each ``MODEL_DIR_PARAMS`` parameter names
+    (``{"teacher_dir": "3fa9…"}``); None (the default) reads them when the cell is made, after making those
+    paths absolute.
     """
 
     dataset: str
@@ -59,10 +69,16 @@ class Cell:
     data_dir: str | None = None
     checkpoint_dir: str | None = None
     checkpoint_seconds: float = 60.0
+    saved_models: dict | None = None
+
+    def __post_init__(self) -> None:
+        if self.saved_models is None:  # pinned now: the cell is the model its folder holds now, wherever it runs
+            object.__setattr__(self, "params", absolute_model_dirs(self.params))
+            object.__setattr__(self, "saved_models", saved_model_ids(self.method, self.params, self.label))
 
     @property
     def config(self) -> dict:
-        return resolved_config(self.method, self.params, self.train)
+        return resolved_config(self.method, self.params, self.train, self.saved_models)
 
     @property
     def config_hash(self) -> str:
@@ -86,15 +102,17 @@ def config_hash(config: dict) -> str:
     return _hash(config)
 
 
-def resolved_config(method: str, params: dict | None = None, train: dict | None = None) -> dict:
+def resolved_config(method: str, params: dict | None = None, train: dict | None = None,
+                    saved_models: dict | None = None) -> dict:
     """Everything that determines a cell's numbers apart from data set, seed and noise.
 
     ``{"method": name, "params": method defaults ∪ params, "train": TrainConfig defaults ∪ train,
     "protocol": PROTOCOL}``, with every value coerced to its declared type (a training setting added after
-    the first cells were written is left out at its earlier behaviour's value: ``trainer.identity_settings``).
+    the first cells were written is left out at its earlier behaviour's value: ``trainer.identity_settings``),
+    and ``"saved_models"``: ``saved_models`` (``saved_model_ids``) when the params name a saved model.
     """
     config = make_config(method, params or {})
-    return {
+    resolved = {
         "method": method,
         "params": config_identity(config),
         "train": identity_settings({k: v for k, v in dataclasses.asdict(train_config(train)).items()
@@ -102,6 +120,55 @@ def resolved_config(method: str, params: dict | None = None, train: dict | None 
         "protocol": dict(PROTOCOL),
         "early_stopping": EARLY_STOPPING_RULE,  # a changed rule is a new cell, not a reused one
     }
+    if saved_models:  # absent otherwise: the cells without a saved model keep the keys they were written with
+        resolved["saved_models"] = dict(sorted(saved_models.items()))
+    return resolved
+
+
+def absolute_model_dirs(params: dict) -> dict:
+    """``params`` with each ``MODEL_DIR_PARAMS`` path made absolute (``~`` expanded), as ``--data-dir`` is: a
+    cell then names the same folder from any working directory, and its stored config says which."""
+    return {k: str(Path(os.fspath(v)).expanduser().resolve())
+            if k in MODEL_DIR_PARAMS and isinstance(v, (str, os.PathLike)) and str(v).strip() else v
+            for k, v in params.items()}
+
+
+def saved_model_id(path) -> str:
+    """The content identity of the model saved in directory ``path``: the save id its files carry
+    (``mlkd.io.save_model``: a digest of its tensors), or ``sha256:`` and a digest of its weights file for a
+    model saved before save ids. A missing directory or file, or one mlkd did not write, is an error."""
+    from ..io import CONFIG, WEIGHTS, ModelFileNotFoundError, read_config
+
+    config = read_config(path)
+    weights = Path(path) / WEIGHTS
+    if not weights.is_file():
+        raise ModelFileNotFoundError(f"{weights} is missing; expected the model weights beside {CONFIG}")
+    save_id = config.get("save_id")
+    if isinstance(save_id, str) and save_id:
+        return save_id
+    digest = hashlib.sha256()
+    with open(weights, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return "sha256:" + digest.hexdigest()[:32]
+
+
+def saved_model_ids(method: str, params: dict, label: str | None = None) -> dict[str, str]:
+    """``{parameter: saved_model_id(path)}`` for each ``MODEL_DIR_PARAMS`` parameter of ``method`` that
+    ``params`` sets; a model that cannot be read is one error naming the parameter and ``label``."""
+    from ..io import ModelFileNotFoundError
+
+    ids: dict[str, str] = {}
+    for name in MODEL_DIR_PARAMS:
+        path = params.get(name)
+        if path is None or not str(path).strip() or name not in config_fields(method):  # '' is the method's error
+            continue
+        try:
+            ids[name] = saved_model_id(path)
+        except (ValueError, OSError) as exc:
+            message = f"{name} of method {label or method!r}: {exc}"
+            raise (ModelFileNotFoundError if isinstance(exc, FileNotFoundError) else ValueError)(message) from None
+    return ids
 
 
 def cell_key(dataset: str, config_hash: str, seed: int, noise: str = "none") -> str:
@@ -248,7 +315,10 @@ class Grid:
         if not seeds:
             raise ValueError("the grid has no seeds; expected at least one (e.g. --seeds 0,1,2)")
         noise = _unique([_noise(n) for n in noise]) or ["none"]
-        grid = cls(datasets, specs, seeds, noise, dict(params or {}), None if data_dir is None else str(data_dir))
+        # saved-model paths are resolved once, here: the grid's cells name the folders meant now
+        specs = [dataclasses.replace(s, params=absolute_model_dirs(s.params)) for s in specs]
+        params = absolute_model_dirs(dict(params or {}))
+        grid = cls(datasets, specs, seeds, noise, params, None if data_dir is None else str(data_dir))
         grid._check()
         return grid
 
@@ -261,7 +331,8 @@ class Grid:
         labels: dict[str, str] = {}
         for spec in self.methods:
             params, train = self._merged(spec)
-            h = _hash(resolved_config(spec.method, params, train))  # type-checks every value
+            saved = saved_model_ids(spec.method, params, spec.label)  # a missing model fails before any cell runs
+            h = _hash(resolved_config(spec.method, params, train, saved))  # type-checks every value
             for dataset in self.datasets:  # ranges may depend on the data's shape
                 make_config(spec.method, params).validate(*_shape(dataset))
             if labels.setdefault(spec.label, h) != h:
@@ -280,11 +351,13 @@ class Grid:
         for dataset in self.datasets:
             for spec in self.methods:
                 params, train = self._merged(spec)
-                params = _typed_params(spec.method, params)
+                params = absolute_model_dirs(_typed_params(spec.method, params))
                 train = {k: getattr(train_config(train), k) for k in train}
+                saved = saved_model_ids(spec.method, params, spec.label)  # once per config, not per cell
                 for noise in self.noise:
                     for seed in self.seeds:
-                        cell = Cell(dataset, spec.method, spec.label, params, train, seed, noise, self.data_dir)
+                        cell = Cell(dataset, spec.method, spec.label, params, train, seed, noise, self.data_dir,
+                                    saved_models=saved)
                         out.setdefault(cell.key, cell)
         return list(out.values())
 

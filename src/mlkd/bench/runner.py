@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..estimator import SPLIT_SEED
-from .grid import PROTOCOL, Cell, parse_noise
+from .grid import PROTOCOL, Cell, parse_noise, saved_model_ids
 
 #: How many validation rows / labels the soft-target heat map keeps (the row stays small).
 EXAMPLE_ROWS = 8
@@ -35,6 +35,7 @@ def run_cell(cell: Cell, threads: int | None = None) -> dict:
 
     if threads is not None:
         torch.set_num_threads(int(threads))
+    check_saved_models(cell)
     data = load_dataset(cell.dataset, data_dir=cell.data_dir)
     X, Y = data.train.X, data.train.Y
     # The split is fixed: seeds change initialisation and batch order only (PROTOCOL.md §2, §6).
@@ -88,6 +89,20 @@ def run_cell(cell: Cell, threads: int | None = None) -> dict:
         row.update({f"{k}_{suffix}": v for k, v in evaluate(data.test.Y, scores, threshold).items()})
     row["timestamp"] = datetime.now(timezone.utc).isoformat(timespec="microseconds")
     return row
+
+
+def check_saved_models(cell: Cell) -> None:
+    """Refuse to fit ``cell`` with a saved model (a teacher) other than the one its key names: its folder was
+    fitted into again after the grid was built, so the row would carry the old model's key."""
+    if not cell.saved_models:
+        return
+    now = saved_model_ids(cell.method, cell.params, cell.label)
+    changed = [k for k, v in cell.saved_models.items() if now.get(k) != v]
+    if changed:
+        name = changed[0]
+        raise ValueError(f"{name} {cell.params[name]} of method {cell.label!r} holds another model (save id "
+                         f"{now.get(name)}) than when the grid was built ({cell.saved_models[name]}); expected it "
+                         "unchanged while the grid runs: rerun mlkd bench to run the new model's cells")
 
 
 def cpu_model() -> str:
