@@ -31,7 +31,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import sys
 import tempfile
 import threading
@@ -113,7 +112,9 @@ def fit_ddp(method: Method, X, Y, X_val=None, Y_val=None, config: TrainConfig | 
                          f"nproc ≤ {torch.cuda.device_count()}, or device='cpu' to run the processes on the CPU (gloo)")
     with tempfile.TemporaryDirectory(prefix="mlkd-ddp-") as tmp:
         out = Path(tmp)
-        args = (nproc, f"tcp://127.0.0.1:{_free_port()}", method, X, Y, X_val, Y_val, cfg, device.type, str(out),
+        # rendezvous through a file in this fit's own folder: no TCP port that another process could take
+        # between choosing it and binding it (two fits at once, or any other program)
+        args = (nproc, (out / "rendezvous").as_uri(), method, X, Y, X_val, Y_val, cfg, device.type, str(out),
                 os.getpid())
         _run_spawned(args, nproc, out)
         method.load_state_dict(load_file(out / "model.safetensors"))
@@ -267,8 +268,3 @@ class ShardedSteps:
         dist.all_reduce(stacked)
         return dict(zip(names, stacked / self.world, strict=True))
 
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
