@@ -273,11 +273,12 @@ def test_a_parameter_typed_at_its_default_resumes_and_another_value_is_refused_w
     _same_fit(resumed, whole)
 
 
-def _typed_fingerprint(manifest: Path, clf) -> None:
-    """Rewrite ``manifest`` as mlkd wrote it before fingerprints held resolved values: the typed parameters."""
+def _typed_fingerprint(manifest: Path, clf, untyped=()) -> None:
+    """Rewrite ``manifest`` as mlkd wrote it before fingerprints held resolved values: the typed parameters
+    (less ``untyped``: parameters that did not exist yet)."""
     from mlkd.trainer import REFERENCE_KERNELS
 
-    skip = {"verbose", "num_threads", "checkpoint_dir", "checkpoint_every", "checkpoint_seconds", "resume"}
+    skip = {"verbose", "num_threads", "checkpoint_dir", "checkpoint_every", "checkpoint_seconds", "resume", *untyped}
     config = {"estimator": type(clf).__name__, "method": clf.method,
               **{k: v for k, v in clf.get_params(deep=False).items() if k not in skip}}
     config = {k: v for k, v in config.items() if not (k in REFERENCE_KERNELS and v == REFERENCE_KERNELS[k])}
@@ -310,6 +311,37 @@ def test_a_checkpoint_of_the_earlier_typed_fingerprint_resumes_when_the_resolved
     manifest.write_text(json.dumps(record))
     with pytest.raises(ValueError, match=r"written by an earlier mlkd .*'bogus'.*; expected an empty checkpoint"):
         MultiLabelClassifier("skdtea", checkpoint_dir=tmp_path, resume=True, **params).fit(X, Y)
+
+
+def test_a_typed_checkpoint_from_before_a_parameter_existed_resumes_with_the_setting_it_was_written_with(
+        tmp_path, interrupt_after):
+    # CS-KD's KD term carried T² until t2_scaling existed: its interrupted fits continue with t2_scaling=True
+    params = dict(hidden=8, max_epochs=10, patience=10, batch_size=32, checkpoint_every=2)
+    whole = MultiLabelClassifier("cskd", t2_scaling=True, **params).fit(X, Y)
+    restore = interrupt_after("stage0", 4)
+    first = MultiLabelClassifier("cskd", t2_scaling=True, checkpoint_dir=tmp_path, **params)
+    with pytest.raises(_Interrupt):
+        first.fit(X, Y)
+    restore()
+    _typed_fingerprint(tmp_path / "checkpoint.json", first, untyped={"t2_scaling"})
+    with pytest.raises(ValueError, match=r"its configuration differs \(method_config\.t2_scaling=True→False\)"):
+        MultiLabelClassifier("cskd", checkpoint_dir=tmp_path, resume=True, **params).fit(X, Y)
+    resumed = MultiLabelClassifier("cskd", t2_scaling=True, checkpoint_dir=tmp_path, resume=True, **params).fit(X, Y)
+    _same_fit(resumed, whole)
+
+
+def test_a_distilled_student_does_not_resume_on_another_teacher_fitted_into_the_same_folder(tmp_path,
+                                                                                             interrupt_after):
+    teacher = tmp_path / "teacher"
+    MultiLabelClassifier("labelwise", hidden=16, max_epochs=2, random_state=0).fit(X, Y).save(teacher)
+    params = dict(hidden=8, max_epochs=6, patience=6, batch_size=32, teacher_dir=str(teacher))
+    restore = interrupt_after("stage0", 2)
+    with pytest.raises(_Interrupt):
+        MultiLabelClassifier("distill", checkpoint_dir=tmp_path / "ckpt", **params).fit(X, Y)
+    restore()
+    MultiLabelClassifier("labelwise", hidden=16, max_epochs=2, random_state=1).fit(X, Y).save(teacher, overwrite=True)
+    with pytest.raises(ValueError, match=r"its configuration differs \(saved_models\.teacher_dir="):
+        MultiLabelClassifier("distill", checkpoint_dir=tmp_path / "ckpt", resume=True, **params).fit(X, Y)
 
 
 def test_cli_resume_accepts_a_parameter_typed_at_its_default(tmp_path):

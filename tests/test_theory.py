@@ -108,6 +108,7 @@ def test_bad_arguments_are_value_errors(args, match):
 
 
 def test_shrinkage_factors_check_their_penalty_and_features():
+    assert np.allclose(shrinkage_factors(np.eye(3), np.array(0.1)), shrinkage_factors(np.eye(3), 0.1))  # 0-d array
     with pytest.raises(ValueError, match=r"lam=-1.0 is invalid; expected a finite number ≥ 0"):
         shrinkage_factors(np.eye(3), -1.0)
     with pytest.raises(ValueError, match="X contains NaN"):

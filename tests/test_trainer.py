@@ -115,8 +115,20 @@ def test_invalid_training_settings_are_rejected(field, value, match):
 
 
 def test_numpy_scalars_and_integer_rates_are_valid_training_settings():
-    cfg = TrainConfig(max_epochs=np.int64(3), lr=1, weight_decay=np.float32(0.0), seed=np.int32(5), patience=2)
+    cfg = TrainConfig(max_epochs=np.int64(3), lr=1, weight_decay=np.float32(0.0), seed=np.int32(5), patience=2,
+                      device=torch.device("cpu"))
     cfg.validate()
+    assert Trainer(cfg).device == torch.device("cpu")
+
+
+def test_each_monitor_has_its_own_early_stopping_rule_in_cell_keys():
+    from mlkd.bench.grid import resolved_config
+    from mlkd.trainer import EARLY_STOPPING_RULE, early_stopping_rule
+
+    assert resolved_config("bce")["early_stopping"] == EARLY_STOPPING_RULE  # the published cells' rule, unchanged
+    # monitor="loss" compares the rounded BCE only: its cells from before are not taken for cells of the rule now
+    assert resolved_config("bce", train={"monitor": "loss"})["early_stopping"] == early_stopping_rule("loss") != \
+        EARLY_STOPPING_RULE
 
 
 def test_batches_come_from_a_shuffled_index_covering_every_row_each_epoch():
@@ -380,3 +392,37 @@ def test_fits_started_from_several_threads_give_each_seeds_model_bit_for_bit():
     assert not errors
     for i in range(4):
         np.testing.assert_array_equal(got[i], alone[i % 2])
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="fork")
+def test_a_process_forked_while_another_thread_fits_can_build_and_fit_models():
+    # the lock that makes threads' fits take turns is released in a forked child (its holder is not there)
+    import os
+    import signal
+    import threading
+    import time
+
+    from mlkd.methods.base import TORCH_GLOBAL_STATE
+
+    release = threading.Event()
+
+    def hold():
+        with TORCH_GLOBAL_STATE:  # what a fit in another thread does for its whole duration
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    time.sleep(0.2)
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: a seeded build takes the lock
+            signal.alarm(10)
+            try:
+                build_method("bce", 4, 2, {"hidden": 4}, seed=0)
+            finally:
+                os._exit(0)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        release.set()
+        holder.join()
+    assert os.waitstatus_to_exitcode(status) == 0  # −14 (SIGALRM): it waited for a lock nobody will release

@@ -99,14 +99,18 @@ def train_identity(config) -> dict:
     display only and the ``ADDED_SETTINGS`` at the value that reproduces earlier fits."""
     from .trainer import identity_settings
 
-    return identity_settings({k: v for k, v in dataclasses.asdict(config).items() if k not in _NOT_FINGERPRINTED})
+    settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in _NOT_FINGERPRINTED}
+    if isinstance(settings.get("device"), torch.device):  # TrainConfig(device=torch.device("cpu")) means "cpu"
+        settings["device"] = str(settings["device"])
+    return identity_settings(settings)
 
 
-def _flat(config: dict, prefix: str = "") -> dict:
+def flat_keys(config: dict, prefix: str = "") -> dict:
+    """A nested config as ``{"train.max_epochs": 2, ...}``: nested keys joined by dots."""
     out = {}
     for key, value in config.items():
         if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
+            out.update(flat_keys(value, f"{prefix}{key}."))
         else:
             out[f"{prefix}{key}"] = value
     return out
@@ -118,8 +122,16 @@ def _check_fingerprint(saved: dict, current: dict, where: Path) -> None:
     refuse = f"checkpoint {where} was written by a different fit"
     expected = "expected the interrupted fit's configuration and data, or an empty checkpoint directory"
     if saved.get("config_hash") != current["config_hash"]:
-        old, new = _flat(saved.get("config") or {}), _flat(current["config"])
-        diff = [f"{k}={old.get(k)!r}→{new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+        from .methods.base import ADDED_PARAMS
+
+        def shown(flat: dict, key: str) -> str:
+            name = key.rsplit(".", 1)[-1]
+            if key not in flat and name in ADDED_PARAMS:  # left out of a fingerprint at its earlier value
+                return repr(ADDED_PARAMS[name])
+            return repr(flat.get(key))
+
+        old, new = flat_keys(saved.get("config") or {}), flat_keys(current["config"])
+        diff = [f"{k}={shown(old, k)}→{shown(new, k)}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
         what = ", ".join(diff[:5]) + (", …" if len(diff) > 5 else "") if diff else "config hash differs"
         raise ValueError(f"{refuse}: its configuration differs ({what}); {expected}")
     if saved.get("data_shape") != current["data_shape"]:

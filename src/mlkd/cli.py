@@ -1116,10 +1116,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mlkd: error: {_one_line(_error_text(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except (MemoryError, RuntimeError) as exc:  # a model too large is a ValueError when built; this is training's
-        if not isinstance(exc, MemoryError) and not any(s in str(exc) for s in ("out of memory", "can't allocate")):
+        from .methods.base import is_out_of_memory
+
+        if not is_out_of_memory(exc):
             raise
-        print(f"mlkd: error: out of memory ({_one_line(_error_text(exc))[:200]}); expected a smaller model or batch "
-              "(a lower --param hidden=..., --batch-size)", file=sys.stderr)
+        print(f"mlkd: error: out of memory ({_one_line(_error_text(exc))[:200]}); expected a smaller model, batch "
+              "or data set", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("mlkd: interrupted", file=sys.stderr)

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import inspect
 import re
@@ -26,20 +27,18 @@ from . import metrics
 from .checkpoint import Checkpointer, check_directory, check_seconds, checkpointing, fingerprint, train_identity
 from .data.splits import validation_split
 from .distributed import check_distributable, check_world, fit_ddp
-from .io import short_repr
+from .io import absolute_model_dirs, saved_model_ids, short_repr
 from .methods import build_method, config_fields, method_class
-from .methods.base import config_identity, make_config
+from .methods.base import ADDED_PARAMS, config_identity, make_config
 from .preprocessing import FeatureScaler
 from .stages import run_stages
-from .trainer import REFERENCE_KERNELS, TrainConfig, Trainer, predict_logits
+from .trainer import REFERENCE_KERNELS, SEED_RANGE, TrainConfig, Trainer, predict_logits
 
 #: Validation hold-outs are drawn with this fixed seed: seeds change initialisation and batch order, never
 #: the split (PROTOCOL.md §6).
 SPLIT_SEED = 0
 #: Below this many training rows no validation hold-out is made: no early stopping, threshold 0.5.
 MIN_ROWS_FOR_VALIDATION = 12
-#: Seeds that torch and numpy accept, with room for the offsets later stages and processes add.
-SEED_RANGE = (0, 2**63 - 1)
 #: Names from other libraries that mean one of ours (scikit-learn's n_jobs is mlkd's num_threads).
 _SAME_MEANING = {"n_jobs": "num_threads", "seed": "random_state", "epochs": "max_epochs"}
 
@@ -251,7 +250,8 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
             return None
         config = _fingerprint_config(type(self).__name__, self.method, method_config, cfg, self._fit_settings())
         return Checkpointer(self.checkpoint_dir, self.checkpoint_every, bool(self.resume), fingerprint(config, *arrays),
-                            min_seconds=self.checkpoint_seconds, upgrade=_upgrade_fingerprint)
+                            min_seconds=self.checkpoint_seconds,
+                            upgrade=lambda saved: _upgrade_fingerprint(saved, method_config))
 
     def _check_threshold(self):
         t = self.threshold
@@ -580,18 +580,26 @@ def _fingerprint_config(estimator: str, method: str, method_config, cfg: TrainCo
     named like a setting (none is) would be kept apart as ``param.NAME``."""
     fixed = {"fingerprint": _RESOLVED_FINGERPRINT, "estimator": estimator, "method": method, **train_identity(cfg),
              **settings}
-    return {**fixed, **{(f"param.{k}" if k in fixed else k): v for k, v in config_identity(method_config).items()}}
+    config = {**fixed, **{(f"param.{k}" if k in fixed else k): v for k, v in config_identity(method_config).items()}}
+    # a teacher_dir / model_dir stands for the model it holds: another model fitted into that folder is another fit
+    saved = saved_model_ids(method, absolute_model_dirs(dataclasses.asdict(method_config)))
+    return {**config, "saved_models": saved} if saved else config
 
 
-def _upgrade_fingerprint(saved: dict) -> dict:
+def _upgrade_fingerprint(saved: dict, current) -> dict:
     """A checkpoint's fingerprint in today's form. One written before fingerprints held resolved values hashed
     the typed parameters (``get_params``, the REFERENCE_KERNELS settings left out at their value): they are
-    resolved as today's are, so such a checkpoint resumes when the resolved configs agree."""
+    resolved as today's are, so such a checkpoint resumes when the resolved configs agree. A parameter added
+    since (``ADDED_PARAMS``) that it did not type is taken from ``current``, this fit's method config: which
+    value the interrupted fit used is not in that fingerprint, and each stage's own fingerprint (the built
+    config, exact) decides."""
     typed = dict(saved.get("config") or {})
     if typed.get("fingerprint") == _RESOLVED_FINGERPRINT:
         return saved
     estimator, method = typed.pop("estimator", None), typed.pop("method", None)
     method_class(method)
+    typed.update({k: getattr(current, k) for k in ADDED_PARAMS
+                  if k in config_fields(method) and k not in typed and hasattr(current, k)})
     clone = MultiLabelClassifier(method, **{**REFERENCE_KERNELS, **typed})
     clone._check_param_names()
     config = _fingerprint_config(str(estimator), method, make_config(method, clone.method_params()),

@@ -324,3 +324,50 @@ def load_model(path):
     est.history_ = config.get("history", [])
     est.best_epoch_ = config.get("best_epoch", -1)
     return est
+
+
+# -- saved models named by a method parameter (a distilled student's teacher, a fine-tuned model) -------------
+#: Method parameters that name a saved model's directory (``MultiLabelClassifier.save`` / ``mlkd fit --out``).
+MODEL_DIR_PARAMS: tuple[str, ...] = ("teacher_dir", "model_dir")
+
+
+def absolute_model_dirs(params: dict) -> dict:
+    """``params`` with each ``MODEL_DIR_PARAMS`` path made absolute (``~`` expanded), as ``--data-dir`` is: a
+    cell then names the same folder from any working directory, and its stored config says which."""
+    return {k: str(Path(os.fspath(v)).expanduser().resolve())
+            if k in MODEL_DIR_PARAMS and isinstance(v, (str, os.PathLike)) and str(v).strip() else v
+            for k, v in params.items()}
+
+
+def saved_model_id(path) -> str:
+    """The content identity of the model saved in directory ``path``: the save id its files carry
+    (``mlkd.io.save_model``: a digest of its tensors), or ``sha256:`` and a digest of its weights file for a
+    model saved before save ids. A missing directory or file, or one mlkd did not write, is an error."""
+    config = read_config(path)
+    weights = Path(path) / WEIGHTS
+    if not weights.is_file():
+        raise ModelFileNotFoundError(f"{weights} is missing; expected the model weights beside {CONFIG}")
+    save_id = config.get("save_id")
+    if isinstance(save_id, str) and save_id:
+        return save_id
+    digest = hashlib.sha256()
+    with open(weights, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return "sha256:" + digest.hexdigest()[:32]
+
+
+def saved_model_ids(method: str, params: dict, label: str | None = None) -> dict[str, str]:
+    """``{parameter: saved_model_id(path)}`` for each ``MODEL_DIR_PARAMS`` parameter of ``method`` that
+    ``params`` sets; a model that cannot be read is one error naming the parameter and ``label``."""
+    ids: dict[str, str] = {}
+    for name in MODEL_DIR_PARAMS:
+        path = params.get(name)
+        if path is None or not str(path).strip() or name not in config_fields(method):  # '' is the method's error
+            continue
+        try:
+            ids[name] = saved_model_id(path)
+        except (ValueError, OSError) as exc:
+            message = f"{name} of method {label or method!r}: {exc}"
+            raise (ModelFileNotFoundError if isinstance(exc, FileNotFoundError) else ValueError)(message) from None
+    return ids

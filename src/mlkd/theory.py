@@ -46,8 +46,8 @@ def shrinkage_factors(X, lam: float) -> np.ndarray:
 
 
 def _check_lam(lam) -> None:
-    if isinstance(lam, bool) or not isinstance(lam, (int, float, np.integer, np.floating)) or not (
-            np.isfinite(lam) and lam >= 0):
+    number = not isinstance(lam, (bool, np.bool_)) and np.ndim(lam) == 0 and np.asarray(lam).dtype.kind in "iuf"
+    if not (number and np.isfinite(lam) and lam >= 0):
         raise ValueError(f"lam={lam!r} is invalid; expected a finite number ≥ 0")
 
 

@@ -25,6 +25,9 @@ from .checkpoint import LoopState, active_checkpointer
 from .methods.base import TORCH_GLOBAL_STATE, Batch, Method, StepContext
 from .nn import fused_mlp_training
 
+#: Seeds a fit accepts: what torch and numpy both take, with room for the offsets later stages and ranks add.
+SEED_RANGE = (0, 2**63 - 1)
+
 
 @dataclass
 class TrainConfig:
@@ -70,8 +73,10 @@ class TrainConfig:
             ("lr_decay", real(self.lr_decay) and 0 < self.lr_decay <= 1, "a float in (0, 1]"),
             ("patience", integer(self.patience) and self.patience >= 1, "an integer ≥ 1"),
             ("monitor", self.monitor in ("mAP", "loss"), "'mAP' or 'loss'"),
-            ("seed", integer(self.seed) and 0 <= self.seed < 2**63 - 1, "an integer in [0, 2**63 - 1)"),
-            ("device", isinstance(self.device, str), "a string: 'auto', 'cpu', 'cuda' or 'cuda:N'"),
+            ("seed", integer(self.seed) and SEED_RANGE[0] <= self.seed < SEED_RANGE[1],
+             "an integer in [0, 2**63 - 1)"),
+            ("device", isinstance(self.device, (str, torch.device)),
+             "'auto', 'cpu', 'cuda', 'cuda:N' or a torch.device"),
             ("num_threads", self.num_threads is None or (integer(self.num_threads) and self.num_threads >= 1),
              "None or an integer ≥ 1"),
             ("fused_optimizer", isinstance(self.fused_optimizer, bool), "True or False"),
@@ -192,15 +197,25 @@ def optimizers_without_compiler_import():
             vars(fn).pop("__dynamo_disable", None)
 
 
-def resolve_device(device: str) -> torch.device:
+def resolve_device(device) -> torch.device:
+    if isinstance(device, torch.device):
+        return device
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
 
 
 #: How early stopping compares validation scores; part of every benchmark cell's key, so changing the rule
-#: reruns cells instead of mixing numbers made under two rules.
+#: reruns cells instead of mixing numbers made under two rules. ``monitor="mAP"``'s rule; ``early_stopping_rule``
+#: gives each monitor's.
 EARLY_STOPPING_RULE = "lexicographic(mAP@3dp, -BCE@3dp)"
+
+
+def early_stopping_rule(monitor: str) -> str:
+    """The early-stopping rule of ``monitor`` as cell keys record it. ``"loss"`` compares the BCE at 3 decimals
+    only since 2026-12-03 (a raw tie-break had followed it): a rule of its own, so that its cells and
+    checkpoints from before are not taken for its cells now; ``"mAP"``'s is unchanged."""
+    return EARLY_STOPPING_RULE if monitor == "mAP" else "-BCE@3dp"
 
 
 def _validation_score(logits: torch.Tensor, y: torch.Tensor, monitor: str) -> tuple[float, ...]:

@@ -19,16 +19,16 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..data import DATASET_NAMES
+from ..io import absolute_model_dirs, saved_model_ids
 from ..methods import REGISTRY, config_fields, make_config, method_class
 from ..methods.base import config_identity
-from ..trainer import EARLY_STOPPING_RULE, TrainConfig, identity_settings
+from ..trainer import TrainConfig, early_stopping_rule, identity_settings
 
 #: Protocol choices fixed for every cell (PROTOCOL.md §2, §4, §6); part of the resolved config.
 PROTOCOL = {"validation_fraction": 1 / 6, "split_seed": 0, "threshold": "tuned"}
@@ -39,9 +39,6 @@ TRAIN_KEYS: tuple[str, ...] = tuple(
 #: The default label-noise axis: clean training labels. Other settings are ``KIND:RATE`` (see ``parse_noise``).
 NOISE_SETTINGS: tuple[str, ...] = ("none",)
 DEFAULT_SEEDS: tuple[int, ...] = (0, 1, 2)
-
-#: Method parameters that name a saved model's directory (``MultiLabelClassifier.save`` / ``mlkd fit --out``).
-MODEL_DIR_PARAMS: tuple[str, ...] = ("teacher_dir", "model_dir")
 
 _SPEC = re.compile(r"^\s*([A-Za-z_][\w-]*)\s*(?::(.*))?$")
 
@@ -111,64 +108,17 @@ def resolved_config(method: str, params: dict | None = None, train: dict | None 
     the first cells were written is left out at its earlier behaviour's value: ``trainer.identity_settings``),
     and ``"saved_models"``: ``saved_models`` (``saved_model_ids``) when the params name a saved model.
     """
-    config = make_config(method, params or {})
+    config, train_cfg = make_config(method, params or {}), train_config(train)
     resolved = {
         "method": method,
         "params": config_identity(config),
-        "train": identity_settings({k: v for k, v in dataclasses.asdict(train_config(train)).items()
-                                    if k in TRAIN_KEYS}),
+        "train": identity_settings({k: v for k, v in dataclasses.asdict(train_cfg).items() if k in TRAIN_KEYS}),
         "protocol": dict(PROTOCOL),
-        "early_stopping": EARLY_STOPPING_RULE,  # a changed rule is a new cell, not a reused one
+        "early_stopping": early_stopping_rule(train_cfg.monitor),  # a changed rule: a new cell, not a reused one
     }
     if saved_models:  # absent otherwise: the cells without a saved model keep the keys they were written with
         resolved["saved_models"] = dict(sorted(saved_models.items()))
     return resolved
-
-
-def absolute_model_dirs(params: dict) -> dict:
-    """``params`` with each ``MODEL_DIR_PARAMS`` path made absolute (``~`` expanded), as ``--data-dir`` is: a
-    cell then names the same folder from any working directory, and its stored config says which."""
-    return {k: str(Path(os.fspath(v)).expanduser().resolve())
-            if k in MODEL_DIR_PARAMS and isinstance(v, (str, os.PathLike)) and str(v).strip() else v
-            for k, v in params.items()}
-
-
-def saved_model_id(path) -> str:
-    """The content identity of the model saved in directory ``path``: the save id its files carry
-    (``mlkd.io.save_model``: a digest of its tensors), or ``sha256:`` and a digest of its weights file for a
-    model saved before save ids. A missing directory or file, or one mlkd did not write, is an error."""
-    from ..io import CONFIG, WEIGHTS, ModelFileNotFoundError, read_config
-
-    config = read_config(path)
-    weights = Path(path) / WEIGHTS
-    if not weights.is_file():
-        raise ModelFileNotFoundError(f"{weights} is missing; expected the model weights beside {CONFIG}")
-    save_id = config.get("save_id")
-    if isinstance(save_id, str) and save_id:
-        return save_id
-    digest = hashlib.sha256()
-    with open(weights, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return "sha256:" + digest.hexdigest()[:32]
-
-
-def saved_model_ids(method: str, params: dict, label: str | None = None) -> dict[str, str]:
-    """``{parameter: saved_model_id(path)}`` for each ``MODEL_DIR_PARAMS`` parameter of ``method`` that
-    ``params`` sets; a model that cannot be read is one error naming the parameter and ``label``."""
-    from ..io import ModelFileNotFoundError
-
-    ids: dict[str, str] = {}
-    for name in MODEL_DIR_PARAMS:
-        path = params.get(name)
-        if path is None or not str(path).strip() or name not in config_fields(method):  # '' is the method's error
-            continue
-        try:
-            ids[name] = saved_model_id(path)
-        except (ValueError, OSError) as exc:
-            message = f"{name} of method {label or method!r}: {exc}"
-            raise (ModelFileNotFoundError if isinstance(exc, FileNotFoundError) else ValueError)(message) from None
-    return ids
 
 
 def cell_key(dataset: str, config_hash: str, seed: int, noise: str = "none") -> str:

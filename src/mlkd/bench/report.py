@@ -381,21 +381,13 @@ class _Table:
 
 def _flat_config(config) -> dict:
     """A cell's resolved config as {"train.max_epochs": 2, ...} (nested keys joined by dots)."""
+    from ..checkpoint import flat_keys
+
     try:
         config = json.loads(config) if isinstance(config, str) else config
     except ValueError:
         return {}
-    flat = {}
-
-    def walk(value, prefix):
-        if isinstance(value, dict) and value:
-            for key, inner in value.items():
-                walk(inner, f"{prefix}.{key}" if prefix else str(key))
-        elif prefix:
-            flat[prefix] = value
-
-    walk(config if isinstance(config, dict) else {}, "")
-    return flat
+    return flat_keys(config) if isinstance(config, dict) else {}
 
 
 def _differences(configs: dict[str, dict]) -> dict[str, str]:

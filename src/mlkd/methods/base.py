@@ -263,10 +263,13 @@ def make_config(name: str, params: dict[str, Any] | None = None) -> MethodConfig
     return cls(**{k: _coerce(k, v, hints[k]) for k, v in params.items()})
 
 
-#: Held while a fit seeds and draws from torch's process-wide state (the global RNG, the CPU thread count, the
-#: fused-MLP switch): fits started from threads of one process (joblib's threading backend, a thread pool) run
-#: one at a time, so each stays deterministic for its seed. Re-entrant: a stage's fit runs inside its method's.
+#: Held while a fit seeds and draws from torch's process-wide state (the global RNG, the CPU thread count):
+#: fits started from threads of one process (joblib's threading backend, a thread pool) run one at a time, so
+#: each stays deterministic for its seed. Re-entrant: a stage's fit runs inside its method's. A child forked
+#: while another thread fits gets it released (its holder does not exist there), not held forever.
 TORCH_GLOBAL_STATE = threading.RLock()
+if hasattr(os, "register_at_fork") and hasattr(TORCH_GLOBAL_STATE, "_at_fork_reinit"):
+    os.register_at_fork(after_in_child=TORCH_GLOBAL_STATE._at_fork_reinit)
 
 
 def build_method(
@@ -285,10 +288,7 @@ def build_method(
             torch.manual_seed(seed)
             return method_class(name)(n_features, n_labels, config)
     except (RuntimeError, MemoryError) as exc:  # a size within range can still exceed memory: hidden=2**20
-        # torch's CPU allocator raises a plain RuntimeError; anything else is not ours to re-word
-        oom = (MemoryError, getattr(torch, "OutOfMemoryError", MemoryError))
-        if not isinstance(exc, oom) and not any(s in str(exc) for s in ("can't allocate", "not enough memory",
-                                                                         "out of memory")):
+        if not is_out_of_memory(exc):  # anything else is not ours to re-word
             raise
         import re
 
@@ -303,6 +303,14 @@ def build_method(
         raise ValueError(f"method {name!r} cannot be built for {n_features} features and {n_labels} labels: {size} "
                          f"failed, out of memory; expected a model that fits in memory: lower {lower} (or use fewer "
                          "features or labels)") from None
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an allocation failure: a MemoryError, torch's OutOfMemoryError (CUDA), or the plain
+    RuntimeError torch's CPU allocator raises."""
+    oom = (MemoryError, getattr(torch, "OutOfMemoryError", MemoryError))
+    return isinstance(exc, oom) or (isinstance(exc, RuntimeError) and any(
+        s in str(exc) for s in ("can't allocate", "not enough memory", "out of memory")))
 
 
 def check_range(name: str, value: float | None, low: float, high: float, *, low_open=False, high_open=False):
