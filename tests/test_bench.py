@@ -126,7 +126,7 @@ def test_a_teacher_fitted_again_into_its_folder_makes_a_new_cell_not_a_reused_on
 
 
 def test_a_saved_model_is_keyed_by_its_folder_and_its_contents(tmp_path, mulan_dir):
-    from mlkd.bench.grid import MODEL_DIR_PARAMS
+    from mlkd.io import MODEL_DIR_PARAMS
     from mlkd.methods import REGISTRY, config_fields
 
     teacher, copy = tmp_path / "T1", tmp_path / "copy"
