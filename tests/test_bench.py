@@ -1,5 +1,6 @@
 """mlkd bench: cell identity, up-front validation, resuming after SIGKILL, executors giving the same numbers."""
 
+import contextlib
 import json
 import os
 import re
@@ -349,10 +350,11 @@ def _workers(pid: int) -> list[int]:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 @pytest.mark.parametrize("moment", ["starting", "fitting"])
 def test_ctrl_c_stops_a_parallel_bench_with_one_line(tmp_path, mulan_dir, moment):
-    """Ctrl-C (SIGINT to the process group) while the workers import torch or fit: no worker prints a
-    traceback, the bench says ``mlkd: interrupted`` with status 130, and no worker is left fitting."""
+    """Ctrl-C (SIGINT to the process group) while the workers import torch or fit, with cells still queued:
+    no worker prints a traceback, the bench says ``mlkd: interrupted`` with status 130, and no worker is left
+    fitting."""
     db = tmp_path / "results.db"
-    argv = ["bench", str(db), "-d", "emotions", "-m", "bce", "--seeds", "0,1", "-p", "max_epochs=3000",
+    argv = ["bench", str(db), "-d", "emotions", "-m", "bce", "--seeds", "0,1,2,3", "-p", "max_epochs=3000",
             "-p", "patience=3000", "--jobs", "2", "--threads", "1", "--quiet", "--checkpoint-seconds", "0"]
     env = {**os.environ, "MLKD_DATA": str(mulan_dir), "PYTHONPATH": str(REPO / "src")}
     proc = subprocess.Popen([sys.executable, "-m", "mlkd", *argv], env=env, stdout=subprocess.DEVNULL,
@@ -374,6 +376,9 @@ def test_ctrl_c_stops_a_parallel_bench_with_one_line(tmp_path, mulan_dir, moment
     while proc.poll() is None and time.monotonic() < deadline and not ready():
         time.sleep(0.01)
     workers = _workers(proc.pid)
+    if not ready():  # else the test would not interrupt the moment it names
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail(f"the bench never reached {moment!r}: {proc.communicate()[1].decode()[-3000:]}")
     os.killpg(proc.pid, signal.SIGINT)
     try:
         _, err = proc.communicate(timeout=60)
@@ -384,6 +389,63 @@ def test_ctrl_c_stops_a_parallel_bench_with_one_line(tmp_path, mulan_dir, moment
     lines = err.decode().splitlines()
     assert proc.returncode == 130 and lines[1:] == ["mlkd: interrupted"], err.decode()[-3000:]
     assert len(workers) == 2 and not any(map(_alive, workers))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_sigterm_to_one_worker_fails_its_cell_and_the_other_cells_finish(tmp_path, mulan_dir):
+    """A SIGTERM to one worker of a parallel bench (a user ending a runaway cell, a batch scheduler): its cell
+    is a recorded failure with a one-line message, that worker takes no other cell, the other cells (one still
+    queued) are written, and the bench ends as when cells fail (status 1); no worker is left running."""
+    db = tmp_path / "results.db"
+    argv = ["bench", str(db), "-d", "flags", "-m", "bce", "--seeds", "0,1,2", "-p", "max_epochs=200",
+            "-p", "patience=200", "-p", "hidden=8", "--jobs", "2", "--threads", "1", "--quiet"]
+    env = {**os.environ, "MLKD_DATA": str(mulan_dir), "PYTHONPATH": str(REPO / "src")}
+    proc = subprocess.Popen([sys.executable, "-m", "mlkd", *argv], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    checkpoints = str(tmp_path.resolve() / "results.checkpoints")
+
+    def in_a_cell(pid):  # it holds a cell's lock (runner.cell_lock), taken for the fit
+        links = []
+        with contextlib.suppress(OSError):
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    links.append(os.readlink(fd))
+        return any(link.startswith(checkpoints) and link.endswith("/.lock") for link in links)
+
+    seen, victim, victim_ended_first = set(), None, False
+    try:
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline and victim is None:
+            seen.update(workers := _workers(proc.pid))
+            victim = next((w for w in workers if in_a_cell(w)), None)
+            time.sleep(0.01)
+        assert victim is not None, f"no worker reached a cell: {proc.communicate()[1].decode()[-3000:]}"
+        os.kill(victim, signal.SIGTERM)
+        while proc.poll() is None and time.monotonic() < deadline:
+            seen.update(_workers(proc.pid))
+            victim_ended_first = victim_ended_first or not _alive(victim)
+            time.sleep(0.02)
+        _, err = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    err = err.decode()
+    lines = err.splitlines()
+    assert proc.returncode == 1 and len(lines) == 4 and "Traceback" not in err, err[-3000:]
+    assert re.fullmatch(r"wrote 2 cells to .* in [\d.]+ s; 1 failed \(see its failures table; a rerun retries them\)",
+                        lines[1]), err
+    stopped = "WorkerStopped: its worker process was stopped by SIGTERM"
+    failed = re.fullmatch(rf"mlkd: failed: flags bce seed (\d): {stopped}", lines[2])
+    assert failed and lines[3] == "mlkd: error: 1 of 3 cells failed; rerun the same command to retry them", err
+    with contextlib.closing(sqlite3.connect(db)) as con:
+        failures = con.execute("SELECT seed, error FROM failures").fetchall()
+        written = sorted(seed for (seed,) in con.execute("SELECT seed FROM results"))
+    seed = int(failed.group(1))
+    assert failures == [(seed, stopped)]
+    assert written == sorted({0, 1, 2} - {seed})
+    assert victim_ended_first, "the worker that got SIGTERM went on while the other cells ran"
+    assert not any(map(_alive, seen)), "a worker is left running"
 
 
 def _alive(pid: int) -> bool:

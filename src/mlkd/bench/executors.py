@@ -4,7 +4,7 @@ Every executor yields ``(cell, row_or_exception)`` as cells finish; only the cal
 writes to the results database. Each worker sets ``torch.set_num_threads(threads)`` so that N workers on
 C cores (``threads = max(1, C // N)``) do not oversubscribe them; the numbers of a cell do not depend on
 the executor for the same ``threads``. On Ctrl-C only the parent reacts: process workers ignore SIGINT, and
-the parent stops them.
+the parent stops them. A SIGTERM to one process worker fails the cell it runs; the other cells go on.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import signal
 import sys
 import time
 import warnings
+from collections import deque
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -73,18 +74,23 @@ def _init_worker(threads: int, parent: int | None = None) -> None:
 
 
 @contextlib.contextmanager
+def _signals_held(*signums: int):
+    """Hold ``signums`` back from this thread meanwhile: one that comes is delivered when this ends, not lost."""
+    if not hasattr(signal, "pthread_sigmask"):  # not POSIX
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, signums)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def _interrupts_held():
     """Hold SIGINT back from this thread meanwhile (a Ctrl-C is delivered when it ends, not lost); processes
     started meanwhile inherit the mask, so a Ctrl-C reaches none of them before ``_ignore_interrupts``.
     The pattern of ``multiprocessing.resource_tracker``, whose process also must not die of a Ctrl-C."""
-    if not hasattr(signal, "pthread_sigmask"):  # not POSIX
-        yield
-        return
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    return _signals_held(signal.SIGINT)
 
 
 def _ignore_interrupts() -> None:
@@ -96,13 +102,21 @@ def _ignore_interrupts() -> None:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
+class WorkerStopped(RuntimeError):
+    """A cell's worker process stopped before the cell finished: a SIGTERM (from a user ending a runaway cell,
+    a batch scheduler, or the parent stopping the grid) or its death (SIGKILL, the out-of-memory killer)."""
+
+
 _stopping = False
 
 
 def _stop_worker(signum, frame) -> None:
-    """SIGTERM from the parent stopping the pool: unwind the cell like an exception (its checkpoint's temporary
-    files and lock are released) and leave through multiprocessing's exit, which releases its semaphores."""
+    """SIGTERM: unwind the cell like an exception (its checkpoint's temporary files and lock are released);
+    the worker then reports the cell as stopped and ends instead of taking another (``_worker_main``). Only
+    the first one raises: a second one must not break off the unwinding of the first."""
     global _stopping
+    if _stopping:
+        return
     _stopping = True
     raise SystemExit(128 + signum)
 
@@ -124,14 +138,57 @@ def _die_with(parent: int | None) -> None:
         os._exit(1)
 
 
-def _worker_run(cell: Cell) -> dict:
-    if _stopping:  # a cell queued before the parent stopped the pool
-        raise SystemExit(128 + signal.SIGTERM)
-    return run_cell(cell, None)  # threads were set once by _init_worker
+def _worker_main(conn, threads: int, parent: int | None) -> None:
+    """A worker process: runs the cells the parent sends on ``conn``, one at a time, and sends back each one's
+    ``(kind, row_or_exception)``, until the parent closes its end or a SIGTERM stops the worker."""
+    _init_worker(threads, parent)
+    try:
+        while not _stopping:  # a worker that got SIGTERM takes no more cells
+            cell = conn.recv()
+            outcome = _run_one(cell)
+            with _signals_held(signal.SIGTERM):  # an outcome goes whole; a SIGTERM meanwhile ends the worker then
+                conn.send(outcome)
+    except (EOFError, OSError):  # the parent closed its end (the grid is done or stopped) or is gone
+        return
+    # A SIGTERM while idle is a SystemExit here: multiprocessing ends the process quietly with its code.
+
+
+def _run_one(cell: Cell) -> tuple[str, dict | BaseException]:
+    try:
+        return "row", run_cell(cell, None)  # threads were set once by _init_worker
+    except SystemExit as exc:
+        if _stopping:
+            return "stopped", WorkerStopped("its worker process was stopped by SIGTERM")
+        return "error", RuntimeError(f"the cell called sys.exit({exc.code!r})")
+    except Exception as exc:  # a failed cell is recorded; the grid goes on
+        return "error", _sendable(exc)
+
+
+def _sendable(exc: Exception) -> Exception:
+    """``exc``, or a RuntimeError that names it when it does not survive the trip to the parent (pickling)."""
+    import pickle
+
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
+    return exc
+
+
+class _Worker:
+    __slots__ = ("process", "conn", "cell", "leaving")
+
+    def __init__(self, process, conn) -> None:
+        self.process, self.conn, self.cell, self.leaving = process, conn, None, False
 
 
 class ProcessExecutor:
-    """Cells in ``jobs`` local worker processes (spawned: no fork of a process that holds torch threads)."""
+    """Cells in ``jobs`` local worker processes (spawned: no fork of a process that holds torch threads).
+
+    Each worker runs one cell at a time. A worker that gets SIGTERM (a user ending a runaway cell, a batch
+    scheduler) or dies fails the cell it had, as any failed cell, and a new worker takes its place; the other
+    cells go on. On Ctrl-C (or when the caller stops early) the parent stops all workers.
+    """
 
     name = "process"
 
@@ -141,50 +198,131 @@ class ProcessExecutor:
 
     def run(self, cells: Iterable[Cell]) -> Iterator[tuple[Cell, dict | BaseException]]:
         import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+        from multiprocessing.connection import wait
 
-        cells = list(cells)
-        if not cells:
+        pending = deque(cells)
+        if not pending:
             return
-        pool = ProcessPoolExecutor(max_workers=min(self.jobs, len(cells)), mp_context=mp.get_context("spawn"),
-                                   initializer=_init_worker, initargs=(self.threads, os.getpid()))
+        context = mp.get_context("spawn")
+        workers: list[_Worker] = []
         finished = False
         try:
-            with _interrupts_held():  # the workers start in the first submits (spawn: one per submit)
-                futures = {pool.submit(_worker_run, cell): cell for cell in cells}
-            for future in as_completed(futures):
-                cell = futures[future]
-                try:
-                    yield cell, future.result()
-                except Exception as exc:
-                    yield cell, exc
+            for _ in range(min(self.jobs, len(pending))):
+                self._start(context, pending.popleft(), workers)
+            while pending or any(w.cell is not None for w in workers):
+                ready = set(wait([w.conn for w in workers if w.conn is not None]
+                                 + [w.process.sentinel for w in workers]))
+                outcomes = []
+                for worker in [w for w in workers if w.conn in ready or w.process.sentinel in ready]:
+                    outcomes += self._serve(worker, pending)
+                    if worker.conn is None or worker.process.sentinel in ready:  # it has ended
+                        outcomes += _retire(worker)
+                        workers.remove(worker)
+                        if pending:
+                            self._start(context, pending.popleft(), workers)
+                yield from outcomes
             finished = True
         finally:
-            if finished:  # waited for here, where a Ctrl-C is the caller's KeyboardInterrupt, not at exit
-                pool.shutdown(wait=True)
-            else:  # interrupted (or the caller stopped): the workers ignore Ctrl-C, so end their cells here
-                _stop_workers(pool)
+            # finished: waited for here, where a Ctrl-C is the caller's KeyboardInterrupt, not at exit.
+            # Else interrupted (or the caller stopped): the workers ignore Ctrl-C, so end their cells here.
+            _end_workers(workers, stop=not finished)
+
+    def _start(self, context, cell: Cell, workers: list[_Worker]) -> None:
+        """A new worker in ``workers``, given ``cell``."""
+        conn, child_conn = context.Pipe()
+        process = context.Process(target=_worker_main, args=(child_conn, self.threads, os.getpid()),
+                                  name="mlkd-bench-worker")
+        try:
+            with _interrupts_held():  # the process starts with Ctrl-C held back (it then ignores it) ...
+                process.start()
+                workers.append(worker := _Worker(process, conn))  # ... and is in workers when one comes
+        finally:
+            child_conn.close()  # the worker's end lives in the worker: its death is an end of file here
+        _send(worker, cell)
+
+    def _serve(self, worker: _Worker, pending: deque) -> list[tuple[Cell, dict | BaseException]]:
+        """Read what ``worker`` sent: the outcome of its cell (then give it the next one), or its end of file."""
+        outcomes = []
+        while worker.conn is not None and worker.conn.poll():
+            try:
+                kind, outcome = worker.conn.recv()
+            except (EOFError, OSError):  # the worker has ended
+                worker.conn.close()
+                worker.conn = None
+                break
+            except Exception as exc:  # an outcome that does not unpickle here
+                kind, outcome = "error", RuntimeError(f"its outcome could not be read: {type(exc).__name__}: {exc}")
+            cell, worker.cell = worker.cell, None
+            if kind == "stopped":  # it ends now, without taking another cell
+                worker.leaving = True
+            elif pending and not worker.leaving:
+                _send(worker, pending.popleft())
+            if cell is not None:
+                outcomes.append((cell, outcome))
+        return outcomes
 
 
-def _stop_workers(pool, timeout: float = 10.0) -> None:
-    """Shut ``pool`` down, ending the cells its workers run: shutdown alone leaves them going (and the
-    interpreter's exit would wait for them). SIGTERM makes each worker unwind and exit (``_stop_worker``);
-    one still there after ``timeout`` seconds is killed."""
+def _send(worker: _Worker, cell: Cell) -> None:
+    worker.cell = cell
+    try:
+        worker.conn.send(cell)
+    except OSError:  # the worker has ended: the cell fails when its end of file is read
+        pass
+
+
+def _retire(worker: _Worker) -> list[tuple[Cell, BaseException]]:
+    """Reap an ended ``worker``; the cell it had, if any, failed."""
+    if worker.conn is not None:
+        worker.conn.close()
+        worker.conn = None
+    process = worker.process
+    process.join(10)
+    if process.exitcode is None:  # its end of file came, but not its exit
+        process.kill()
+        process.join()
+    if worker.cell is None:
+        return []
+    return [(worker.cell, WorkerStopped(f"its worker process ended ({_how(process.exitcode)})"))]
+
+
+def _how(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        try:
+            return f"killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"killed by signal {-exitcode}"
+    if exitcode == 128 + signal.SIGTERM:
+        return "stopped by SIGTERM"
+    return f"exit status {exitcode}"
+
+
+def _end_workers(workers: list[_Worker], stop: bool, timeout: float = 10.0) -> None:
+    """End ``workers``: those idle leave when their connection closes; with ``stop``, SIGTERM also makes
+    those still fitting unwind their cells and leave (``_stop_worker``). One still there after ``timeout``
+    seconds (or when this is interrupted) is killed; all are reaped."""
     from multiprocessing.connection import wait
 
-    processes = list((getattr(pool, "_processes", None) or {}).values())  # shutdown forgets them
-    for process in processes:
-        with contextlib.suppress(OSError, ValueError):  # it ended meanwhile
-            process.terminate()
-    pool.shutdown(wait=False, cancel_futures=True)  # a worker back from its cell gets its stop sentinel
-    pending = {process.sentinel: process for process in processes}
-    deadline = time.monotonic() + timeout
-    while pending and (left := deadline - time.monotonic()) > 0:
-        for ready in wait(list(pending), timeout=left):
-            pending.pop(ready)
-    for process in pending.values():
-        with contextlib.suppress(OSError, ValueError):
-            process.kill()
+    processes = [w.process for w in workers]
+    try:
+        if stop:
+            for process in processes:
+                with contextlib.suppress(OSError, ValueError):  # it ended meanwhile
+                    process.terminate()
+        for worker in workers:
+            if worker.conn is not None:
+                worker.conn.close()  # an idle worker reads its end of file; a stopped one's outcome goes nowhere
+                worker.conn = None
+        pending = {process.sentinel: process for process in processes}
+        deadline = time.monotonic() + timeout
+        while pending and (left := deadline - time.monotonic()) > 0:
+            for ready in wait(list(pending), timeout=left):
+                pending.pop(ready)
+    finally:
+        for process in processes:
+            if process.is_alive():
+                with contextlib.suppress(OSError, ValueError):
+                    process.kill()
+            process.join()
 
 
 def _ray_run_cell(cell: Cell, threads: int) -> dict:
