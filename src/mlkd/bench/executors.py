@@ -165,11 +165,12 @@ def _run_one(cell: Cell) -> tuple[str, dict | BaseException]:
 
 
 def _sendable(exc: Exception) -> Exception:
-    """``exc``, or a RuntimeError that names it when it does not survive the trip to the parent (pickling)."""
-    import pickle
+    """``exc``, or a RuntimeError that names it when the connection cannot send it (the parent turns one it
+    cannot read back into such an error itself, ``ProcessExecutor._serve``)."""
+    from multiprocessing.reduction import ForkingPickler  # what Connection.send serialises with
 
     try:
-        pickle.loads(pickle.dumps(exc))
+        ForkingPickler.dumps(exc)
     except Exception:
         return RuntimeError(f"{type(exc).__name__}: {exc}")
     return exc
