@@ -347,6 +347,13 @@ def _workers(pid: int) -> list[int]:
     return [c for c in _children(pid) if spawned(c)]
 
 
+def _bench_process(mulan_dir, argv) -> subprocess.Popen:
+    """``mlkd bench ARGV`` as its own process group (a Ctrl-C goes to the whole group, as from a terminal)."""
+    env = {**os.environ, "MLKD_DATA": str(mulan_dir), "PYTHONPATH": str(REPO / "src")}
+    return subprocess.Popen([sys.executable, "-m", "mlkd", "bench", *argv], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 @pytest.mark.parametrize("moment", ["starting", "fitting"])
 def test_ctrl_c_stops_a_parallel_bench_with_one_line(tmp_path, mulan_dir, moment):
@@ -354,11 +361,9 @@ def test_ctrl_c_stops_a_parallel_bench_with_one_line(tmp_path, mulan_dir, moment
     no worker prints a traceback, the bench says ``mlkd: interrupted`` with status 130, and no worker is left
     fitting."""
     db = tmp_path / "results.db"
-    argv = ["bench", str(db), "-d", "emotions", "-m", "bce", "--seeds", "0,1,2,3", "-p", "max_epochs=3000",
-            "-p", "patience=3000", "--jobs", "2", "--threads", "1", "--quiet", "--checkpoint-seconds", "0"]
-    env = {**os.environ, "MLKD_DATA": str(mulan_dir), "PYTHONPATH": str(REPO / "src")}
-    proc = subprocess.Popen([sys.executable, "-m", "mlkd", *argv], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, start_new_session=True)
+    proc = _bench_process(mulan_dir, [str(db), "-d", "emotions", "-m", "bce", "--seeds", "0,1,2,3", "-p",
+                                      "max_epochs=3000", "-p", "patience=3000", "--jobs", "2", "--threads", "1",
+                                      "--quiet", "--checkpoint-seconds", "0"])
 
     def importing_torch(pid):
         try:
@@ -397,11 +402,9 @@ def test_sigterm_to_one_worker_fails_its_cell_and_the_other_cells_finish(tmp_pat
     is a recorded failure with a one-line message, that worker takes no other cell, the other cells (one still
     queued) are written, and the bench ends as when cells fail (status 1); no worker is left running."""
     db = tmp_path / "results.db"
-    argv = ["bench", str(db), "-d", "flags", "-m", "bce", "--seeds", "0,1,2", "-p", "max_epochs=200",
-            "-p", "patience=200", "-p", "hidden=8", "--jobs", "2", "--threads", "1", "--quiet"]
-    env = {**os.environ, "MLKD_DATA": str(mulan_dir), "PYTHONPATH": str(REPO / "src")}
-    proc = subprocess.Popen([sys.executable, "-m", "mlkd", *argv], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, start_new_session=True)
+    proc = _bench_process(mulan_dir, [str(db), "-d", "flags", "-m", "bce", "--seeds", "0,1,2", "-p", "max_epochs=200",
+                                      "-p", "patience=200", "-p", "hidden=8", "--jobs", "2", "--threads", "1",
+                                      "--quiet"])
     checkpoints = str(tmp_path.resolve() / "results.checkpoints")
 
     def in_a_cell(pid):  # it holds a cell's lock (runner.cell_lock), taken for the fit
