@@ -109,6 +109,9 @@ def test_teacher_gets_no_gradient_stays_in_eval_mode_and_is_not_saved():
         ({"logit_loss": "kd", "feature_loss": "rkd"}, {"bce", "kd", "rkd"}),
         ({"logit_loss": "mse", "feature_loss": "pkt"}, {"bce", "mse", "pkt"}),
         ({"logit_loss": "none", "feature_loss": "none"}, {"bce"}),
+        # METHODS.md §3's optional feature-KD slot: a pooled-feature loss beside LED
+        ({"extra_feature_loss": "rkd"}, {"bce", "mld", "cd", "id", "rkd_extra"}),
+        ({"logit_loss": "none", "feature_loss": "none", "extra_feature_loss": "pkt"}, {"bce", "pkt_extra"}),
     ],
 )
 def test_flags_select_the_loss_terms(params, terms):
@@ -118,6 +121,28 @@ def test_flags_select_the_loss_terms(params, terms):
     assert all(torch.isfinite(v) and v >= 0 for v in out.losses.values())
 
 
+def test_the_extra_feature_slot_adds_its_weighted_loss_and_leaves_the_published_cells_keys_alone():
+    from mlkd import losses
+    from mlkd.methods import make_config
+    from mlkd.methods.base import config_identity
+
+    batch = batch_of(positive_rate=0.5)
+    plain, _ = student_with_teacher()
+    both, teacher = student_with_teacher(extra_feature_loss="pkt", lambda_extra=0.5)
+    plain.eval(), both.eval()  # no dropout: the features below are the step's
+    out_plain, out = plain.step(batch, ctx()), both.step(batch, ctx())
+    for name in out_plain.losses:  # LED and MLD as without the slot
+        torch.testing.assert_close(out.losses[name], out_plain.losses[name])
+    expected = 0.5 * losses.pkt(both.backbone(batch.x).features, teacher.outputs(batch.x).features)
+    torch.testing.assert_close(out.losses["pkt_extra"], expected)
+    # off (the default) the slot is no part of a config's identity: L2D's benchmark cells keep their keys
+    identity = config_identity(make_config("distill", {"lambda_extra": 3.0}))
+    assert "extra_feature_loss" not in identity and "lambda_extra" not in identity
+    assert config_identity(make_config("distill", {"extra_feature_loss": "rkd"}))["extra_feature_loss"] == "rkd"
+    with pytest.raises(ValueError, match="'extra_feature_loss'='rkd' repeats feature_loss"):
+        build_method("distill", 6, 4, {"feature_loss": "rkd", "extra_feature_loss": "rkd"})
+
+
 def test_distill_without_teacher_says_how_to_train_one():
     student = build_method("distill", 6, 4, {"hidden": 8})
     with pytest.raises(ValueError, match="needs a trained teacher"):
@@ -125,7 +150,8 @@ def test_distill_without_teacher_says_how_to_train_one():
 
 
 def test_bad_flags_are_rejected():
-    for params in ({"logit_loss": "kl"}, {"feature_loss": "fitnet"}, {"T": 0.0}, {"backbone": "vit"}):
+    for params in ({"logit_loss": "kl"}, {"feature_loss": "fitnet"}, {"T": 0.0}, {"backbone": "vit"},
+                   {"extra_feature_loss": "led"}, {"lambda_extra": -1.0}):
         with pytest.raises(ValueError, match=f"'{next(iter(params))}'"):
             build_method("distill", 6, 4, params)
 

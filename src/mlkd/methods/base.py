@@ -66,7 +66,9 @@ class MethodConfig:
 #: (2026-12-03): KD-TEA's student as METHODS.md writes it (``"bce"``) or with its whole TEA loss (``"tea"``,
 #: the default and the earlier behaviour). ``t2_scaling`` (2026-12-03): CS-KD, BAN and TF-KD reg multiplied
 #: their binKL_T term by T² (``True``), which METHODS.md §6 does not write; their default is now ``False``.
-ADDED_PARAMS: dict[str, Any] = {"kd_reduction": "mean", "student_loss": "tea", "t2_scaling": True}
+#: ``extra_feature_loss``/``lambda_extra`` (2026-12-03): L2D's optional feature-KD slot beside LED, off before.
+ADDED_PARAMS: dict[str, Any] = {"kd_reduction": "mean", "student_loss": "tea", "t2_scaling": True,
+                                "extra_feature_loss": "none", "lambda_extra": 1.0}
 
 
 def config_identity(config: MethodConfig) -> dict:

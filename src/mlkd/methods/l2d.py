@@ -37,7 +37,8 @@ from ..nn import ACTIVATIONS
 from .base import Batch, Method, MethodConfig, StepContext, StepOutput, check_choice, check_range, register
 
 LOGIT_LOSSES = ("none", "kd", "mse", "mld")
-FEATURE_LOSSES = ("none", "led", "rkd", "pkt")
+POOLED_FEATURE_LOSSES = ("rkd", "pkt")  # on pooled features (the feature-KD slot beside LED takes these)
+FEATURE_LOSSES = ("none", "led", *POOLED_FEATURE_LOSSES)
 BACKBONES = ("mlp", "cnn")
 
 
@@ -122,6 +123,12 @@ class DistillConfig(LabelwiseConfig):
     lambda_cd: float = 100.0
     lambda_id: float = 1000.0
     T: float = 4.0  # temperature of logit_loss="kd" (MLD is T = 1)
+    # METHODS.md §3's optional feature-KD slot: RKD or PKT on pooled features added to feature_loss (e.g. LED)
+    extra_feature_loss: str = "none"  # none | rkd | pkt
+    lambda_extra: float = 1.0
+
+    def inert_params(self) -> set[str]:
+        return {"lambda_extra"} if self.extra_feature_loss == "none" else set()
 
     def teacher_params(self) -> dict:
         """The ``labelwise`` parameters of the teacher stage (every size resolved)."""
@@ -142,7 +149,11 @@ class DistillConfig(LabelwiseConfig):
         super().validate(n_features, n_labels)
         check_choice("logit_loss", self.logit_loss, LOGIT_LOSSES)
         check_choice("feature_loss", self.feature_loss, FEATURE_LOSSES)
-        for name in ("lambda_logits", "lambda_feature", "lambda_cd", "lambda_id"):
+        check_choice("extra_feature_loss", self.extra_feature_loss, ("none", *POOLED_FEATURE_LOSSES))
+        if self.extra_feature_loss != "none" and self.extra_feature_loss == self.feature_loss:
+            raise ValueError(f"parameter 'extra_feature_loss'={self.extra_feature_loss!r} repeats feature_loss; "
+                             "expected another pooled-feature loss or 'none' (raise lambda_feature instead)")
+        for name in ("lambda_logits", "lambda_feature", "lambda_cd", "lambda_id", "lambda_extra"):
             check_range(name, getattr(self, name), 0.0, 1e9)
         check_range("T", self.T, 0.0, 1e3, low_open=True)
         check_range("teacher_max_epochs", self.teacher_max_epochs, 1, 1 << 30)
@@ -170,7 +181,8 @@ class Distill(Labelwise):
         if config.teacher_dir is not None:
             teacher = Stage(
                 "teacher", Pretrained.name,
-                {"model_dir": str(config.teacher_dir), "need_embeddings": config.feature_loss != "none"},
+                {"model_dir": str(config.teacher_dir),
+                 "need_embeddings": (config.feature_loss, config.extra_feature_loss) != ("none", "none")},
                 fit=False,
             )
         else:
@@ -190,7 +202,7 @@ class Distill(Labelwise):
         c = self.config
         out = self.backbone(batch.x)
         terms = {"bce": bce_loss(out.logits, batch.y, c.bce_reduction)}
-        if c.logit_loss == "none" and c.feature_loss == "none":
+        if c.logit_loss == "none" and c.feature_loss == "none" and c.extra_feature_loss == "none":
             return StepOutput(terms, out.logits)
         teacher = self.teacher_outputs(batch.x)
         if c.logit_loss == "mld":
@@ -209,13 +221,21 @@ class Distill(Labelwise):
             if c.lambda_id:
                 terms["id"] = c.lambda_feature * c.lambda_id * losses.id_loss(
                     out.label_embeddings, teacher.label_embeddings, batch.y)
-        elif c.feature_loss in ("rkd", "pkt"):
-            if teacher.features is None:
-                raise ValueError(f"feature_loss={c.feature_loss!r} needs a teacher with pooled features; expected "
-                                 "a 'labelwise' or 'distill' teacher, or feature_loss='none'")
-            fn = losses.rkd if c.feature_loss == "rkd" else losses.pkt
-            terms[c.feature_loss] = c.lambda_feature * fn(out.features, teacher.features)
+        elif c.feature_loss in POOLED_FEATURE_LOSSES:
+            terms[c.feature_loss] = c.lambda_feature * _pooled_feature_loss("feature_loss", c.feature_loss, out,
+                                                                             teacher)
+        if c.extra_feature_loss != "none":  # the optional feature-KD slot, beside LED
+            terms[f"{c.extra_feature_loss}_extra"] = c.lambda_extra * _pooled_feature_loss(
+                "extra_feature_loss", c.extra_feature_loss, out, teacher)
         return StepOutput(terms, out.logits, {"teacher_logits": teacher.logits})
+
+
+def _pooled_feature_loss(param: str, name: str, student: ModelOutput, teacher: ModelOutput) -> Tensor:
+    """RKD or PKT between the student's and the teacher's pooled features."""
+    if teacher.features is None:
+        raise ValueError(f"{param}={name!r} needs a teacher with pooled features; expected a 'labelwise' or "
+                         f"'distill' teacher, or {param}='none'")
+    return (losses.rkd if name == "rkd" else losses.pkt)(student.features, teacher.features)
 
 
 # ---------------------------------------------------------------------------------------------------
