@@ -47,13 +47,14 @@ PAIRS = [*((m, f"{m}:kd_reduction=mean") for m in ("tfkd_self", "tfkd_reg")),
          ("cskd:t2_scaling=true", "cskd:kd_reduction=mean,t2_scaling=true"),
          *((m, f"{m}:kd_reduction=mean") for m in ("ban", "raskd_plus")),
          ("cskd", "cskd:t2_scaling=true"), ("kdtea", "kdtea:student_loss=bce"), ("pskd", "pskd:ramp_epochs=30")]
+#: every reading's label once, in order: the ``-m`` specs of the bench run and the cells the tables read
+LABELS = list(dict.fromkeys(label for pair in PAIRS for label in pair))
 DB = "benchmarks/results/selfkd.db"
 METRICS = [("mAP_tuned", "mAP"), ("example_f1_tuned", "ebF1@tuned")]
 
 
 def bench_args(datasets: list[str], jobs: int) -> list[str]:
-    specs = list({label: None for pair in PAIRS for label in pair})  # each once, in order
-    return [DB, "-d", ",".join(datasets), *(a for m in specs for a in ("-m", m)), "--seeds", "0-2",
+    return [DB, "-d", ",".join(datasets), *(a for m in LABELS for a in ("-m", m)), "--seeds", "0-2",
             *REFERENCE_PARAMS, "--jobs", str(jobs), "--threads", "1"]
 
 
@@ -61,7 +62,7 @@ def load(datasets: list[str]) -> dict:
     """{(label, data set, seed): row} of both readings' cells and plain BCE's."""
     con = sqlite3.connect(f"file:{ROOT / DB}?mode=ro", uri=True)
     con.row_factory = sqlite3.Row
-    labels = ["bce", *{label: None for pair in PAIRS for label in pair}]
+    labels = ["bce", *LABELS]
     rows = con.execute(f"SELECT * FROM results WHERE noise = 'none' AND label IN ({','.join('?' * len(labels))})",
                        labels).fetchall()
     con.close()

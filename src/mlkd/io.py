@@ -350,11 +350,9 @@ def saved_model_id(path) -> str:
     save_id = config.get("save_id")
     if isinstance(save_id, str) and save_id:
         return save_id
-    digest = hashlib.sha256()
-    with open(weights, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return "sha256:" + digest.hexdigest()[:32]
+    from .data.catalog import file_sha256
+
+    return "sha256:" + file_sha256(weights)[:32]
 
 
 def saved_model_ids(method: str, params: dict, label: str | None = None) -> dict[str, str]:

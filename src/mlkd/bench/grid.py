@@ -298,12 +298,14 @@ class Grid:
     def cells(self) -> list[Cell]:
         """Every cell, data set-major, each once (two specs resolving to the same config give one cell)."""
         out: dict[str, Cell] = {}
+        resolved = []  # per spec, once: its typed params and settings and its saved models' ids
+        for spec in self.methods:
+            params, train = self._merged(spec)
+            params = _typed_params(spec.method, params)  # model folders were made absolute by build
+            train = {k: getattr(train_config(train), k) for k in train}
+            resolved.append((spec, params, train, saved_model_ids(spec.method, params, spec.label)))
         for dataset in self.datasets:
-            for spec in self.methods:
-                params, train = self._merged(spec)
-                params = absolute_model_dirs(_typed_params(spec.method, params))
-                train = {k: getattr(train_config(train), k) for k in train}
-                saved = saved_model_ids(spec.method, params, spec.label)  # once per config, not per cell
+            for spec, params, train, saved in resolved:
                 for noise in self.noise:
                     for seed in self.seeds:
                         cell = Cell(dataset, spec.method, spec.label, params, train, seed, noise, self.data_dir,

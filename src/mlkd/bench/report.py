@@ -317,8 +317,9 @@ class _Table:
                 self._names[(label, h)] = label if len(hs) == 1 else f"{label} [{h[:6]}]"
         configs: dict[str, dict[str, dict]] = {}  # label → name → its flattened config, for labels with several
         for r in rows:
-            if len(hashes[r["label"]]) > 1:
-                configs.setdefault(r["label"], {}).setdefault(self.name(r), _flat_config(r.get("config")))
+            by_name = configs.setdefault(r["label"], {}) if len(hashes[r["label"]]) > 1 else None
+            if by_name is not None and self.name(r) not in by_name:  # one flattened config per name
+                by_name[self.name(r)] = _flat_config(r.get("config"))
         self.config_diffs = {name: diff for by_name in configs.values() for name, diff in _differences(by_name).items()}
         self.methods = list(dict.fromkeys(self.name(r) for r in rows))
         self.datasets = list(dict.fromkeys(_block(r) for r in rows))

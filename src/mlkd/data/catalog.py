@@ -131,7 +131,8 @@ def _stat_key(path: Path) -> tuple:
     return (str(path.resolve()), st.st_mtime_ns, st.st_size, st.st_ino)
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The sha256 hex digest of a file, cached by (path, mtime, size, inode): a file is read once per change."""
     key = _stat_key(path)
     with _LOCK:
         hit = _HASH_CACHE.get(key)
@@ -171,7 +172,7 @@ def _check_files(info: DatasetInfo, root: Path, verify: bool, explicit: bool = F
     if verify:
         for p in paths:
             expected = info.sha256[p.name]
-            actual = _sha256(p)
+            actual = file_sha256(p)
             if actual != expected:
                 raise ChecksumError(
                     f"dataset {info.name!r}: {p} has SHA256 {actual}, expected {expected}; the file is "
