@@ -191,6 +191,8 @@ def test_noise_axis_is_canonical_and_trains_on_noisy_labels_with_clean_test(mula
     (["-d", "emotions", "-m", "skdtea:alpa=0.3"], "unknown parameter(s) 'alpa' for method 'skdtea'"),
     (["-d", "emotions", "-m", "skdtea:alpha=2"], "'alpha'=2.0 is out of range"),
     (["-d", "emotions", "-m", "bce", "-p", "colour=red"], "unknown parameter 'colour'"),
+    (["-d", "emotions", "-m", "bce:hiden=8"], "'hiden': did you mean 'hidden'?"),
+    (["-d", "emotions", "-m", "bce", "-p", "max_epoch=3"], "'max_epoch': did you mean 'max_epochs'?"),
     (["-d", "emotions", "-m", "bce", "-p", "lr=-1"], "'lr'=-1.0 is invalid"),
     (["-d", "emotions", "-m", "bce", "--noise", "0.2"], "bad label-noise setting '0.2'"),
     (["-d", "emotions", "-m", "bce", "--noise", "symmetric:1.5"], "RATE in (0, 1]"),

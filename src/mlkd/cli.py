@@ -249,7 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         type=_param,
         metavar="KEY=VALUE",
-        help="a method parameter, repeatable (e.g. --param alpha=0.3 --param hidden=256)",
+        help="a method parameter, or one of the training settings without a flag of their own (weight_decay, "
+        "optimizer, momentum, lr_decay, monitor); repeatable (e.g. --param alpha=0.3 --param hidden=256 "
+        "--param monitor=loss)",
     )
     p.add_argument("--out", "-o", metavar="DIR", help="model directory (default: runs/<data>-<method>)")
     p.add_argument("--force", action="store_true", help="overwrite the model files in an existing non-empty --out")
@@ -760,6 +762,54 @@ def _parse_params(method: str, pairs: list[tuple[str, str]]) -> dict:
     return {k: getattr(config, k) for k in raw}
 
 
+#: Training settings ``mlkd fit --param`` takes: those without a flag of their own.
+FIT_PARAM_SETTINGS = ("weight_decay", "optimizer", "momentum", "lr_decay", "monitor")
+#: The flag of each training setting that has one (``--param`` names it instead of taking it).
+SETTING_FLAGS = {
+    "max_epochs": "--max-epochs N", "batch_size": "--batch-size N", "lr": "--lr F", "patience": "--patience N",
+    "seed": "--seed N", "random_state": "--seed N", "num_threads": "--threads N", "device": "--device DEV",
+    "threshold": "--threshold T", "nproc": "--nproc N", "fused_optimizer": "--reference-kernels",
+    "fused_mlp": "--reference-kernels",
+}
+
+
+def _fit_params(method: str, pairs: list[tuple[str, str]]) -> tuple[dict, dict]:
+    """``mlkd fit --param`` pairs as (method parameters, training settings): a method's own parameter wins a
+    name it shares with a setting; a setting with a flag of its own is an error naming the flag."""
+    import typing
+
+    from . import methods as mlkd_methods
+    from .methods.base import _coerce, did_you_mean
+    from .trainer import TrainConfig
+
+    mlkd_methods.method_class(method)  # unknown method → ValueError listing the known ones
+    fields = mlkd_methods.config_fields(method)
+    hints = typing.get_type_hints(TrainConfig)
+    method_pairs, train = [], {}
+    for key, value in pairs:
+        if key in fields:
+            method_pairs.append((key, value))
+        elif key in SETTING_FLAGS:
+            raise ValueError(f"--param {key}={value}: {key!r} is a training setting with a flag of its own; "
+                             f"expected {SETTING_FLAGS[key]}")
+        elif key in FIT_PARAM_SETTINGS:
+            if key in train:
+                raise ValueError(f"parameter {key!r} given twice with --param; expected each parameter once")
+            train[key] = _coerce(key, value, hints[key])
+        else:
+            method_pairs.append((key, value))  # unknown: make_config's error names the method's parameters
+    try:
+        return _parse_params(method, method_pairs), train
+    except ValueError as error:
+        if "unknown parameter" not in str(error):
+            raise
+        unknown = [k for k, _ in method_pairs if k not in fields]
+        raise ValueError(f"unknown parameter(s) {', '.join(map(repr, unknown))} for method {method!r}; expected "
+                         f"some of: {', '.join(sorted(fields))} or the training settings "
+                         f"{', '.join(FIT_PARAM_SETTINGS)}"
+                         + did_you_mean(unknown, [*fields, *FIT_PARAM_SETTINGS, *SETTING_FLAGS])) from None
+
+
 def _methods_help() -> str:
     import textwrap
 
@@ -778,7 +828,7 @@ def cmd_fit(args) -> int:
     from .estimator import MultiLabelClassifier
     from .trainer import REFERENCE_KERNELS
 
-    params = _parse_params(args.method, args.param)
+    params, train = _fit_params(args.method, args.param)
     out = Path(args.out or Path("runs") / f"{_data_stem(args.data)}-{args.method}").expanduser()
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; expected a directory for the model")
@@ -810,6 +860,7 @@ def cmd_fit(args) -> int:
         num_threads=args.threads or 1,
         device=args.device,
         **(REFERENCE_KERNELS if args.reference_kernels else {}),
+        **train,
         **params,
     )
     start = time.perf_counter()

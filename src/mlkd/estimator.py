@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import inspect
 import re
 import warnings
@@ -29,7 +28,7 @@ from .data.splits import validation_split
 from .distributed import check_distributable, check_world, fit_ddp
 from .io import absolute_model_dirs, saved_model_ids, short_repr
 from .methods import build_method, config_fields, method_class
-from .methods.base import ADDED_PARAMS, config_identity, make_config
+from .methods.base import ADDED_PARAMS, config_identity, did_you_mean, make_config
 from .preprocessing import FeatureScaler
 from .stages import run_stages
 from .trainer import REFERENCE_KERNELS, SEED_RANGE, TrainConfig, Trainer, predict_logits
@@ -40,8 +39,6 @@ SPLIT_SEED = 0
 #: Below this many training rows no validation hold-out is made: no early stopping, threshold 0.5.
 MIN_ROWS_FOR_VALIDATION = 12
 #: Names from other libraries that mean one of ours (scikit-learn's n_jobs is mlkd's num_threads).
-_SAME_MEANING = {"n_jobs": "num_threads", "seed": "random_state", "epochs": "max_epochs"}
-
 _D = TrainConfig  # defaults live in one place: the trainer's config
 
 
@@ -211,16 +208,10 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
         if not unknown:
             return
         settings = [k for k in MultiLabelClassifier._get_param_names() if k != "method"]
-        hints = []
-        for name in unknown:
-            close = _SAME_MEANING.get(name) or next(iter(difflib.get_close_matches(name, [*fields, *settings], n=1)),
-                                                    None)
-            if close is not None:
-                hints.append(f"{name!r}: did you mean {close!r}?")
         raise ValueError(
             f"unknown parameter(s) {', '.join(map(repr, unknown))} for {type(self).__name__}: neither a parameter "
             f"of method {self.method!r} (expected some of: {', '.join(sorted(fields))}) nor a training setting "
-            f"({', '.join(settings)})" + (f"; {' '.join(hints)}" if hints else "")
+            f"({', '.join(settings)}){did_you_mean(unknown, [*fields, *settings])}"
         )
 
     def _check_checkpoint_options(self) -> None:

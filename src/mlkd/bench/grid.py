@@ -27,7 +27,7 @@ from typing import Any
 from ..data import DATASET_NAMES
 from ..io import absolute_model_dirs, saved_model_ids
 from ..methods import REGISTRY, config_fields, make_config, method_class
-from ..methods.base import config_identity
+from ..methods.base import config_identity, did_you_mean
 from ..trainer import TrainConfig, early_stopping_rule, identity_settings
 
 #: Protocol choices fixed for every cell (PROTOCOL.md §2, §4, §6); part of the resolved config.
@@ -229,7 +229,8 @@ class MethodSpec:
         unknown = sorted(set(params) - set(fields))
         if unknown:
             raise ValueError(f"unknown parameter(s) {', '.join(map(repr, unknown))} for method {name!r}; expected "
-                             f"some of: {', '.join(sorted(fields))} or the training settings {', '.join(TRAIN_KEYS)}")
+                             f"some of: {', '.join(sorted(fields))} or the training settings {', '.join(TRAIN_KEYS)}"
+                             + did_you_mean(unknown, [*fields, *TRAIN_KEYS]))
         return cls(name, label, params, train)
 
 
@@ -276,8 +277,10 @@ class Grid:
         shared = self.params
         for key in shared:
             if key not in TRAIN_KEYS and not any(key in config_fields(s.method) for s in self.methods):
+                names = {k for s in self.methods for k in config_fields(s.method)}
                 raise ValueError(f"unknown parameter {key!r}: no method of the grid has it and it is no training "
-                                 f"setting; expected a method parameter or one of {', '.join(TRAIN_KEYS)}")
+                                 f"setting; expected a method parameter or one of {', '.join(TRAIN_KEYS)}"
+                                 + did_you_mean([key], [*TRAIN_KEYS, *sorted(names)]))
         labels: dict[str, str] = {}
         for spec in self.methods:
             params, train = self._merged(spec)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import difflib
 import os
 import threading
 import types
@@ -250,8 +251,28 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
     return value
 
 
+#: Names users bring from other libraries for a setting mlkd names otherwise; ``did_you_mean`` offers the
+#: mlkd name where it is one of the names the place takes.
+SAME_MEANING = {"n_jobs": "num_threads", "seed": "random_state", "epochs": "max_epochs", "threads": "num_threads"}
+
+
+def did_you_mean(unknown, candidates) -> str:
+    """The ``"; 'max_epoch': did you mean 'max_epochs'?"`` tail of an unknown-name error: the closest of
+    ``candidates`` (or its mlkd name, ``SAME_MEANING``) for each unknown name that has one; "" when none has."""
+    candidates = list(candidates)
+    hints = []
+    for name in unknown:
+        close = SAME_MEANING.get(name)
+        if close not in candidates:
+            close = next(iter(difflib.get_close_matches(name, candidates, n=1)), None)
+        if close is not None:
+            hints.append(f"{name!r}: did you mean {close!r}?")
+    return f"; {' '.join(hints)}" if hints else ""
+
+
 def make_config(name: str, params: dict[str, Any] | None = None) -> MethodConfig:
-    """Build and type-check a method's config; unknown parameters are an error that lists the known ones."""
+    """Build and type-check a method's config; unknown parameters are an error that lists the known ones (and
+    the closest to each unknown one)."""
     cls = method_class(name).Config
     params = dict(params or {})
     hints = typing.get_type_hints(cls)
@@ -260,7 +281,7 @@ def make_config(name: str, params: dict[str, Any] | None = None) -> MethodConfig
     if unknown:
         raise ValueError(
             f"unknown parameter(s) {', '.join(map(repr, unknown))} for method {name!r}; "
-            f"expected some of: {', '.join(sorted(known))}"
+            f"expected some of: {', '.join(sorted(known))}{did_you_mean(unknown, sorted(known))}"
         )
     return cls(**{k: _coerce(k, v, hints[k]) for k, v in params.items()})
 
