@@ -19,8 +19,8 @@ from safetensors.torch import load_file, save_file
 
 from . import __version__
 from .checkpoint import file_mode, refuse_pickle, temporary_file
-from .methods import build_method, config_fields
-from .methods.base import ADDED_PARAMS
+from .methods import config_fields
+from .methods.base import ADDED_PARAMS, rebuild_saved
 from .preprocessing import FeatureScaler
 
 FORMAT = "mlkd-model"
@@ -285,14 +285,9 @@ def load_model(path):
                                  f"{est.method!r}, the config's method is {config['method']!r}); expected "
                                  f"MultiLabelClassifier or the class of method {config['method']!r} (the model "
                                  "config is corrupted)")
-        inner = config.get("inner_model")
-        if config["method"] == "pretrained" and isinstance(inner, dict):  # self-contained: model_dir not read
-            from .methods.base import make_config, method_class
-
-            model = method_class("pretrained")(config["n_features"], config["n_labels"],
-                                               make_config("pretrained", config["method_params"]), inner=inner)
-        else:
-            model = build_method(config["method"], config["n_features"], config["n_labels"], config["method_params"])
+        # a fine-tuned pretrained model is self-contained: its model_dir is not read
+        model = rebuild_saved(config["method"], config["n_features"], config["n_labels"], config["method_params"],
+                              config.get("inner_model"))
         state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
         model.load_state_dict(state, strict=True)
     except (KeyError, TypeError, RuntimeError) as exc:

@@ -328,6 +328,15 @@ def build_method(
                          "features or labels)") from None
 
 
+def rebuild_saved(name: str, n_features: int, n_labels: int, params: dict[str, Any], inner: dict | None) -> Method:
+    """A saved model's method, built to take its saved state: a fine-tuned ``pretrained`` model from the spec of
+    the model it wraps (``inner``, as ``Pretrained.inner_spec`` recorded it; its ``model_dir`` is not read), any
+    other with ``build_method``."""
+    if name == "pretrained" and isinstance(inner, dict):
+        return method_class(name)(n_features, n_labels, make_config(name, params), inner=inner)
+    return build_method(name, n_features, n_labels, params)
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
     """Whether ``exc`` is an allocation failure: a MemoryError, torch's OutOfMemoryError (CUDA), or the plain
     RuntimeError torch's CPU allocator raises."""

@@ -286,13 +286,10 @@ class Pretrained(Method):
         input map are in the saved state); without it, ``model_dir`` is loaded."""
         super().__init__(n_features, n_labels, config)
         if inner is not None:
-            from .base import build_method, make_config
+            from .base import rebuild_saved
 
-            if inner["method"] == self.name and inner.get("inner") is not None:  # a fine-tuned fine-tuned model
-                self.model = Pretrained(n_features, n_labels, make_config(self.name, inner["method_params"]),
-                                        inner=inner["inner"])
-            else:
-                self.model = build_method(inner["method"], n_features, n_labels, inner["method_params"])
+            self.model = rebuild_saved(inner["method"], n_features, n_labels, inner["method_params"],
+                                       inner.get("inner"))  # a fine-tuned fine-tuned model has one too
             self._saved_mean, self._saved_scale = np.zeros(n_features), np.ones(n_features)
         else:
             from ..io import load_model
