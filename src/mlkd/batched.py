@@ -31,8 +31,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from .methods.base import TORCH_GLOBAL_STATE, Batch, Method, StepContext, build_method, method_class
-from .nn import fused_mlp_training
+from .methods.base import Batch, Method, StepContext, build_method, method_class
 from .trainer import (
     FusedAdamStep,
     TrainConfig,
@@ -42,9 +41,8 @@ from .trainer import (
     _make_optimizer,
     _validation_score,
     device_tensors,
+    fit_setting,
     keep_freed_memory_for_reuse,
-    optimizers_without_compiler_import,
-    paused_garbage_collection,
     resolve_device,
 )
 
@@ -109,17 +107,8 @@ def fit_seeds(
     check_batchable(members[0])
     keep_freed_memory_for_reuse()
     device = resolve_device(cfg.device)
-    with TORCH_GLOBAL_STATE:  # one fit at a time per process, as Trainer.fit
-        threads = torch.get_num_threads()
-        try:
-            if cfg.num_threads is not None:
-                torch.set_num_threads(cfg.num_threads)
-            with (torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []),
-                  fused_mlp_training(cfg.fused_mlp), paused_garbage_collection(), optimizers_without_compiler_import()):
-                torch.manual_seed(seeds[0])
-                return _fit(members, seeds, X, Y, X_val, Y_val, cfg, device)
-        finally:
-            torch.set_num_threads(threads)
+    with fit_setting(cfg, device, seeds[0]):  # one fit at a time per process, as Trainer.fit
+        return _fit(members, seeds, X, Y, X_val, Y_val, cfg, device)
 
 
 def _fit(members, seeds, X, Y, X_val, Y_val, cfg: TrainConfig, dev) -> list[tuple[Method, TrainResult]]:

@@ -271,6 +271,26 @@ def fast_mean_average_precision(y: torch.Tensor, scores: torch.Tensor) -> float:
     return float((np.where(hits, precision, 0.0).sum(axis=1) / true_pos[:, -1]).mean())
 
 
+@contextlib.contextmanager
+def fit_setting(cfg: TrainConfig, device: torch.device, seed: int):
+    """The process state one fit runs in (``Trainer.fit``, ``mlkd.batched.fit_seeds``), restored afterwards: its
+    turn on torch's process-wide state (fits from several threads take turns: the RNG and the thread count
+    are per process), ``cfg.num_threads`` threads, torch's RNG forked and seeded with ``seed``, the MLP
+    kernels of ``cfg.fused_mlp``, automatic garbage collection paused, torch.optim without its compiler
+    import."""
+    with TORCH_GLOBAL_STATE:
+        threads = torch.get_num_threads()
+        try:
+            if cfg.num_threads is not None:
+                torch.set_num_threads(cfg.num_threads)
+            with (torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []),
+                  fused_mlp_training(cfg.fused_mlp), paused_garbage_collection(), optimizers_without_compiler_import()):
+                torch.manual_seed(seed)
+                yield
+        finally:
+            torch.set_num_threads(threads)
+
+
 class Trainer:
     #: Set by ``mlkd.distributed`` on a DDP rank: steps on this rank's shard of each batch, averages epoch sums.
     data_parallel = None
@@ -292,18 +312,8 @@ class Trainer:
         keep_freed_memory_for_reuse()
         checkpoint = checkpoint if checkpoint is not None else active_checkpointer()
         stage = None if checkpoint is None else checkpoint.stage(method, cfg, self.device, X, Y, X_val, Y_val)
-        devices = [self.device.index or 0] if self.device.type == "cuda" else []
-        with TORCH_GLOBAL_STATE:  # fits from several threads take turns: the RNG and thread count are per process
-            threads = torch.get_num_threads()
-            try:
-                if cfg.num_threads is not None:
-                    torch.set_num_threads(cfg.num_threads)
-                with (torch.random.fork_rng(devices=devices), fused_mlp_training(cfg.fused_mlp),
-                      paused_garbage_collection(), optimizers_without_compiler_import()):
-                    torch.manual_seed(cfg.seed)
-                    return self._fit(method, X, Y, X_val, Y_val, stage)
-            finally:
-                torch.set_num_threads(threads)
+        with fit_setting(cfg, self.device, cfg.seed):
+            return self._fit(method, X, Y, X_val, Y_val, stage)
 
     def _fit(self, method: Method, X, Y, X_val, Y_val, stage=None) -> TrainResult:
         cfg, dev = self.config, self.device
