@@ -23,15 +23,12 @@ shard's loss by its share of the batch's rows, so uneven splits average correctl
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import ctypes
 import dataclasses
 import json
 import logging
 import os
 import signal
-import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -42,6 +39,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.multiprocessing.spawn import ProcessException
 
+from ._process import exit_with_parent
 from .methods.base import Batch, Method, StepContext
 from .trainer import TrainConfig, Trainer, TrainResult, resolve_device
 
@@ -169,18 +167,8 @@ def _terminated(signum, frame):
     raise SystemExit(128 + signum)
 
 
-def _exit_with_parent(parent: int) -> None:
-    """Have the kernel send this process SIGTERM when its parent dies (Linux), so a killed parent leaves no rank
-    training on; exit now if the parent is already gone."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent:
-        os._exit(1)
-
-
 def _spawned(rank, world, init_method, method, X, Y, X_val, Y_val, cfg, device_type, out, parent) -> None:
-    _exit_with_parent(parent)
+    exit_with_parent(parent, signal.SIGTERM)  # a killed parent leaves no rank training on
     method = copy.deepcopy(method)  # torch.multiprocessing shares tensors' memory: each rank needs its own weights
     try:
         result = _rank(rank, world, init_method, method, X, Y, X_val, Y_val, cfg, device_type)

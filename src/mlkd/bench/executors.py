@@ -10,10 +10,8 @@ the parent stops them. A SIGTERM to one process worker fails the cell it runs; t
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
-import sys
 import time
 import warnings
 from collections import deque
@@ -21,11 +19,12 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .._process import exit_with_parent
+
 if TYPE_CHECKING:
     from .grid import Cell
 
 EXECUTORS = ("sequential", "process", "ray")
-_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def run_cell(cell: Cell, threads: int | None) -> dict:
@@ -122,20 +121,12 @@ def _stop_worker(signum, frame) -> None:
 
 
 def _die_with(parent: int | None) -> None:
-    """On Linux, have the kernel kill this worker when the bench process dies (SIGKILL included).
+    """Have the kernel kill this worker when the bench process dies (SIGKILL included; Linux only).
 
     Without it a worker orphaned by a killed run goes on fitting its cell, unseen, beside the rerun's
-    workers (the rerun waits for its cell's lock, but the CPU is taken). Elsewhere this does nothing.
+    workers (the rerun waits for its cell's lock, but the CPU is taken).
     """
-    if parent is None or not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != parent:  # the parent died before the prctl took effect
-        os._exit(1)
+    exit_with_parent(parent, signal.SIGKILL)
 
 
 def _worker_main(conn, threads: int, parent: int | None) -> None:
