@@ -681,9 +681,12 @@ def read_arff_for_model(
         )
     used = set(take[take >= 0].tolist())
     known = set(feature_names)
+    # every "a" a one-hot feature "a=value" may belong to (a name may hold "=" itself): one set, not a scan a call
+    one_hot_of = {n[:i] for n in known for i, ch in enumerate(n) if ch == "="}
     ignored = []
+
     def model_has(a: str) -> bool:  # the model has a feature of attribute a (one-hot: any of its values)
-        return a in known or any(n.startswith(a + "=") for n in known)
+        return a in known or a in one_hot_of
 
     for a, (f, first) in onehot.items():
         cols = range(first, first + len(f.values))
