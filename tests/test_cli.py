@@ -221,6 +221,34 @@ def test_datasets_lists_every_set_with_its_status(call, tmp_path):
     assert f"data directory: {tmp_path}" in missing.stdout
 
 
+def test_datasets_name_shows_one_set_from_its_files(call, tmp_path):
+    """`mlkd datasets NAME`: what a user checks before a grid — rows, features, label frequencies, labels
+    without positives — read from the files (the catalogue alone when they are missing)."""
+    data = Path(_env()["MLKD_DATA"])
+    if not (data / "medical").is_dir():
+        pytest.skip(f"MULAN data not found in {data}; set MLKD_DATA")
+    import numpy as np
+
+    from mlkd.data import load_dataset
+
+    bench = load_dataset("medical", data_dir=data)
+    positives = bench.train.Y.sum(axis=0)
+    out = _ok(call("datasets", "Medical", "--data-dir", data)).stdout
+    assert out.startswith("medical — text")
+    assert f"{data / 'medical'} (found)" in out and "333 train, 645 test" in out
+    assert f"1449 ({int(bench.train.binary_features.sum())} binary" in out
+    assert f"min 0, median {int(np.median(positives))}, max {positives.max()} of 333" in out
+    assert f"{int((positives == 0).sum())} label(s) in train, {int((bench.test.Y.sum(axis=0) == 0).sum())} in test" \
+        in out
+    top = bench.train.label_names[int(np.argmax(positives))]
+    assert f"most frequent        {top} ({positives.max()})" in out and "… 35 more" in out
+    missing = _ok(call("datasets", "medical", "--data-dir", tmp_path)).stdout
+    assert f"{tmp_path / 'medical'} (missing)" in missing and "1449 features, 45 labels" in missing
+    assert "MLKD_DATA" in missing and "\n  rows " not in missing  # nothing read from absent files
+    digits = _ok(call("datasets", "digits-ml", "--data-dir", tmp_path)).stdout  # embedded: no files needed
+    assert digits.startswith("digits-ml — embedded") and "10; labels per row" in digits
+
+
 def test_fit_predict_evaluate_round_trip(fitted, call):
     root, model, test, fit = fitted
     assert (model / "model.safetensors").is_file() and (model / "config.json").is_file()
@@ -364,6 +392,7 @@ def bad_inputs(fitted, tmp_path):
     fit = ["fit", arff, "--n-labels", "3", *TINY]
     return {
         "unknown data set": (["fit", "no-such-set", "--method", "bce"], ["no-such-set", "emotions"]),
+        "datasets of an unknown set": (["datasets", "no-such-set"], ["no-such-set", "emotions"]),
         "data set files missing": (
             ["fit", "emotions", "--method", "bce", "--data-dir", tmp_path],
             ["emotions"],

@@ -203,17 +203,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "datasets",
         help="list the benchmark data sets and whether their files are found",
-        description="List the benchmark data sets (catalogue sizes) and whether their files are found.",
+        description=("List the benchmark data sets (catalogue sizes) and whether their files are found; with a\n"
+                     "NAME, one data set in detail: its files, features, labels and their frequencies."),
         formatter_class=_Formatter,
         epilog=(
             "examples:\n"
             "  mlkd datasets\n"
+            "  mlkd datasets yeast\n"
             "  mlkd datasets --data-dir ~/data/mulan\n"
             "  MLKD_DATA=~/data/mulan mlkd datasets\n\n"
             "The directory holds one folder per data set with <name>-train.arff, <name>-test.arff and\n"
             "<name>.xml, as in the MULAN repository. digits-ml is embedded and needs no files."
         ),
     )
+    p.add_argument("name", nargs="?", metavar="NAME",
+                   help="a data set to show in detail (its files are read when found)")
     _add_data_dir(p)
     p.set_defaults(func=cmd_datasets)
 
@@ -709,6 +713,8 @@ def cmd_datasets(args) -> int:
     from . import data as mlkd_data
 
     directory = Path(args.data_dir).expanduser() if args.data_dir else mlkd_data.data_dir()
+    if args.name is not None:
+        return _show_dataset(args.name, args.data_dir, directory)
     infos = {name: mlkd_data.DATASETS.get(name) or _embedded_info(name) for name in mlkd_data.DATASET_NAMES}
     with_cardinality = any(_info(info, "cardinality") is not None for info in mlkd_data.DATASETS.values())
     header = ["name", "domain", "train", "test", "features", "labels"]
@@ -730,6 +736,60 @@ def cmd_datasets(args) -> int:
     print(f"data directory: {directory}")
     print("  set it with the environment variable MLKD_DATA=DIR or with --data-dir DIR; it holds one folder per")
     print("  data set (<name>-train.arff, <name>-test.arff, <name>.xml) as in the MULAN repository.")
+    return EXIT_OK
+
+
+def _show_dataset(spec: str, data_dir, directory: Path) -> int:
+    """``mlkd datasets NAME``: one data set's catalogue entry and, when its files are found, what they hold."""
+    import numpy as np
+
+    from . import data as mlkd_data
+
+    name = _dataset_name(spec)
+    if name is None:
+        raise ValueError(f"unknown data set {spec!r}; expected one of: {', '.join(mlkd_data.DATASET_NAMES)}")
+    info = mlkd_data.DATASETS.get(name)
+    status = "embedded" if info is None else mlkd_data.dataset_status(name, data_dir=data_dir)
+    lines = [(name, ", ".join(x for x in ("embedded" if info is None else info.domain,
+                                            "" if info is None else info.notes) if x))]
+    if info is not None:
+        folder = info.folder_path(directory)
+        lines += [("folder", f"{folder} ({status})"), ("files", ", ".join(info.files)),
+                  ("catalogue", f"{info.n_train} train / {info.n_test} test rows (official split), "
+                                f"{info.n_features} features, {info.n_labels} labels")]
+    if status in ("found", "embedded"):
+        bench = mlkd_data.load_dataset(name, data_dir=data_dir)
+        train, test = bench.train, bench.test
+        binary = 0 if train.binary_features is None else int(np.count_nonzero(train.binary_features))
+        lines += [
+            ("rows", f"{train.n_samples} train, {test.n_samples} test"),
+            ("features", f"{train.n_features} ({binary} binary: left 0/1; the others standardised with training "
+                         "statistics)"),
+            ("labels", f"{train.n_labels}; labels per row {train.cardinality:.2f} in train, {test.cardinality:.2f} "
+                       f"in test (density {train.cardinality / max(train.n_labels, 1):.3f})"),
+        ]
+        positives = train.Y.sum(axis=0, dtype=np.int64)
+        rare = [("label rows in train", f"min {positives.min()}, median {int(np.median(positives))}, max "
+                                          f"{positives.max()} of {train.n_samples}")]
+        none_train = int(np.count_nonzero(positives == 0))
+        none_test = int(np.count_nonzero(test.Y.sum(axis=0, dtype=np.int64) == 0))
+        if none_train or none_test:
+            rare.append(("no positive", f"{none_train} label(s) in train, {none_test} in test (on test, mAP skips them "
+                                        "and macro-F1 counts them as 0)"))
+        distinct = len({row.tobytes() for row in np.packbits(train.Y.astype(bool), axis=1)})
+        rare.append(("label sets", f"{distinct} distinct in train"))
+        lines += rare
+        order = np.argsort(-positives, kind="stable")
+        shown = ", ".join(f"{train.label_names[i]} ({positives[i]})" for i in order[:10])
+        more = f", … {train.n_labels - 10} more" if train.n_labels > 10 else ""
+        lines.append(("most frequent", shown + more))
+    else:
+        lines.append(("", f"its files are {status}: put the MULAN folder {info.folder}/ in {directory} (set "
+                          "MLKD_DATA=DIR or --data-dir DIR)"))
+    width = max(len(k) for k, _ in lines[1:])
+    print(lines[0][0] + (f" — {lines[0][1]}" if lines[0][1] else ""))
+    for key, value in lines[1:]:
+        print(f"  {key.ljust(width)}  {value}")
     return EXIT_OK
 
 
