@@ -22,7 +22,8 @@ Every cell is a ``mlkd bench`` cell of that database on the reference path (like
 
 fits what is missing (a rerun resumes); then the paired comparison, per method and data set, goes into
 BENCHMARKS.md: test mAP and example-F1 at the tuned threshold, reading − other reading, with the seed spread
-and a Wilcoxon signed-rank test over the (data set, seed) pairs.
+and a Wilcoxon signed-rank test over the data sets' mean differences (a set's seeds share its data and
+split: they are not independent replicates).
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def table(cells: dict, datasets: list[str]) -> list[str]:
         return [cells[(label, dataset, s)][column] for s in range(3) if (label, dataset, s) in cells]
 
     head = "| reading | other reading | metric | " + " | ".join(datasets) + " | sets reading better / worse beyond " \
-           "seed std | mean Δ | Wilcoxon p (pairs) |"
+           "seed std | mean Δ | Wilcoxon p (data sets) |"
     lines = [head, "|---" * (len(datasets) + 6) + "|"]
     for method, earlier in PAIRS:
         for column, name in METRICS:
@@ -89,7 +90,9 @@ def table(cells: dict, datasets: list[str]) -> list[str]:
                 better += delta > spread
                 worse += delta < -spread
                 row.append(f"{delta:+.3f}" + ("*" if abs(delta) > spread else ""))
-                diffs += [cells[(method, d, s)][column] - cells[(earlier, d, s)][column] for s in range(3)]
+                # one difference per data set (its seeds share data, split and difficulty: they are not
+                # independent replicates), the unit of Demšar's comparisons that PROTOCOL §7 follows
+                diffs.append(delta)
             p = wilcoxon(diffs).pvalue if any(diffs) else float("nan")
             mean = f"{np.mean(diffs):+.4f}" if diffs else "–"
             lines.append(f"| {method} | {earlier.partition(':')[2]} | {name} | " + " | ".join(row)
