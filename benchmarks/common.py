@@ -139,7 +139,7 @@ def run_grid(cells: list[dict], path: Path, jobs: int, run=None, key=None, desc:
 
 def mean_std(values) -> tuple[float, float]:
     a = np.asarray(values, dtype=float)
-    return float(np.nanmean(a)), float(np.nanstd(a, ddof=1)) if len(a) > 1 else 0.0
+    return float(np.nanmean(a)), float(np.nanstd(a, ddof=1)) if np.isfinite(a).sum() > 1 else 0.0
 
 
 def fmt(m: float, s: float, digits: int = 3, bold: bool = False, n: int = 2) -> str:

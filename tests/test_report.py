@@ -50,6 +50,11 @@ def test_report_links_every_figure_and_cd_diagram_is_a_png(report):
     assert {"bars_emotions.png", "curves_emotions.png", "soft_targets_emotions_skdtea.png"} <= names
     assert any(n.startswith("curve_emotions_skdtea_seed0") for n in names)  # the --curves filter
     assert "[All tables" in index and (report.out / "tables.md").is_file()
+    # PROTOCOL §5: the conventions of the degenerate cases are stated with the numbers
+    tables = (report.out / "tables.md").read_text()
+    for text in (index, tables):
+        assert "a label with no positive and none predicted counting 0" in text
+        assert "coverage is MULAN's (sklearn's coverage_error − 1)" in text
 
 
 def test_tables_bold_the_best_mean_and_rank_across_datasets(report):

@@ -68,6 +68,14 @@ __all__ = [
     "DEFAULT_GRID",
 ]
 
+#: The degenerate-case conventions above in one sentence, for the headers of the tables reports write
+#: (PROTOCOL.md §5: "state it").
+CONVENTIONS = (
+    "mAP averages over the labels with a positive in test; macro-F1 over all labels, a label with no positive "
+    "and none predicted counting 0; example-F1 scores 1 for a row with no true and no predicted label; "
+    "coverage is MULAN's (sklearn's coverage_error − 1); one-error leaves out rows without a true label."
+)
+
 
 class MetricInfo(NamedTuple):
     """Description of one metric: display name, direction, and whether it needs a threshold."""

@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..metrics import METRICS
+from ..metrics import CONVENTIONS, METRICS
 from . import stats
 from .store import ResultsDB
 
@@ -499,7 +499,8 @@ def _tables_md(table: _Table, db_path: Path, variants: list[Variant], command: s
              "ties averaged) over the data sets where every method has a value"
              f"{'' if len(_noise_parts(table)) == 1 else ', one per label-noise setting (as in index.md)'}. "
              "`@0.5`: threshold 0.5; `@tuned`: one global threshold maximising validation example-F1 "
-             "(PROTOCOL.md §4). Ranking metrics use the scores only. ↑ higher is better, ↓ lower is better.\n",
+             f"(PROTOCOL.md §4). Ranking metrics use the scores only. {CONVENTIONS} ↑ higher is better, ↓ lower is "
+             "better.\n",
              *([_configs_text(table) + "\n"] if table.config_diffs else [])]
     for variant in variants:
         arrow = "↑" if variant.higher_is_better else "↓"
@@ -593,6 +594,7 @@ def _index_md(table, report, db_path, bars, overview, cell_curves, heatmaps, fil
         "- protocol: PROTOCOL.md — fixed (seed 0) iterative-stratified 1/6 validation split of train; seeds change "
         "initialisation and batch order; test touched once. `@0.5`: threshold 0.5; `@tuned`: one global "
         "threshold maximising validation example-F1.",
+        f"- metrics: {CONVENTIONS}",
         "",
         "[All tables: mean ± std per data set × method](tables.md)",
         *(["", f"[Tuned on validation, per data set (PROTOCOL.md §8): {len(report.choices)} choice(s)](tuned.md)"]
