@@ -591,7 +591,8 @@ def _index_md(table, report, db_path, bars, overview, cell_curves, heatmaps, fil
         f"- methods: {', '.join(f'`{m}`' for m in table.methods)}",
         *([f"- {_configs_text(table)}"] if table.config_diffs else []),
         f"- software: {'; '.join(versions) or 'not recorded'}",
-        "- protocol: PROTOCOL.md — fixed (seed 0) iterative-stratified 1/6 validation split of train; seeds change "
+        "- protocol: PROTOCOL.md — fixed (seed 0) iterative-stratified validation split of about 1/6 of train (`n_val` "
+        "in each cell; feature statistics from the rest of train); seeds change "
         "initialisation and batch order; test touched once. `@0.5`: threshold 0.5; `@tuned`: one global "
         "threshold maximising validation example-F1.",
         f"- metrics: {CONVENTIONS}",
