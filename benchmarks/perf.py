@@ -502,8 +502,10 @@ def section_fastpath(args) -> str:
                 and r["config"]["train"].get("fused_mlp", False) == fast}
 
     fast_all, ref_all = cells(FASTPATH_DB, True), cells(HEADLINE_DB, False)
-    # the defaults' pair wins where both settings have one
-    common = sorted(set(fast_all) & set(ref_all), key=lambda k: fast_all[k]["label"] == k[1])
+    # the defaults' pair wins where both settings have one (both cells labelled with the bare method name; an
+    # earlier setting is kept under "NAME:param=value"); the params' text orders the rest, not the set's hashing
+    common = sorted(set(fast_all) & set(ref_all),
+                    key=lambda k: (fast_all[k]["label"] == k[1] and ref_all[k]["label"] == k[1], k[3]))
     fast, ref = {k[:3]: fast_all[k] for k in common}, {k[:3]: ref_all[k] for k in common}
     pairs = sorted(set(fast) & set(ref))
     metrics = [("mAP_tuned", "mAP", True), ("example_f1_tuned", "ebF1@tuned", True)]
