@@ -159,24 +159,28 @@ def test_an_interrupted_save_leaves_the_previous_model_intact(model_dir, tmp_pat
     assert load_model(model).predict(X).shape == Y.shape
 
 
-def test_a_save_killed_between_its_two_files_is_reported_not_mixed(model_dir, tmp_path, monkeypatch):
+def test_a_save_interrupted_between_its_two_files_loads_the_new_model(model_dir, tmp_path, monkeypatch):
     model = _copy(model_dir, tmp_path / "m")
     replace, renames = mlkd.io.os.replace, []
 
-    def killed_after_the_weights(src, dst):
+    def interrupted_after_the_weights(src, dst):
         renames.append(dst)
         if len(renames) == 2:
             raise KeyboardInterrupt  # the config.json rename never happens
         return replace(src, dst)
 
-    monkeypatch.setattr(mlkd.io.os, "replace", killed_after_the_weights)
+    monkeypatch.setattr(mlkd.io.os, "replace", interrupted_after_the_weights)
     other = MultiLabelClassifier("bce", **TINY, threshold=0.2, random_state=1).fit(X, Y)  # same shapes
     with pytest.raises(KeyboardInterrupt):
         other.save(model, overwrite=True)
     monkeypatch.setattr(mlkd.io.os, "replace", replace)
-    with pytest.raises(ValueError, match="come from different saves"):
+    assert len(list(model.glob(".config.json.*.tmp"))) == 1  # the new config is kept, not deleted
+    loaded = load_model(model)  # finishes the save: never new weights with the old threshold
+    assert loaded.threshold_ == 0.2 and (loaded.predict_proba(X) == other.predict_proba(X)).all()
+    assert sorted(f.name for f in model.iterdir()) == ["config.json", "model.safetensors"]
+    (model / "config.json").write_bytes((model_dir / "config.json").read_bytes())  # the new config lost too
+    with pytest.raises(ValueError, match="come from different saves .*save the model again"):
         load_model(model)  # new weights with the old threshold would load silently
-    assert sorted(f.name for f in model.iterdir()) == ["config.json", "model.safetensors"]  # no temporary left
 
 
 def test_saving_a_model_twice_writes_the_same_bytes(model_dir, tmp_path):

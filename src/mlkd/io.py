@@ -1,20 +1,27 @@
 """Model files: ``model.safetensors`` (tensors only) + ``config.json`` (everything else). Never pickle.
 
 Both files are written to temporary names and renamed into place, so an interrupted save never leaves a
-half-written model where a good one was.
+half-written model where a good one was; the two carry one save id (a digest of the tensors), which
+``load_model`` checks, and it finishes a save killed between the two renames.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import math
 import os
+import re
+import signal
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from . import __version__
@@ -23,6 +30,11 @@ from .methods import config_fields
 from .methods.base import ADDED_PARAMS, rebuild_saved
 from .preprocessing import FeatureScaler
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: no locks, and leftover temporary files stay
+    fcntl = None
+
 FORMAT = "mlkd-model"
 FORMAT_VERSION = 1
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
@@ -30,22 +42,133 @@ WEIGHTS, CONFIG = "model.safetensors", "config.json"
 RUN_OPTIONS = ("checkpoint_dir", "checkpoint_every", "checkpoint_seconds", "resume", "nproc")
 
 
-def _atomic_write_pair(writes: list) -> None:
+#: The temporary names ``temporary_file`` gives a model's two files while a save writes them (``tempfile``'s
+#: eight random characters): a save killed before its renames leaves such hidden files behind.
+_SAVE_TEMPORARY = re.compile(r"^\.(?:model\.safetensors|config\.json)\.[a-z0-9_]{8}\.tmp$")
+_CONFIG_TEMPORARY = re.compile(r"^\.config\.json\.[a-z0-9_]{8}\.tmp$")
+#: A leftover temporary file is removed by a later save only when it is this old and no save holds it.
+_STALE_SECONDS = 60.0
+
+
+class ModelDirectoryNotEmptyError(ValueError):
+    """``save_model(path, overwrite=False)`` found ``path`` holding files (or another save filled it meanwhile)."""
+
+
+def model_dir_entries(path) -> list[str]:
+    """The names in directory ``path`` (sorted), less the hidden temporary files an interrupted model save left:
+    those do not make a directory non-empty for a save."""
+    return sorted(p.name for p in Path(path).iterdir() if not _SAVE_TEMPORARY.match(p.name))
+
+
+def listed(names: list[str]) -> str:
+    """A few of ``names`` for a message: ``a, b, c, … (7 entries)``."""
+    return ", ".join(names[:3]) + (f", … ({len(names)} entries)" if len(names) > 3 else "")
+
+
+@contextlib.contextmanager
+def _interrupts_held():
+    """Hold Ctrl-C (SIGINT) and SIGTERM back meanwhile: one that comes is recorded and delivered again when this
+    ends, so it cannot land between a save's two renames. Python handles signals in the main thread only, so
+    its handlers are swapped (a signal mask would not do: torch's threads would take the signal); elsewhere,
+    and for a signal whose handler is not Python's, a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        handler = signal.getsignal(signum)
+        if handler is not None and handler is not signal.SIG_IGN:
+            previous[signum] = signal.signal(signum, lambda s, _frame: received.append(s))
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(received):
+            signal.raise_signal(signum)  # as it would have come: KeyboardInterrupt, or the end for SIGTERM
+
+
+def _hold(tmp: str):
+    """An open file holding a shared lock on ``tmp`` (POSIX), so that no other save removes it as stale."""
+    handle = open(tmp, "rb")
+    if fcntl is not None:
+        fcntl.flock(handle, fcntl.LOCK_SH)
+    return handle
+
+
+def _remove_stale_temporaries(directory: Path) -> None:
+    """Remove the temporary files that earlier saves into ``directory`` left when they were killed: names of
+    ``_SAVE_TEMPORARY`` only, older than ``_STALE_SECONDS`` and locked by no running save."""
+    if fcntl is None:
+        return
+    now = time.time()
+    for entry in directory.iterdir():
+        if not _SAVE_TEMPORARY.match(entry.name):
+            continue
+        with contextlib.suppress(OSError):
+            if now - entry.lstat().st_mtime < _STALE_SECONDS or not entry.is_file() or entry.is_symlink():
+                continue
+            with open(entry, "rb") as handle:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:  # a running save holds it
+                    continue
+                entry.unlink()
+
+
+def _commit(tmp: str, path: Path, exclusive: bool) -> None:
+    """Rename ``tmp`` over ``path``; with ``exclusive``, only where ``path`` does not exist (a hard link then an
+    unlink: atomic, and FileExistsError if another save put a file there first)."""
+    if exclusive:
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise
+        except OSError:  # a file system without hard links: the plain rename, after a look
+            if os.path.lexists(path):
+                raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path)) from None
+        else:
+            os.unlink(tmp)
+            return
+    os.replace(tmp, path)
+
+
+def _atomic_write_pair(writes: list, exclusive: bool = False) -> None:
     """Write each ``(path, write)`` to a temporary file beside its path, then rename them over their paths
-    one right after the other (the last is the commit point). ``save_id`` ties the two files of a model, so a
-    save killed between the renames leaves a pair that ``load_model`` reports instead of mixing."""
-    tmps = []
+    one right after the other, with Ctrl-C and SIGTERM held back meanwhile (the last is the commit point).
+    ``save_id`` ties the two files of a model. Once the first rename has happened, the other temporary file
+    is never removed: a save killed between the renames (SIGKILL) leaves the new config beside the new
+    weights under its temporary name, and ``load_model`` finishes the save from it.
+    ``exclusive``: the first file is only put where none is (``ModelDirectoryNotEmptyError`` otherwise)."""
+    tmps, held, renamed = [], [], 0
     try:
         for path, write in writes:
             tmps.append(temporary_file(path))
             write(tmps[-1])
             os.chmod(tmps[-1], file_mode())
-        for (path, _), tmp in zip(writes, tmps, strict=True):
-            os.replace(tmp, path)
+            held.append(_hold(tmps[-1]))
+            os.fsync(held[-1].fileno())  # on disk before it is renamed: a power cut leaves no empty model file
+        with _interrupts_held():
+            for i, ((path, _), tmp) in enumerate(zip(writes, tmps, strict=True)):
+                try:
+                    _commit(tmp, path, exclusive and i == 0)
+                except FileExistsError:
+                    raise ModelDirectoryNotEmptyError(
+                        f"model directory {path.parent} got {path.name} from another save meanwhile; expected an "
+                        "empty or new directory, or overwrite=True to replace the model files in it") from None
+                except FileNotFoundError:
+                    if i == 0 or os.path.exists(tmp) or not path.exists():
+                        raise
+                    # load_model finished this save meanwhile (it read the pair between the renames)
+                renamed += 1
     finally:
-        for tmp in tmps:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        for handle in held:
+            handle.close()
+        if not renamed:  # after the first rename, the rest belongs to the save (load_model completes it)
+            for tmp in tmps:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
 
 
 def _jsonable(value):
@@ -80,15 +203,21 @@ def save_model(estimator, path, overwrite: bool = False) -> Path:
     binary_classes = estimator.binary_classes_  # checked before anything is written
     if binary_classes is not None and binary_classes.dtype.kind not in "biufU":
         raise ValueError(f"cannot save class labels of dtype {binary_classes.dtype}; expected numbers or strings")
-    held = sorted(p.name for p in path.iterdir()) if path.is_dir() and not overwrite else []
+    if path.is_file():
+        raise ValueError(f"model path {path} is a file; expected the path of a new or empty directory")
+    held = model_dir_entries(path) if path.is_dir() and not overwrite else []
     if held:
-        listed = ", ".join(held[:3]) + (f", … ({len(held)} entries)" if len(held) > 3 else "")
-        raise ValueError(f"model directory {path} is not empty (holds {listed}); expected an empty or new directory, "
-                         "or overwrite=True to replace the model files in it")
+        raise ModelDirectoryNotEmptyError(
+            f"model directory {path} is not empty (holds {listed(held)}); expected an empty or new directory, "
+            "or overwrite=True to replace the model files in it")
+    if path.is_symlink() and not path.exists():
+        raise ValueError(f"model directory {path} is a symlink to {os.readlink(path)}, which does not exist (or is a "
+                         "symlink loop); expected a directory or a new path")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ValueError(f"cannot create model directory {path}: {exc.strerror}; expected a writable path") from None
+        raise ValueError(f"cannot create model directory {path}: {exc.strerror or exc}; expected a writable "
+                         "path") from None
     if not os.access(path, os.W_OK):
         raise ValueError(f"model directory {path} is not writable; expected a writable path")
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in estimator.model_.state_dict().items()}
@@ -129,11 +258,7 @@ def save_model(estimator, path, overwrite: bool = False) -> Path:
         config["inner_model"] = _jsonable(inner)
     # the pair's id: a digest of the tensors, so saving the same model twice writes the same bytes (a config
     # beside the same tensors is the same model with other bookkeeping: history, timings)
-    digest = hashlib.sha256()
-    for name in sorted(tensors):
-        digest.update(name.encode())
-        digest.update(tensors[name].numpy().tobytes())
-    save_id = digest.hexdigest()[:32]
+    save_id = _save_id(tensors)
     config["save_id"] = save_id
     # in a tensor, not the header's metadata: safetensors writes a metadata map in no fixed order
     tensors["save_id"] = torch.tensor(list(bytes.fromhex(save_id)), dtype=torch.uint8)
@@ -143,8 +268,47 @@ def save_model(estimator, path, overwrite: bool = False) -> Path:
             json.dump(config, f, indent=2)
 
     _atomic_write_pair([(path / WEIGHTS, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT})),
-                        (path / CONFIG, write_json)])
+                        (path / CONFIG, write_json)], exclusive=not overwrite)
+    with contextlib.suppress(OSError):
+        _remove_stale_temporaries(path)
     return path
+
+
+def _save_id(tensors: dict, prefix: bytes = b"") -> str:
+    """A save's id: 32 hex digits of SHA-256 over ``prefix`` then each tensor but ``save_id`` (name, then bytes),
+    in name order. ``load_model`` recomputes it: weights that do not hash to their id are corrupted."""
+    digest = hashlib.sha256(prefix)
+    for name in sorted(tensors):
+        if name != "save_id":
+            digest.update(name.encode())
+            digest.update(tensors[name].numpy().tobytes())
+    return digest.hexdigest()[:32]
+
+
+def _check_save_id(tensors: dict, config: dict, weights: Path) -> None:
+    """The weights hash to the id they carry (a flipped bit anywhere is caught), and it is the config's."""
+    saved = tensors.get("save_id")
+    if saved is None:  # a model saved before save ids: nothing to check against
+        if "save_id" in config:
+            raise ValueError(f"{weights} carries no save id but its {CONFIG} does; expected the pair one save wrote "
+                             "(the weights were replaced by an older mlkd's, or are corrupted)")
+        return
+    try:
+        saved_id = bytes(saved.tolist()).hex()
+    except (TypeError, ValueError):
+        saved_id = ""
+    computed = _save_id(tensors)
+    if computed != saved_id and isinstance(config.get("save_id"), str) and config["save_id"] == saved_id:
+        # a model saved in the short while (format 1, mlkd 0.x) when the id also hashed the config
+        earlier = {k: v for k, v in config.items() if k != "save_id"}
+        computed = _save_id(tensors, json.dumps(earlier, sort_keys=True, default=str).encode())
+    if computed != saved_id:
+        raise ValueError(f"{weights}: weights do not match their save id (the file is corrupted); expected the file "
+                         "as mlkd saved it: fit or save the model again, or restore it from a copy")
+    if "save_id" in config and config["save_id"] != saved_id:
+        raise ValueError(f"{weights} and {CONFIG} come from different saves (a save interrupted between its two "
+                         "files, and no config of the new save is left beside them); expected the pair one save "
+                         "wrote: save the model again, or restore it from a copy")
 
 
 class ModelFileNotFoundError(FileNotFoundError, ValueError):
@@ -165,7 +329,11 @@ def read_config(path) -> dict:
                                      "fit/save")
     if not cfg_path.is_file():
         raise ModelFileNotFoundError(f"{cfg_path} is missing; expected a model directory with {CONFIG} and {WEIGHTS}")
-    raw = cfg_path.read_bytes()
+    return _parse_config(cfg_path, cfg_path.read_bytes())
+
+
+def _parse_config(cfg_path: Path, raw: bytes) -> dict:
+    """A model config's bytes (read from ``cfg_path``) as a checked dict; one clear ValueError otherwise."""
     refuse_pickle(cfg_path, raw[:16], "a valid JSON model config")
     try:
         config = json.loads(raw.decode("utf-8"))
@@ -244,25 +412,67 @@ def short_repr(value, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def load_model(path):
-    """Load a model directory written by ``save_model``; reads tensors with safetensors only."""
-    from . import estimator as estimators
-
-    config = read_config(path)
-    path = Path(path)
-    weights = path / WEIGHTS
+def _read_weights(weights: Path) -> dict:
     if not weights.is_file():
         raise ModelFileNotFoundError(f"{weights} is missing; expected the model weights beside {CONFIG}")
     with open(weights, "rb") as f:
         refuse_pickle(weights, f.read(16), "a valid safetensors file")
     try:
-        tensors = load_file(str(weights))
+        return load_file(str(weights))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise ValueError(f"{weights} is not a valid safetensors file ({exc}); the weights are corrupted") from None
-    saved_id = tensors.get("save_id")
-    if "save_id" in config and (saved_id is None or bytes(saved_id.tolist()).hex() != config["save_id"]):
-        raise ValueError(f"{weights} and {CONFIG} come from different saves (a save interrupted between its two "
-                         "files?); expected the pair one save wrote: save the model again")
+
+
+def _finish_interrupted_save(path) -> dict | None:
+    """The config of a save killed between its two renames (``_atomic_write_pair``), if ``path`` holds one:
+    new weights whose save id is not ``config.json``'s (or no ``config.json``) beside the hidden temporary
+    config that save wrote, which carries the weights' id. The save is completed (the temporary config renamed
+    to ``config.json``); where the directory is read-only, the config is read from the temporary file. None
+    when there is nothing to finish: the caller reads the directory as it is."""
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+        return None
+    path = Path(path)
+    try:
+        pending = sorted(p for p in path.iterdir() if _CONFIG_TEMPORARY.match(p.name)) if path.is_dir() else []
+        if not pending or not (path / WEIGHTS).is_file():
+            return None
+        with safe_open(str(path / WEIGHTS), framework="pt") as f:
+            if "save_id" not in f.keys():
+                return None
+            weights_id = bytes(f.get_tensor("save_id").tolist()).hex()
+    except (SafetensorError, OSError, ValueError, RuntimeError, TypeError):
+        return None  # the normal reading reports what is wrong
+    current = None
+    with contextlib.suppress(OSError, ValueError, UnicodeDecodeError):
+        current = json.loads((path / CONFIG).read_bytes().decode("utf-8"))
+    if isinstance(current, dict) and current.get("save_id") == weights_id:
+        return None  # the pair is whole: the temporary files are leftovers of an earlier, unfinished save
+    for candidate in pending:
+        try:
+            raw = candidate.read_bytes()
+            config = json.loads(raw.decode("utf-8"))
+        except (OSError, ValueError, UnicodeDecodeError):
+            continue
+        if not isinstance(config, dict) or config.get("save_id") != weights_id:
+            continue
+        config = _parse_config(path / CONFIG, raw)
+        try:
+            os.replace(candidate, path / CONFIG)  # the rename the interrupted save did not make
+        except OSError:
+            pass  # a read-only directory: the model loads from the temporary config all the same
+        return config
+    return None
+
+
+def load_model(path):
+    """Load a model directory written by ``save_model``; reads tensors with safetensors only."""
+    from . import estimator as estimators
+
+    config = _finish_interrupted_save(path) or read_config(path)
+    path = Path(path)
+    weights = path / WEIGHTS
+    tensors = _read_weights(weights)
+    _check_save_id(tensors, config, weights)
     missing = [k for k in ("scaler.mean", "scaler.scale") if k not in tensors]
     if missing:
         raise ValueError(f"{weights} lacks the tensor(s) {', '.join(missing)}; expected the tensors mlkd save writes "
