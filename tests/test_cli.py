@@ -586,7 +586,7 @@ def test_predict_and_evaluate_match_arff_columns_by_name_not_position(call, tmp_
 def test_an_unknown_option_points_at_the_help_of_its_subcommand(fitted, call):
     root, _, _, _ = fitted
     cases = {("fit", root / "tiny-train.arff", "-m", "bce", "--epochs", "3"): ("--epochs 3", "mlkd fit --help"),
-             ("datasets", "emotions"): ("emotions", "mlkd datasets --help"),
+             ("datasets", "--zzz"): ("--zzz", "mlkd datasets --help"),
              ("report", "r.db", "--zzz"): ("--zzz", "mlkd report --help")}
     for args, (what, help_) in cases.items():
         result = call(*args)
@@ -608,3 +608,132 @@ def test_distill_help_says_a_labelwise_teacher_must_be_fitted_larger_to_compress
     teacher = text[text.index("--teacher MODEL_DIR a saved"):]
     teacher = teacher[:teacher.index("--teacher-spec")]  # the option's own help
     assert "mlkd fit -m labelwise" in teacher and "compresses nothing" in teacher and "--param hidden=" in teacher
+
+
+# -- found by the audit of a hostile user (audit 7) ------------------------------------------------------------
+def _no_fit(monkeypatch):
+    """Fail the test if a fit starts: a bad --out must be refused before any training."""
+    from mlkd.estimator import MultiLabelClassifier
+
+    def fit(self, *args, **kwargs):
+        raise AssertionError("the fit ran before --out was checked")
+
+    monkeypatch.setattr(MultiLabelClassifier, "fit", fit)
+
+
+def test_a_model_out_no_model_could_go_to_is_refused_before_the_fit(fitted, call, tmp_path, monkeypatch):
+    root, _, _, _ = fitted
+    fit = ["fit", root / "tiny-train.arff", "--method", "bce", "--n-labels", "3", *TINY, "--quiet"]
+    _no_fit(monkeypatch)
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    _assert_one_line_error(call(*fit, "--out", tmp_path / "dangling"), "dangling is a symlink to",
+                           "nowhere, which does not exist")
+    (tmp_path / "loop1").symlink_to(tmp_path / "loop2")
+    (tmp_path / "loop2").symlink_to(tmp_path / "loop1")
+    _assert_one_line_error(call(*fit, "--out", tmp_path / "loop1"), "loop1 is a symlink loop")
+    (tmp_path / "a-file").write_text("")
+    _assert_one_line_error(call(*fit, "--out", tmp_path / "a-file"), "a-file is a file")
+    _assert_one_line_error(call(*fit, "--out", tmp_path / "a-file" / "m"), "a-file/m",
+                           "not a directory")
+    _assert_one_line_error(call(*fit, "--out", "/proc/mlkd-model"), "cannot create the model directory",
+                           "/proc/mlkd-model")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "dangling", "loop1", "loop2"]
+
+
+def test_a_failed_fit_leaves_no_model_directory_behind(fitted, call, tmp_path):
+    root, _, _, _ = fitted
+    out = tmp_path / "new" / "deeper"
+    _assert_one_line_error(call("fit", tmp_path / "absent.arff", "--method", "bce", "--out", out), "absent.arff")
+    assert list(tmp_path.iterdir()) == []  # the directories made for the model are gone again
+
+
+def test_a_model_that_cannot_be_saved_after_the_fit_is_kept_elsewhere(fitted, call, tmp_path, monkeypatch):
+    import mlkd.io
+    from mlkd import load_model
+
+    root, _, _, _ = fitted
+    out = tmp_path / "m"
+    real = mlkd.io.save_file
+
+    def disk_full(tensors, filename, metadata=None):
+        if Path(filename).parent == out:
+            raise OSError(28, "No space left on device")
+        return real(tensors, filename, metadata=metadata)
+
+    monkeypatch.setattr(mlkd.io, "save_file", disk_full)
+    result = call("fit", root / "tiny-train.arff", "--method", "bce", "--n-labels", "3", *TINY, "--quiet",
+                  "--out", out)
+    _assert_one_line_error(result, f"cannot save the fitted model to {out}", "No space left on device",
+                           "it was saved to")
+    rescue = Path(result.stderr.split("it was saved to ")[1].split(" instead")[0])
+    try:
+        assert load_model(rescue).n_labels_ == 3
+    finally:
+        import shutil
+
+        shutil.rmtree(rescue)
+    assert list(out.iterdir()) == []
+
+
+def test_fit_never_overwrites_a_model_another_run_saved_meanwhile(fitted, call, tmp_path, monkeypatch):
+    from mlkd import load_model
+    from mlkd.estimator import MultiLabelClassifier
+
+    root, model, _, _ = fitted
+    out = tmp_path / "m"
+    fit = ["fit", root / "tiny-train.arff", "--method", "bce", "--n-labels", "3", *TINY, "--quiet", "--out", out]
+    real = MultiLabelClassifier.fit
+    other = load_model(model)
+    X_probe = [[0.1, -0.2, 0.3, 0.0, 1.0]]
+
+    def another_run_saves_first(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        if not (out / "config.json").exists():
+            other.save(out)  # the other terminal's fit finished first
+        return self
+
+    monkeypatch.setattr(MultiLabelClassifier, "fit", another_run_saves_first)
+    result = _ok(call(*fit, "--param", "dropout=0.3"))
+    assert f"saved to {out}-2 (--out {out} got another run's model meanwhile" in result.stdout
+    def dropout(path):
+        return json.loads((Path(path) / "config.json").read_text())["method_params"].get("dropout")
+
+    assert load_model(out).predict_proba(X_probe).tolist() == other.predict_proba(X_probe).tolist()  # kept
+    assert dropout(out) is None and dropout(f"{out}-2") == 0.3
+    result = _ok(call(*fit, "--param", "dropout=0.1", "--force"))  # --force: replaces the model in --out
+    assert result.stdout.rstrip().endswith(f"saved to {out}") and dropout(out) == 0.1
+
+
+def test_two_fits_into_one_out_at_once_lose_no_model(fitted, tmp_path):
+    root, _, _, _ = fitted
+    fit = ["fit", root / "tiny-train.arff", "--method", "bce", "--n-labels", "3", *TINY, "--quiet", "--out", "m"]
+    runs = _run_many(*([*fit, "--param", f"dropout={d}"] for d in (0.1, 0.2)), cwd=tmp_path)
+    saved = {}
+    for dropout, run in zip((0.1, 0.2), runs, strict=True):
+        if run.returncode == 0:  # else refused up front, because the other had saved already
+            saved[dropout] = tmp_path / run.stdout.split("saved to ")[1].split()[0]
+        else:
+            _assert_one_line_error(run, "not empty")
+    assert saved and len(set(saved.values())) == len(saved)
+    for dropout, path in saved.items():
+        assert json.loads((path / "config.json").read_text())["method_params"]["dropout"] == dropout
+
+
+def test_a_killed_save_s_leftovers_do_not_block_the_next_fit(fitted, call, tmp_path):
+    root, _, _, _ = fitted
+    out = tmp_path / "m"
+    out.mkdir()
+    leftover = out / ".model.safetensors.fmffyp_x.tmp"
+    leftover.write_bytes(b"x" * 10)
+    os.utime(leftover, (1, 1))  # long ago
+    fit = ["fit", root / "tiny-train.arff", "--method", "bce", "--n-labels", "3", *TINY, "--quiet", "--out", out]
+    _ok(call(*fit))
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+    (out / "notes.txt").write_text("")
+    _assert_one_line_error(call(*fit), "not empty (holds config.json, model.safetensors, notes.txt)", "--force")
+
+
+def test_errors_name_the_data_dir_option_and_fit_help_says_threads_change_results(call, tmp_path):
+    _assert_one_line_error(call("fit", "emotions", "--method", "bce", "--data-dir", tmp_path), "given with --data-dir")
+    help_text = " ".join(_ok(call("fit", "--help")).stdout.split())
+    assert "Results can depend on it" in help_text and "mpvae" in help_text

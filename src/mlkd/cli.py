@@ -9,9 +9,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import errno
 import json
 import math
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -287,7 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         metavar="N",
         help="CPU threads torch trains with (default: 1, the library's default: mlkd's small batches do not gain "
-        "from more, and extra threads slow a fit several-fold when anything else runs)",
+        "from more, and extra threads slow a fit several-fold when anything else runs). Results can depend on it: "
+        "some methods (mpvae, kdtea, distill) give other predictions, in float rounding, with another thread "
+        "count; a fit is reproducible bit for bit with the same --threads",
     )
     p.add_argument(
         "--threshold",
@@ -481,7 +485,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", "-o", metavar="DIR", help="student model directory (default: runs/<data>-distill)")
     p.add_argument("--force", action="store_true", help="overwrite the model files in an existing non-empty --out")
     p.add_argument("--seed", type=_nonneg_int, default=0, metavar="N", help="seed (default: 0)")
-    p.add_argument("--threads", type=_positive_int, metavar="N", help="CPU threads for torch (default: 1)")
+    p.add_argument("--threads", type=_positive_int, metavar="N",
+                   help="CPU threads for torch (default: 1); the result can depend on it (float rounding): the same "
+                   "--threads reproduces a fit bit for bit")
     p.add_argument("--device", type=_device, default="auto", metavar="DEV", help=DEVICE_HELP)
     p.add_argument("--threshold", type=_threshold, default="tuned", metavar="T",
                    help="'tuned' (default), 'tuned-per-label', or a fixed number in (0, 1)")
@@ -661,6 +667,105 @@ def _check_writable_target(path: Path, what: str, replace_file: bool = False) ->
         raise ValueError(f"cannot write {what} {path}: {parent} is a file; expected a directory path")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ValueError(f"cannot write {what} {path}: {parent} is not writable; expected a writable location")
+
+
+def _check_model_out(out: Path, force: bool) -> None:
+    """Refuse a model ``--out`` that is a file, or a directory holding anything without ``--force``, naming what
+    it holds (hidden temporary files of a killed save do not count)."""
+    from .io import listed, model_dir_entries
+
+    if out.is_dir() and not force:
+        held = model_dir_entries(out)
+        if held:
+            raise ValueError(f"model directory {out} exists and is not empty (holds {listed(held)}); pass --force to "
+                             "overwrite its model files or choose another --out")
+
+
+class _ModelOut:
+    """The model ``--out`` directory of one ``mlkd fit``/``distill``: made before the fit (``_model_out``), and
+    where the fitted model is saved, whatever happened meanwhile (``save``)."""
+
+    def __init__(self, out: Path) -> None:
+        self.out, self.saved = out, False
+
+    def save(self, clf, force: bool) -> str:
+        """Save ``clf`` and return where, as the user is told. With ``force`` the model files in ``--out`` are
+        replaced; without it a model another run saved there meanwhile is kept, and this one goes to a fresh
+        sibling (``DIR-2``, ``DIR-3``, …). A save that fails (a full disk) puts the model in a new temporary
+        directory and the one-line error names it: a fitted model is never lost."""
+        from .io import ModelDirectoryNotEmptyError
+
+        target, base = self.out, self.out if self.out.name else self.out.absolute()
+        try:
+            for n in range(2, 10_000):
+                try:
+                    clf.save(target, overwrite=bool(force))
+                    self.saved = True
+                    if target == self.out:
+                        return str(target)
+                    return (f"{target} (--out {self.out} got another run's model meanwhile, which is kept; expected "
+                            "one run per --out)")
+                except ModelDirectoryNotEmptyError:
+                    target = base.with_name(f"{base.name}-{n}")
+            raise ValueError(f"no free directory {self.out}-N to save the model in")
+        except (OSError, ValueError) as exc:
+            reason = _one_line(_error_text(exc))
+            rescue = None
+            try:
+                rescue = Path(tempfile.mkdtemp(prefix=f"mlkd-{self.out.name or 'model'}-"))
+                clf.save(rescue)
+            except (OSError, ValueError) as again:
+                if rescue is not None:
+                    shutil.rmtree(rescue, ignore_errors=True)
+                raise ValueError(f"cannot save the fitted model to {target}: {reason}; nor to a temporary directory "
+                                 f"({_one_line(_error_text(again))}); expected a writable --out") from None
+            self.saved = True
+            raise ValueError(f"cannot save the fitted model to {target}: {reason}; it was saved to {rescue} instead "
+                             "(move it where you want it); expected a writable --out") from None
+
+
+@contextlib.contextmanager
+def _model_out(out: Path):
+    """Make the model directory ``out`` before any training, so that a place the model could not go fails now
+    with the real reason (a dangling symlink, a symlink loop, a file on the way, /proc, no permission); a
+    directory made here is removed again if the command ends without saving into it."""
+    from .checkpoint import temporary_file
+
+    try:
+        os.stat(out)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ValueError(f"--out {out} is a symlink loop; expected a directory or a new path") from None
+        if out.is_symlink():
+            raise ValueError(f"--out {out} is a symlink to {os.readlink(out)}, which does not exist; expected a "
+                             "directory or a new path (create the symlink's target, or remove the symlink)") from None
+        if exc.errno not in (errno.ENOENT,):
+            raise ValueError(f"--out {out}: {exc.strerror or exc}; expected a writable directory path") from None
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; expected a directory for the model")
+    made = []  # the directories made here, deepest first
+    for folder in [out, *out.parents]:
+        if folder.exists() or folder.is_symlink():
+            break
+        made.append(folder)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        os.unlink(temporary_file(out / "model.safetensors"))  # a file can be made there, as the save will
+    except OSError as exc:
+        for folder in made:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        where = f" ({exc.filename})" if exc.filename and Path(exc.filename) != out else ""
+        raise ValueError(f"cannot create the model directory --out {out}{where}: {exc.strerror or exc}; expected a "
+                         "writable directory path") from None
+    claim = _ModelOut(out)
+    try:
+        yield claim
+    finally:
+        if not claim.saved:
+            for folder in made:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()  # only if still empty
 
 
 def _threshold_text(threshold) -> str:
@@ -884,17 +989,10 @@ def _methods_help() -> str:
 
 def cmd_fit(args) -> int:
     from .checkpoint import check_directory
-    from .distributed import is_primary
-    from .estimator import MultiLabelClassifier
-    from .trainer import REFERENCE_KERNELS
 
     params, train = _fit_params(args.method, args.param)
     out = Path(args.out or Path("runs") / f"{_data_stem(args.data)}-{args.method}").expanduser()
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file; expected a directory for the model")
-    if out.is_dir() and any(out.iterdir()) and not args.force:
-        raise ValueError(f"model directory {out} exists and is not empty; pass --force to overwrite it or choose --out")
-    _check_writable_target(out, "model directory")
+    _check_model_out(out, args.force)
     if args.checkpoint_dir is None and (args.resume or args.checkpoint_every is not None
                                         or args.checkpoint_seconds is not None):
         flag = ("--resume" if args.resume else "--checkpoint-every" if args.checkpoint_every is not None
@@ -902,6 +1000,15 @@ def cmd_fit(args) -> int:
         raise ValueError(f"{flag} needs --checkpoint-dir; expected the directory of the (interrupted) fit")
     if args.checkpoint_dir is not None:
         check_directory(args.checkpoint_dir)  # a file or an unwritable place fails before any work
+    with _model_out(out) as claim:
+        return _fit_into(args, out, claim, params, train)
+
+
+def _fit_into(args, out: Path, claim, params: dict, train: dict) -> int:
+    from .distributed import is_primary
+    from .estimator import MultiLabelClassifier
+    from .trainer import REFERENCE_KERNELS
+
     ds, what = _load(args.data, "train", data_dir=args.data_dir, label_file=args.label_file, n_labels=args.n_labels)
     clf = MultiLabelClassifier(
         args.method,
@@ -929,7 +1036,7 @@ def cmd_fit(args) -> int:
     clf.column_names_ = list(ds.feature_names)  # predict/evaluate match a file's columns by these names
     if not is_primary():  # a torchrun rank > 0 holds the same model as rank 0, which saves it
         return EXIT_OK
-    clf.save(out, overwrite=True)  # --out was checked before the fit: empty, new, or --force
+    saved = claim.save(clf, args.force)
 
     best = clf.history_[clf.best_epoch_] if 0 <= clf.best_epoch_ < len(clf.history_) else {}
     val = best.get("val_score")
@@ -942,7 +1049,7 @@ def cmd_fit(args) -> int:
     print(
         f"fit {args.method} on {what}, {ds.n_features} features, {ds.n_labels} labels: "
         f"{len(clf.history_)} epochs, best epoch {clf.best_epoch_ + 1}, {val_text}, "
-        f"threshold {_threshold_text(clf.threshold_)} ({kind}), {seconds:.1f} s; saved to {out}"
+        f"threshold {_threshold_text(clf.threshold_)} ({kind}), {seconds:.1f} s; saved to {saved}"
     )
     return EXIT_OK
 
@@ -1127,7 +1234,6 @@ def _spec(pairs: list[tuple[str, str]], flag: str) -> dict[str, str]:
 
 
 def cmd_distill(args) -> int:
-    from .estimator import MultiLabelClassifier
     from .io import read_config
 
     teacher = _spec(args.teacher_spec, "--teacher-spec")
@@ -1152,11 +1258,14 @@ def cmd_distill(args) -> int:
         except ValueError:
             raise ValueError(f"--student-spec {key}={text!r} is not a valid {kind.__name__}") from None
     out = Path(args.out or Path("runs") / f"{_data_stem(args.data)}-distill").expanduser()
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file; expected a directory for the model")
-    if out.is_dir() and any(out.iterdir()) and not args.force:
-        raise ValueError(f"model directory {out} exists and is not empty; pass --force to overwrite it or choose --out")
-    _check_writable_target(out, "model directory")
+    _check_model_out(out, args.force)
+    with _model_out(out) as claim:
+        return _distill_into(args, out, claim, params, train_cfg)
+
+
+def _distill_into(args, out: Path, claim, params: dict, train_cfg: dict) -> int:
+    from .estimator import MultiLabelClassifier
+
     ds, what = _load(args.data, "train", data_dir=args.data_dir, label_file=args.label_file, n_labels=args.n_labels)
     clf = MultiLabelClassifier(
         "distill", threshold=args.threshold, random_state=args.seed, verbose=_show_progress(args.quiet),
@@ -1166,7 +1275,7 @@ def cmd_distill(args) -> int:
     clf.fit(ds.X, ds.Y, label_names=ds.label_names)
     seconds = time.perf_counter() - start
     clf.column_names_ = list(ds.feature_names)  # predict/evaluate match a file's columns by these names
-    clf.save(out, overwrite=True)  # --out was checked before the fit: empty, new, or --force
+    saved = claim.save(clf, args.force)
 
     from .backbones import count_parameters
 
@@ -1185,7 +1294,7 @@ def cmd_distill(args) -> int:
         f"distill on {what}, {ds.n_features} features, {ds.n_labels} labels: {t_text}; student "
         f"({params.get('logit_loss', 'mld')} + {params.get('feature_loss', 'led')}) {len(clf.history_)} epochs, "
         f"{val_text} ({count_parameters(clf.model_):,} parameters), threshold {_threshold_text(clf.threshold_)}, "
-        f"{seconds:.1f} s; saved to {out}"
+        f"{seconds:.1f} s; saved to {saved}"
     )
     return EXIT_OK
 
@@ -1224,7 +1333,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError, FloatingPointError) as exc:  # FileNotFoundError is an OSError
         if isinstance(exc, BrokenPipeError):
             return _broken_pipe()
-        print(f"mlkd: error: {_one_line(_error_text(exc))}", file=sys.stderr)
+        text = _one_line(_error_text(exc)).replace("was passed as data_dir", "was given with --data-dir")
+        print(f"mlkd: error: {text}", file=sys.stderr)
         return EXIT_USAGE
     except (MemoryError, RuntimeError) as exc:  # a model too large is a ValueError when built; this is training's
         from .methods.base import is_out_of_memory
