@@ -1,5 +1,6 @@
 """mlkd report and its statistics: tables, Friedman/Nemenyi (Demšar 2006), figures, errors."""
 
+import functools
 import math
 import re
 import sqlite3
@@ -24,6 +25,15 @@ def fixture_db(tmp_path_factory):
 def report(fixture_db, tmp_path_factory):
     return make_report(fixture_db, tmp_path_factory.mktemp("out") / "report", curves=["method=skdtea,seed=0"],
                        metrics=["example_f1", "hamming_loss", "mAP"])
+
+
+@pytest.fixture
+def no_figures(monkeypatch):
+    """``mlkd report`` on the command line without drawing figures, for tests that never look at one: drawing
+    is most of a report's time (the figures' own test is test_report_links_every_figure_and_cd_diagram_is_a_png)."""
+    import mlkd.bench.report
+
+    monkeypatch.setattr(mlkd.bench.report, "make_report", functools.partial(make_report, figures=False))
 
 
 def png_size(path):
@@ -55,6 +65,22 @@ def test_report_links_every_figure_and_cd_diagram_is_a_png(report):
     for text in (index, tables):
         assert "a label with no positive and none predicted counting 0" in text
         assert "coverage is MULAN's (sklearn's coverage_error − 1)" in text
+
+
+def test_a_report_without_figures_draws_none_links_none_and_has_the_same_statistics(report, fixture_db, tmp_path):
+    plain = make_report(fixture_db, tmp_path / "plain", curves=["method=skdtea,seed=0"],
+                        metrics=["example_f1", "hamming_loss", "mAP"], figures=False)
+    assert plain.figures == [] and not list(plain.out.rglob("*.png"))
+    index = plain.index.read_text()
+    links = re.findall(r"\]\(([^)\s]+)\)", index)
+    assert links and all((plain.out / link).is_file() for link in links), links  # only tables.md and the like
+    assert "figures/" not in index and "Not drawn" in index
+    for a, b in zip(report.comparisons, plain.comparisons, strict=True):
+        assert a.name == b.name and a.datasets == b.datasets and b.figure is None
+        np.testing.assert_array_equal(a.avg_ranks, b.avg_ranks)
+        assert (a.friedman.statistic, a.friedman.pvalue, a.cd) == (b.friedman.statistic, b.friedman.pvalue, b.cd)
+    strip = lambda text: text.replace(str(report.out), "OUT").replace(str(plain.out), "OUT")  # noqa: E731
+    assert strip((plain.out / "tables.md").read_text()) == strip((report.out / "tables.md").read_text())
 
 
 def test_tables_bold_the_best_mean_and_rank_across_datasets(report):
@@ -118,6 +144,9 @@ def test_significant_pairs_are_those_beyond_the_critical_difference():
 
 
 def test_index_lists_the_pairs_beyond_cd_from_its_own_ranks(report):
+    # the fixture database (tests/fixtures/make_results_db.py) gives Friedman p = 0.0029 for every comparison,
+    # so the pairs branch below is what runs; the assertion keeps it so if the fixture changes
+    assert all(comp.friedman.pvalue < 0.05 for comp in report.comparisons)
     index = report.index.read_text()
     section = index.split("### Pairs beyond the critical difference")[1].split("###")[0]
     for comp in report.comparisons:
@@ -196,7 +225,7 @@ def test_noisy_cells_are_their_own_comparison_blocks():
 
 
 
-def test_report_of_a_subset_of_methods_and_data_sets(tmp_path, fixture_db, capsys):
+def test_report_of_a_subset_of_methods_and_data_sets(tmp_path, fixture_db, capsys, no_figures):
     out = tmp_path / "subset"
     assert main(["report", str(fixture_db), "--out", str(out), "--methods", "skd*,bce",
                  "--datasets", "emotions,flags,yeast", "--metrics", "mAP"]) == 0
@@ -216,7 +245,7 @@ def test_report_of_a_subset_of_methods_and_data_sets(tmp_path, fixture_db, capsy
     assert "--metrics mAP" in index and "--methods 'skd*,bce'" in tables
 
 
-def test_tuning_on_validation_picks_by_validation_never_by_test(tmp_path, capsys):
+def test_tuning_on_validation_picks_by_validation_never_by_test(tmp_path, capsys, no_figures):
     db = make_tuning_db(tmp_path / "sweep.db")
     out = tmp_path / "report"
     assert main(["report", str(db), "--out", str(out), "--tune-on-validation", "--metrics", "mAP"]) == 0
@@ -238,7 +267,7 @@ def test_tuning_on_validation_picks_by_validation_never_by_test(tmp_path, capsys
 
 
 def test_tuning_with_one_config_per_method_says_there_is_nothing_to_tune(tmp_path, fixture_db):
-    report = make_report(fixture_db, tmp_path / "r", metrics=["mAP"], tune=True)
+    report = make_report(fixture_db, tmp_path / "r", metrics=["mAP"], tune=True, figures=False)
     assert report.choices == []
     assert "Nothing to tune" in report.tuned.read_text()
 
@@ -247,7 +276,7 @@ def test_software_line_leaves_out_versions_a_cell_did_not_record(tmp_path):
     db = make_results_db(tmp_path / "small.db", datasets=("emotions", "flags"), methods=("bce",), seeds=(0,))
     with sqlite3.connect(db) as con:  # cells imported from older logs have no Python version
         con.execute("UPDATE results SET python_version = NULL WHERE dataset = 'flags'")
-    index = make_report(db, tmp_path / "r", metrics=["mAP"]).index.read_text()
+    index = make_report(db, tmp_path / "r", metrics=["mAP"], figures=False).index.read_text()
     software = next(line for line in index.splitlines() if line.startswith("- software:"))
     assert software == "- software: mlkd 0.1.0, torch 2.13.0+cpu; mlkd 0.1.0, torch 2.13.0+cpu, Python 3.11", software
 
@@ -271,14 +300,14 @@ def test_noise_settings_of_the_same_data_sets_are_compared_separately(tmp_path):
         columns = [r[1] for r in con.execute("PRAGMA table_info(results)")]
         picked = ", ".join("key || ':n'" if c == "key" else "'symmetric:0.2'" if c == "noise" else c for c in columns)
         con.execute(f"INSERT INTO results ({', '.join(columns)}) SELECT {picked} FROM results")
-    report = make_report(db, tmp_path / "r", metrics=["mAP"])
+    report = make_report(db, tmp_path / "r", metrics=["mAP"], figures=False)
     assert [(c.noise, len(c.datasets)) for c in report.comparisons] == [("none", 5), ("symmetric:0.2", 5)]
     assert all(c.cd == pytest.approx(stats.critical_difference(4, 5)) for c in report.comparisons)  # N = 5, not 10
     index = report.index.read_text()
     assert "| mAP [none] | 5 |" in index and "| mAP [symmetric:0.2] | 5 |" in index
 
 
-def test_labels_with_their_own_commas_can_be_named(tmp_path, capsys):
+def test_labels_with_their_own_commas_can_be_named(tmp_path, capsys, no_figures):
     from mlkd.bench.cli import split_labels
     from mlkd.bench.report import _parse_filter
 
@@ -304,7 +333,7 @@ def test_a_method_tuned_anywhere_is_one_tuned_column_and_monitors_must_agree(tmp
     db = make_tuning_db(tmp_path / "sweep.db")
     with sqlite3.connect(db) as con:  # alpha 0.5 has not finished on yeast: its only config there is the choice
         con.execute("DELETE FROM results WHERE dataset = 'yeast' AND label = 'skdtea:alpha=0.5'")
-    report = make_report(db, tmp_path / "r", metrics=["mAP"], tune=True)
+    report = make_report(db, tmp_path / "r", metrics=["mAP"], tune=True, figures=False)
     tuned = report.tuned.read_text()
     header = next(line for line in tuned.split("## mAP")[1].splitlines() if line.startswith("| data set"))
     assert header.split("|")[2:-1] == [" bce ", " skdtea (tuned) "]
@@ -313,7 +342,7 @@ def test_a_method_tuned_anywhere_is_one_tuned_column_and_monitors_must_agree(tmp
         con.execute("UPDATE results SET config = json_set(config, '$.train.monitor', 'loss') "
                     "WHERE label = 'skdtea:alpha=0.5'")
     with pytest.raises(ValueError, match="different validation scores"):
-        make_report(db, tmp_path / "r2", metrics=["mAP"], tune=True)
+        make_report(db, tmp_path / "r2", metrics=["mAP"], tune=True, figures=False)
 
 
 def test_the_same_order_on_every_data_set_has_p_zero_not_undefined():
@@ -356,7 +385,7 @@ def test_index_says_which_cells_an_unfinished_grid_lacks(tmp_path, report):
     with sqlite3.connect(db) as con:
         con.execute("DELETE FROM results WHERE dataset = 'flags' AND label = 'ls' AND seed = 1")
         con.execute("DELETE FROM results WHERE dataset = 'yeast' AND label = 'tea'")
-    partial = make_report(db, tmp_path / "r", metrics=["mAP"])
+    partial = make_report(db, tmp_path / "r", metrics=["mAP"], figures=False)
     index = partial.index.read_text()
     line = next(x for x in index.splitlines() if "unfinished grid" in x)
     assert "56 of the 60 cells of 5 data sets × 4 methods × 3 seeds" in line
@@ -376,7 +405,7 @@ def test_configs_of_one_label_are_told_apart(tmp_path):
         picked = ", ".join(changed.get(c, c) for c in columns)
         con.execute(f"INSERT INTO results ({', '.join(columns)}) SELECT {picked} FROM results WHERE label = 'bce'")
         first = con.execute("SELECT config_hash FROM results WHERE label = 'bce'").fetchone()[0][:6]
-    report = make_report(db, tmp_path / "r", metrics=["mAP"])
+    report = make_report(db, tmp_path / "r", metrics=["mAP"], figures=False)
     legend = f"`bce [{first}]` train.max_epochs=5; `bce [ab12cd]` train.max_epochs=2."
     index = report.index.read_text()
     tables = (report.out / "tables.md").read_text()
@@ -392,7 +421,7 @@ def test_tables_rank_each_noise_setting_as_index_does(tmp_path):
                 "mAP_tuned": "CASE label WHEN 'bce' THEN mAP_tuned + 0.1 ELSE mAP_tuned END"}
         picked = ", ".join(swap.get(c, c) for c in columns)
         con.execute(f"INSERT INTO results ({', '.join(columns)}) SELECT {picked} FROM results")
-    report = make_report(db, tmp_path / "r", metrics=["mAP"])
+    report = make_report(db, tmp_path / "r", metrics=["mAP"], figures=False)
     tables = (report.out / "tables.md").read_text()
     rank_rows = [x for x in tables.split("## mAP")[1].splitlines() if x.startswith("| *average rank")]
     assert [x.split("|")[1].strip() for x in rank_rows] == ["*average rank [none]* (N=5)",
@@ -407,14 +436,14 @@ def test_tables_rank_each_noise_setting_as_index_does(tmp_path):
 def test_an_infinite_iman_davenport_beside_a_friedman_p_above_alpha_is_flagged(tmp_path):
     footnote = "†: F_F is infinite (p 0) only because every data set ranks the methods in the same order"
     db = make_results_db(tmp_path / "two.db", datasets=("emotions", "flags"), methods=("bce", "skdtea"))
-    report = make_report(db, tmp_path / "r", metrics=["mAP"])
+    report = make_report(db, tmp_path / "r", metrics=["mAP"], figures=False)
     f = report.comparisons[0].friedman
     assert math.isinf(f.iman_davenport) and f.iman_davenport_pvalue == 0.0 and f.pvalue > 0.05
     index = report.index.read_text()
     assert f"| mAP | 2 | 2.000 | {f.pvalue:.3g} | ∞ † | 0 |" in index and footnote in index
     # five data sets in the same order: the χ² test rejects as well, so nothing to flag
     db = make_results_db(tmp_path / "five.db", methods=("bce", "skdtea"))
-    report = make_report(db, tmp_path / "r5", metrics=["mAP"])
+    report = make_report(db, tmp_path / "r5", metrics=["mAP"], figures=False)
     assert report.comparisons[0].friedman.pvalue < 0.05
     index = report.index.read_text()
     assert "| ∞ | 0 |" in index and "†" not in index

@@ -204,7 +204,7 @@ def _monitor(row: dict):
 
 def make_report(db_path, out=None, curves: Iterable[str] = (), metrics: Iterable[str] | None = None,
                 alpha: float = 0.05, methods: Iterable[str] | None = None,
-                datasets: Iterable[str] | None = None, tune: bool = False) -> Report:
+                datasets: Iterable[str] | None = None, tune: bool = False, *, figures: bool = True) -> Report:
     """Write the report of ``db_path`` to ``out`` (default ``<db name>-report`` beside it).
 
     ``curves``: filters choosing cells whose training curves get a figure of their own, each
@@ -215,6 +215,7 @@ def make_report(db_path, out=None, curves: Iterable[str] = (), metrics: Iterable
     globs (default: every cell), so one database can hold several grids and give each its report.
     ``tune``: also write ``tuned.md``, the separate table of per-data-set tuning on validation
     (``tune_on_validation``; PROTOCOL.md §8), whose choices never look at test metrics.
+    ``figures=False``: tables and statistics only; no figure is drawn, and index.md links none.
     Raises ValueError for a database that is not mlkd's or is empty, a bad filter or metric name, or an
     output folder that cannot be written or holds files of the user's that the report would overwrite
     (``.md`` files, or figures when the folder is not an earlier report).
@@ -277,6 +278,10 @@ def make_report(db_path, out=None, curves: Iterable[str] = (), metrics: Iterable
                 drawings.append((path, partial(soft_target_heatmap, row, table.name(row), path)))
                 heatmaps.append((row, path))
 
+    if not figures:  # nothing drawn, so nothing linked
+        drawings, bars, overview, cell_curves, heatmaps = [], {}, {}, [], []
+        for comp in report.comparisons:
+            comp.figure = None
     if tune:  # before anything is written: configs that cannot be compared are an error
         tuned_rows, report.choices = tune_on_validation(rows)
     _prepare_out(out, [path for path, _ in drawings])
@@ -293,8 +298,8 @@ def make_report(db_path, out=None, curves: Iterable[str] = (), metrics: Iterable
         report.tuned = out / "tuned.md"
         report.tuned.write_text(_tuned_md(_Table(tuned_rows), report.choices, db_path, variants, report.command),
                                 encoding="utf-8")
-    report.index.write_text(_index_md(table, report, db_path, bars, overview, cell_curves, heatmaps, filters, alpha),
-                            encoding="utf-8")
+    report.index.write_text(_index_md(table, report, db_path, bars, overview, cell_curves, heatmaps, filters, alpha,
+                                      figures), encoding="utf-8")
     return report
 
 
@@ -573,7 +578,7 @@ def _unfinished_index_md(command: str, figures: list[str]) -> str:
                       *(f"- [{name}]({name})" for name in figures), ""])
 
 
-def _index_md(table, report, db_path, bars, overview, cell_curves, heatmaps, filters, alpha) -> str:
+def _index_md(table, report, db_path, bars, overview, cell_curves, heatmaps, filters, alpha, figures=True) -> str:
     out = report.out
     rows = table.rows
     versions = sorted({", ".join(f"{name} {r[key]}" for name, key in
@@ -649,6 +654,9 @@ def _index_md(table, report, db_path, bars, overview, cell_curves, heatmaps, fil
             lines += ["### Critical-difference diagrams", "", "Headline metrics; the table links the others.", ""]
             lines += [f"![{c.name}]({c.figure})" for c in shown] + [""]
 
+    if not figures:
+        return "\n".join([*lines, "## Figures", "", "Not drawn: this report was made with `figures=False` (tables and "
+                           "statistics only).", ""])
     lines += ["## Per data set: metrics", ""]
     lines += [f"![{d}]({_rel(p, out)})" for d, p in bars.items()] + [""]
     lines += ["## Training curves", "",
