@@ -651,6 +651,15 @@ def test_validation_split():
             assert abs(Y[va, j].mean() - Y[:, j].mean()) < 0.06
 
 
+@pytest.mark.parametrize("fraction", [0.1, 0.3, 0.5])
+def test_validation_split_holds_out_the_requested_fraction(fraction):
+    # 1/6 (the default) would give 100 of these 600 rows; each requested fraction must move the size
+    Y = _labels()
+    for seed in (0, 1):
+        tr, va = validation_split(Y, fraction=fraction, seed=seed)
+        assert abs(len(va) - fraction * len(Y)) <= 0.01 * len(Y) and len(tr) + len(va) == len(Y)
+
+
 def test_validation_split_edge_cases():
     tr, va = validation_split(np.zeros((10, 3), dtype=np.uint8), fraction=0.2)
     assert len(va) == 2 and len(tr) == 8

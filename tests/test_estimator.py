@@ -12,12 +12,18 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MinMaxScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
+import mlkd.estimator as estimator_module
 from mlkd import MultiLabelClassifier, SKDTEAClassifier, load_model
+from mlkd.data.splits import validation_split
+from mlkd.estimator import SPLIT_SEED
 from mlkd.methods import config_fields
+from mlkd.metrics import tune_threshold
+from mlkd.preprocessing import FeatureScaler
 
 from .helpers import TINY, linear_problem
 
-# Checks that cannot pass by design; each reason is what a reviewer would need to accept it.
+# Checks that cannot pass by design; each reason is what a reviewer would need to accept it. The xfails are
+# strict: a check listed here that starts passing fails the suite, so a stale reason cannot linger.
 EXPECTED_FAILED_CHECKS = {
     "check_no_attributes_set_in_init": (
         "MultiLabelClassifier takes method parameters as **kwargs (they depend on `method`); the per-method "
@@ -29,24 +35,33 @@ EXPECTED_FAILED_CHECKS = {
     ),
     "check_classifiers_train": (
         "same reason: it asserts argmax(predict_proba) == predict, i.e. a 0.5 threshold; the check's other "
-        "assertions (accuracy > 0.83, shapes, errors) hold and test_fixed_threshold_agrees_with_argmax runs them"
+        "assertions (accuracy > 0.83, shapes, errors) hold: test_the_estimators_in_the_check_list_pass_"
+        "check_classifiers_train_at_threshold_half runs them on the check's own problem"
     ),
 }
+
+# The settings the checks run with. SKDTEA gets patience=30: at patience=10 it stopped at epoch ~15 on the
+# check's binary blobs (best epoch 4) and scored 0.77 < the check's 0.83, a failure that the threshold reason
+# above hid (audit D1).
+CHECKED_ESTIMATORS = [
+    SKDTEAClassifier(hidden=16, max_epochs=30, patience=30, batch_size=32),
+    MultiLabelClassifier("bce", hidden=16, max_epochs=30, patience=10, batch_size=32),
+]
 
 
 def _expected_failures(estimator):
     if type(estimator) is MultiLabelClassifier:
         return EXPECTED_FAILED_CHECKS
-    return {k: v for k, v in EXPECTED_FAILED_CHECKS.items() if k != "check_no_attributes_set_in_init"}
+    # SKDTEAClassifier declares its parameters, and at these settings its tuned threshold happens to give
+    # argmax's predictions on the check's blobs, so check_classifiers_train passes: neither reason holds
+    return {k: v for k, v in EXPECTED_FAILED_CHECKS.items() if k == "check_classifier_multioutput"}
 
 
-@parametrize_with_checks(
-    [
-        SKDTEAClassifier(hidden=16, max_epochs=30, patience=10, batch_size=32),
-        MultiLabelClassifier("bce", hidden=16, max_epochs=30, patience=10, batch_size=32),
-    ],
-    expected_failed_checks=_expected_failures,
-)
+# Skips raised inside these checks, none of them GPU-related: "does not have a decision_function method" (the
+# estimators have none: not applicable) and "SCIPY_ARRAY_API is not set" (mlkd takes numpy / scipy.sparse input
+# only; the array-API check runs only when that variable is set). The pandas checks run: pandas is in the dev
+# extra.
+@parametrize_with_checks(CHECKED_ESTIMATORS, expected_failed_checks=_expected_failures, xfail_strict=True)
 def test_sklearn_estimator_checks(estimator, check):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -94,6 +109,53 @@ def test_explicit_validation_set_is_used(data):
     assert best == pytest.approx(mean_average_precision(Yt, clf.predict_proba(Xt)))
 
 
+@pytest.fixture
+def recorded_fits(monkeypatch):
+    """The training and validation rows each ``Trainer.fit`` of the estimator receives (already scaled)."""
+    seen = []
+
+    class RecordingTrainer(estimator_module.Trainer):
+        def fit(self, method, X, Y, X_val=None, Y_val=None, **kwargs):
+            seen.append((X.copy(), Y.copy(), X_val.copy(), Y_val.copy()))
+            return super().fit(method, X, Y, X_val, Y_val, **kwargs)
+
+    monkeypatch.setattr(estimator_module, "Trainer", RecordingTrainer)
+    return seen
+
+
+@pytest.mark.parametrize("fraction", [0.3, 0.1])
+def test_validation_fraction_sets_the_internal_hold_out(recorded_fits, fraction):
+    X, Y = linear_problem(n=300, d=6, L=4, seed=1)
+    MultiLabelClassifier("bce", hidden=8, max_epochs=1, validation_fraction=fraction).fit(X, Y)
+    (_, Y_tr, _, Y_val), = recorded_fits
+    tr, va = validation_split(Y, fraction=fraction, seed=SPLIT_SEED)
+    assert abs(len(Y_val) - fraction * 300) <= 3 and len(Y_tr) == 300 - len(Y_val)  # 1/6 would be about 50
+    assert np.array_equal(Y_tr, Y[tr]) and np.array_equal(Y_val, Y[va])
+
+
+def test_scaler_is_fitted_on_the_training_rows_and_the_threshold_tuned_on_the_validation_rows(recorded_fits):
+    X, Y = linear_problem(n=360, d=10, L=5, seed=4)
+    X = X * np.linspace(0.5, 3.0, X.shape[1], dtype=np.float32) + 1.0  # statistics a scaler must really fit
+    clf = MultiLabelClassifier("bce", hidden=16, max_epochs=10, random_state=0).fit(X, Y)
+    tr, va = validation_split(Y, fraction=1 / 6, seed=SPLIT_SEED)
+    train_only, all_rows = FeatureScaler().fit(X[tr]), FeatureScaler().fit(X)
+    assert not np.allclose(train_only.mean, all_rows.mean)  # the validation rows would move the statistics
+    assert np.array_equal(clf.scaler_.mean, train_only.mean) and np.array_equal(clf.scaler_.scale, train_only.scale)
+    (X_tr, _, X_val, _), = recorded_fits
+    assert np.array_equal(X_tr, train_only.transform(X[tr])) and np.array_equal(X_val, train_only.transform(X[va]))
+    # PROTOCOL §4: the threshold is tuned on the held-out rows, and tuning on the training rows would differ
+    assert clf.threshold_ == tune_threshold(Y[va], clf.predict_proba(X[va]))
+    assert tune_threshold(Y[tr], clf.predict_proba(X[tr])) != clf.threshold_
+
+
+def test_an_explicit_validation_set_tunes_the_threshold(data):
+    X, Y, Xt, Yt = data
+    clf = MultiLabelClassifier("bce", hidden=16, max_epochs=10, random_state=0).fit(X, Y, X_val=Xt, Y_val=Yt)
+    assert clf.threshold_ == tune_threshold(Yt, clf.predict_proba(Xt))
+    assert tune_threshold(Y, clf.predict_proba(X)) != clf.threshold_  # the training rows would give another
+    assert np.array_equal(clf.scaler_.mean, FeatureScaler().fit(X).mean)  # every row of X trains: all of X
+
+
 def test_per_label_and_fixed_thresholds(data):
     X, Y, Xt, _ = data
     per_label = MultiLabelClassifier("bce", threshold="tuned-per-label", **TINY).fit(X, Y)
@@ -107,10 +169,18 @@ def test_sklearn_tooling_pipeline_gridsearch_cross_val(data):
     X, Y, _, _ = data
     pipe = make_pipeline(MinMaxScaler(), MultiLabelClassifier("ls", **TINY))
     assert pipe.fit(X, Y).predict(X).shape == Y.shape
-    grid = GridSearchCV(SKDTEAClassifier(**TINY), {"alpha": [0.0, 0.5]}, cv=2).fit(X, Y)
-    assert grid.best_params_["alpha"] in (0.0, 0.5)
-    grid2 = GridSearchCV(MultiLabelClassifier("skdtea", **TINY), {"tau": [1.0, 2.0]}, cv=2).fit(X, Y)
-    assert grid2.best_estimator_.tau in (1.0, 2.0)
+    # each candidate is fitted and scored, and the refitted best model was trained with the chosen value (for
+    # MultiLabelClassifier's **kwargs parameters too): what a user of GridSearchCV relies on
+    for grid, name, values in (
+        (GridSearchCV(SKDTEAClassifier(**TINY), {"alpha": [0.0, 0.5]}, cv=2), "alpha", [0.0, 0.5]),
+        (GridSearchCV(MultiLabelClassifier("skdtea", **TINY), {"tau": [1.0, 2.0]}, cv=2), "tau", [1.0, 2.0]),
+    ):
+        grid.fit(X, Y)
+        assert [p[name] for p in grid.cv_results_["params"]] == values
+        scores = grid.cv_results_["mean_test_score"]
+        assert np.all(np.isfinite(scores)) and grid.best_score_ == scores.max()
+        best = values[int(np.argmax(scores))]
+        assert grid.best_params_ == {name: best} and getattr(grid.best_estimator_.model_.config, name) == best
     scores = cross_val_score(MultiLabelClassifier("bce", **TINY), X, Y, cv=3)
     assert scores.shape == (3,) and np.all((scores >= 0) & (scores <= 1))
 
@@ -122,6 +192,19 @@ def test_skdtea_classifier_exposes_every_method_flag_as_a_parameter():
         assert params[flag] == config_fields("skdtea")[flag]
     assert "method" not in params
     assert clone(SKDTEAClassifier(alpha=0.2)).alpha == 0.2
+
+
+@pytest.mark.parametrize("variant", [{}, {"readonly_memmap": True}, {"readonly_memmap": True, "X_dtype": "float32"}])
+@pytest.mark.parametrize("index", range(len(CHECKED_ESTIMATORS)))
+def test_the_estimators_in_the_check_list_pass_check_classifiers_train_at_threshold_half(index, variant):
+    """The xfailed check_classifiers_train itself, with the check list's settings, passes once the threshold is
+    0.5: its accuracy > 0.83 on its own blobs, shapes and errors hold, and only the threshold reason is left."""
+    from sklearn.utils.estimator_checks import check_classifiers_train
+
+    est = clone(CHECKED_ESTIMATORS[index]).set_params(threshold=0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        check_classifiers_train(type(est).__name__, est, **variant)
 
 
 def test_fixed_threshold_agrees_with_argmax_and_learns_blobs():

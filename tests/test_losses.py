@@ -66,6 +66,36 @@ def test_rkd_and_pkt_are_zero_for_identical_features_and_positive_otherwise():
         assert float(fn(x, rand(10, 9, seed=9))) > 1e-4, fn.__name__  # widths may differ
 
 
+def explicit_pkt(student, teacher):
+    """PKT from its definition, entry by entry: KL(P_t ‖ P_s) averaged over the B×B kernel entries, with
+    P = each row of the (cosine + 1)/2 similarity kernel divided by its sum."""
+
+    def kernel(x):
+        B = x.shape[0]
+        k = torch.tensor([[(F.cosine_similarity(x[i], x[j], dim=0) + 1) / 2 for j in range(B)] for i in range(B)],
+                         dtype=x.dtype)
+        return k / k.sum(dim=1, keepdim=True)
+
+    p_s, p_t = kernel(student), kernel(teacher)
+    return (p_t * torch.log(p_t / p_s)).mean()
+
+
+def test_pkt_is_the_teachers_kl_to_the_student_as_defined():
+    s, t = rand(9, 6, seed=20), 3.0 * rand(9, 4, seed=21) + 1.0
+    expected = explicit_pkt(s, t)
+    assert float(losses.pkt(s, t)) == pytest.approx(float(expected), rel=1e-4)  # pkt adds eps = 1e-7 inside
+    # KL is not symmetric: the opposite direction is a different number, which the line above rules out
+    assert abs(float(explicit_pkt(t, s)) - float(expected)) > 1e-3 * float(expected)
+
+
+def test_rkd_is_distance_plus_twice_angle_by_default():
+    s, t = rand(8, 5, seed=22), rand(8, 7, seed=23)
+    distance, angle = losses.rkd_distance(s, t), losses.rkd_angle(s, t)
+    assert float(distance) > 1e-3 and float(angle) > 1e-3  # both terms matter
+    torch.testing.assert_close(losses.rkd(s, t), distance + 2.0 * angle)  # Park et al. 2019: 1 and 2
+    torch.testing.assert_close(losses.rkd(s, t, distance_weight=0.5, angle_weight=3.0), 0.5 * distance + 3.0 * angle)
+
+
 def test_rkd_is_invariant_to_the_scale_of_either_side():
     x = rand(10, 6, seed=10)
     assert float(losses.rkd(x, 5.0 * x)) == pytest.approx(0.0, abs=1e-9)

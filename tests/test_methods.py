@@ -170,3 +170,49 @@ def test_configs_are_dataclasses_with_defaults_in_one_place():
         fields = dataclasses.fields(cls.Config)
         assert all(f.default is not dataclasses.MISSING for f in fields), cls.name
     assert np.isclose(config_fields("ls")["epsilon"], 0.1)
+
+
+def _with_teacher(teacher_name, teacher_params):
+    def attach(m):
+        m.attach_teacher(build_method(teacher_name, 6, 4, {"dropout": 0.0, **teacher_params}, seed=1))
+    return attach
+
+
+# (method, extra parameters, weight, the loss terms it multiplies, teacher to attach or None). Every weight is
+# exposed and documented; each is tested at a value other than its default, where dropping it would show.
+LOSS_WEIGHTS = [
+    ("skdtea", {}, "lambda_rec", {"reconstruction"}, None),
+    ("skdtea", {"alignment": "l2"}, "lambda_align", {"alignment"}, None),
+    ("raskd", {}, "lambda_aux", {"auxiliary"}, None),
+    ("raskd_plus", {}, "lambda_inst", {"instance"}, None),
+    ("cskd", {}, "lambda_kd", {"distillation"}, None),
+    ("ban", {"generations": 3}, "lambda_kd", {"distillation"}, _with_teacher("ban", {"hidden": 8, "generations": 2})),
+    ("distill", {"embed_dim": 4}, "lambda_logits", {"mld"}, _with_teacher("labelwise", {"hidden": 16, "embed_dim": 6})),
+    ("distill", {"embed_dim": 4}, "lambda_feature", {"cd", "id"},
+     _with_teacher("labelwise", {"hidden": 16, "embed_dim": 6})),
+    ("distill", {"embed_dim": 4}, "lambda_cd", {"cd"}, _with_teacher("labelwise", {"hidden": 16, "embed_dim": 6})),
+    ("distill", {"embed_dim": 4}, "lambda_id", {"id"}, _with_teacher("labelwise", {"hidden": 16, "embed_dim": 6})),
+    ("distill", {"embed_dim": 4, "extra_feature_loss": "rkd"}, "lambda_extra", {"rkd_extra"},
+     _with_teacher("labelwise", {"hidden": 16, "embed_dim": 6})),
+    ("mpvae", {}, "c", {"ranking_label", "ranking_feature"}, None),
+    ("c2ae", {}, "lambda_ortho", {"orthogonality"}, None),
+]
+
+
+@pytest.mark.parametrize(("name", "params", "weight", "terms", "teacher"), LOSS_WEIGHTS,
+                         ids=[f"{row[0]}-{row[2]}" for row in LOSS_WEIGHTS])
+def test_each_loss_weight_scales_exactly_its_own_terms(name, params, weight, terms, teacher):
+    batch = batch_of(positive_rate=0.5, mixed_first_row=True)
+    outs = []
+    for value in (1.0, 2.5):
+        small = {} if name == "mpvae" else {"hidden": 8}  # MPVAE's widths are fixed by its paper
+        m = build_method(name, 6, 4, {**small, "dropout": 0.0, **params, weight: value}, seed=0)
+        if teacher is not None:
+            teacher(m)
+        outs.append(m.step(batch, ctx(seed=3)).losses)
+    one, scaled = outs
+    assert terms <= set(one) and set(one) == set(scaled)
+    for term in one:
+        assert float(one[term].detach()) > 0 or term not in terms  # a zero term would scale trivially
+        factor = 2.5 if term in terms else 1.0
+        torch.testing.assert_close(scaled[term], factor * one[term], rtol=1e-5, atol=0.0)

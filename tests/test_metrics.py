@@ -237,8 +237,12 @@ def test_tune_global_threshold_known_optimum():
 def test_tune_global_threshold_tie_prefers_closest_to_half():
     # scores 0.0/1.0 perfectly separated: every grid value is optimal -> 0.5
     assert tune_threshold(YT, YT.astype(float)) == 0.5
-    # custom grid: optimal set {0.2, 0.8} equidistant from 0.5 -> the smaller
-    assert tune_threshold(YT, YT.astype(float), grid=[0.2, 0.8]) == 0.2
+    # custom grids whose values are exactly equidistant from 0.5 in binary floating point (0.2/0.8 are not:
+    # |0.8 - 0.5| = 0.30000000000000004 > |0.2 - 0.5|), so the tie reaches the second key: the smaller wins
+    for grid, smaller in (([0.25, 0.75], 0.25), ([0.75, 0.25], 0.25), ([0.4, 0.6], 0.4), ([0.6, 0.4], 0.4)):
+        lo, hi = grid if grid[0] < grid[1] else grid[::-1]
+        assert abs(lo - 0.5) == abs(hi - 0.5)  # the primary key really ties
+        assert tune_threshold(YT, YT.astype(float), grid=grid) == smaller
 
 
 def test_tune_per_label_finds_different_thresholds():

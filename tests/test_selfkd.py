@@ -189,7 +189,8 @@ def test_raskd_relations_come_from_the_detached_auxiliary_head():
 
 
 def test_raskd_ema_prototypes_are_class_means_and_not_saved():
-    m = build_method("raskd", 6, 3, {**SMALL, "representatives": "ema", "ema_momentum": 0.5}, seed=0)
+    # momentum 0.9 (the default), not 0.5: only an asymmetric momentum tells m*old + (1-m)*new from its swap
+    m = build_method("raskd", 6, 3, {**SMALL, "representatives": "ema", "ema_momentum": 0.9}, seed=0)
     x = torch.randn(4, 6, generator=torch.Generator().manual_seed(1))
     y = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
     m.step(Batch(x, y, torch.arange(4)), ctx())
@@ -197,7 +198,9 @@ def test_raskd_ema_prototypes_are_class_means_and_not_saved():
     assert torch.allclose(m.prototypes[0], h[:2].mean(0)) and torch.allclose(m.prototypes[1], h[1:3].mean(0))
     assert torch.equal(m.prototypes[2], torch.zeros(h.shape[1])) and m.prototype_seen.tolist() == [True, True, False]
     m.step(Batch(x[:1], y[:1], torch.arange(1)), ctx())
-    assert torch.allclose(m.prototypes[0], 0.5 * h[:2].mean(0) + 0.5 * m.penultimate(x[:1]).detach()[0])
+    second = m.penultimate(x[:1]).detach()[0]
+    assert torch.allclose(m.prototypes[0], 0.9 * h[:2].mean(0) + 0.1 * second)  # the long-run mean dominates
+    assert torch.allclose(m.prototypes[1], h[1:3].mean(0))  # absent from the second batch: unchanged
     assert "prototypes" not in m.state_dict()
 
 

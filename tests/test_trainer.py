@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from mlkd.methods import Method, MethodConfig, StepOutput, build_method
 from mlkd.metrics import mean_average_precision
-from mlkd.trainer import TrainConfig, Trainer, predict_logits
+from mlkd.trainer import EARLY_STOPPING_RULE, TrainConfig, Trainer, _improves, _validation_score, predict_logits
 
 from .helpers import linear_problem
 
@@ -188,6 +188,40 @@ def test_monitoring_the_loss_counts_only_moves_of_the_rounded_bce_as_improvement
     keys = [round(h["val_score"], 3) for h in res.history]
     assert res.best_epoch == keys.index(max(keys)) and res.best_score == res.history[res.best_epoch]["val_score"]
     assert res.stopped_early and res.epochs_run == res.best_epoch + 1 + 5
+    # epoch by epoch: only a strictly higher rounded key resets the patience; a tie counts as no improvement
+    best, since, best_epoch, ties, stop = -np.inf, 0, -1, 0, None
+    for epoch, key in enumerate(keys):
+        if key > best:
+            best, since, best_epoch = key, 0, epoch
+        else:
+            ties += key == best
+            since += 1
+        if since >= 5:
+            stop = epoch
+            break
+    assert ties > 0  # this run does tie its best rounded BCE, so the rule is exercised, not vacuous
+    assert stop == res.epochs_run - 1 and best_epoch == res.best_epoch
+
+
+def test_early_stopping_compares_the_validation_map_at_3_decimals_then_the_rounded_bce():
+    # EARLY_STOPPING_RULE, in every cell key, says mAP@3dp: two epochs whose mAPs differ only in the 4th
+    # decimal tie on mAP, and the (rounded) BCE decides
+    y = (torch.arange(400) % 2).float().unsqueeze(1)
+    a = (2 * y - 1) + 1.2 * torch.randn(400, 1, generator=torch.Generator().manual_seed(0))
+    order = torch.argsort(a[:, 0], descending=True).tolist()
+    # swap one positive ranked just above a negative: a slightly lower mAP ...
+    i, j = next((i, j) for i, j in zip(order[5:], order[6:], strict=False) if y[i, 0] == 1 and y[j, 0] == 0)
+    b = a.clone()
+    b[i, 0], b[j, 0] = a[j, 0], a[i, 0]
+    b = 1.2 * b  # ... with more confident, lower-BCE probabilities
+    map_a, map_b = (mean_average_precision(y.numpy(), torch.sigmoid(z).numpy()) for z in (a, b))
+    assert map_a > map_b and round(map_a, 4) != round(map_b, 4) and round(map_a, 3) == round(map_b, 3)
+    score_a, score_b = _validation_score(a, y, "mAP"), _validation_score(b, y, "mAP")
+    assert score_a[0] == round(map_a, 3) and score_b[0] == round(map_b, 3)
+    assert score_a[-1] == pytest.approx(map_a, abs=1e-12)  # the raw mAP, reported, last
+    assert score_b[1] > score_a[1]  # b's rounded -BCE is higher
+    assert _improves(score_b, score_a, "mAP") and not _improves(score_a, score_b, "mAP")
+    assert EARLY_STOPPING_RULE == "lexicographic(mAP@3dp, -BCE@3dp)"
 
 
 FAULT_CHILD = """
