@@ -95,6 +95,12 @@ def ctx(tmp_path_factory):
     c.other_estimator = broken("other-estimator", lambda cfg: cfg.update(estimator="C2AEClassifier"))
     c.threshold_int = broken("threshold-int", lambda cfg: cfg.update(threshold=0))
     c.labels_text = broken("labels-text", lambda cfg: cfg.update(n_labels="3"))
+    c.twice_columns = broken("twice-columns", lambda cfg: cfg.update(column_names=["f0", "f0", "f2", "f3"]))
+    c.twice_labels = broken("twice-labels", lambda cfg: cfg.update(label_names=["l0", "l0", "l2"]))
+    c.bad_param_value = broken("bad-param-value", lambda cfg: cfg["method_params"].update(hidden="abc"))
+    c.unknown_method = broken("unknown-method", lambda cfg: cfg.update(method="nosuch"))
+    c.a_py_file = root / "t4.py"
+    c.a_py_file.write_text("print()\n")
 
     text = c.arff.read_text()
     c.truncated = root / "truncated.arff"
@@ -149,7 +155,8 @@ class Case:
 
 
 API = [
-    Case("X of strings", lambda c: _fit(np.full((40, 4), "a"), Y0), "X: could not convert string to float"),
+    Case("X of strings", lambda c: _fit(np.full((40, 4), "a"), Y0),
+         "X holds non-numeric values \\(could not convert string to float: 'a'\\)", TypeError),
     Case("X of objects", lambda c: _fit(np.array([[{"a": 1}] * 4] * 40, dtype=object), Y0),
          "argument must be a string or a real number", TypeError),
     Case("complex X", lambda c: _fit(X0.astype(complex), Y0), "Complex data not supported"),
@@ -216,6 +223,18 @@ API = [
     Case("load_model(None)", lambda c: load_model(None), "model path None is invalid"),
     Case("format_version not an integer", lambda c: load_model(c.version_text), "invalid format_version '1'"),
     Case("weights without scaler", lambda c: load_model(c.no_scaler), r"lacks the tensor\(s\) scaler.mean"),
+    Case("config naming a column twice", lambda c: load_model(c.twice_columns),
+         r"twice-columns/config.json has an invalid 'column_names'", expect="one name per feature, each once"),
+    Case("config naming a label twice", lambda c: load_model(c.twice_labels),
+         r"twice-labels/config.json has an invalid 'label_names'", expect="one name per label, each once"),
+    Case("config parameter of the wrong type", lambda c: load_model(c.bad_param_value),
+         r"model .*bad-param-value: .*'hidden'.*abc.*in its config.json"),
+    Case("config of an unknown method", lambda c: load_model(c.unknown_method),
+         r"model .*unknown-method: .*'nosuch'.*in its config.json"),
+    Case("label names twice", lambda c: MultiLabelClassifier("bce", **TINY).fit(X0, Y0, label_names=["a", "b", "a"]),
+         "label_names hold 'a' more than once", expect="expected unique names"),
+    Case("save to an existing file", lambda c: c.fitted.save(c.a_py_file), r"model path .*t4.py is a file",
+         expect="expected the path of a new or empty directory"),
     Case("config label names", lambda c: load_model(c.short_names), "invalid 'label_names'"),
     Case("config unknown parameter", lambda c: load_model(c.unknown_param), "unknown estimator parameter.*'bogus'"),
     Case("config binary classes", lambda c: load_model(c.bad_classes), "invalid 'binary_classes'"),
@@ -259,8 +278,9 @@ def _cli(ctx, checksum_data):
                                                 ["'ghost'", "not declared as attributes"]),
         "data file checksum": (["fit", "flags", "-m", "bce", "--data-dir", checksum_data],
                                ["flags-train.arff has SHA256", "expected"]),
-        "inf in ARFF": (["fit", c.inf, "-m", "bce", "--n-labels", "2"], ["infinity", "expected X"]),
-        "ARFF without rows": (["fit", c.no_rows, "-m", "bce", "--n-labels", "2"], ["0 sample(s)"]),
+        "inf in ARFF": (["fit", c.inf, "-m", "bce", "--n-labels", "2"],
+                        [str(c.inf), "attribute 'f0' has an infinite value (data row", "expected finite numbers"]),
+        "ARFF without rows": (["fit", c.no_rows, "-m", "bce", "--n-labels", "2"], [str(c.no_rows), "no data rows"]),
         "ARFF with one row": (["fit", c.one_row, "-m", "bce", "--n-labels", "2"], ["1 sample(s)", "at least 2"]),
         "model without weights": (["predict", c.no_weights, c.arff], ["model.safetensors is missing"]),
         "model from a newer mlkd": (["evaluate", c.newer, c.arff], ["format version 99", "upgrade mlkd"]),
@@ -425,3 +445,31 @@ def test_running_out_of_memory_while_training_is_one_line_from_the_cli(ctx, mlkd
     rc, out, err = mlkd_main(["fit", ctx.arff, "-m", "bce", "--n-labels", "2", "--param", "hidden=8", "--out",
                               ctx.root / "oom2", "--quiet"])
     assert rc == 2 and err.startswith("mlkd: error: out of memory (") and err.count("\n") == 1, err
+
+
+def test_pandas_names_are_unique_kept_and_mismatches_say_why():
+    pd = pytest.importorskip("pandas")
+    X = pd.DataFrame(X0, columns=["a", "b", "c", "d"])
+    with pytest.raises(ValueError, match="X's column names hold 'a' more than once; expected unique names"):
+        _fit(X.set_axis(["a", "a", "c", "d"], axis=1), Y0)
+    with pytest.raises(ValueError, match="Y's column names hold 'y' more than once; expected unique names"):
+        _fit(X, pd.DataFrame(Y0, columns=["y", "y", "z"]))
+    binary = _fit(X, pd.Series(Y0[:, 0], name="spam"))  # a Series' name is the label's
+    assert binary.label_names_ == ["spam"]
+    clf = _fit(X, Y0)
+    with pytest.raises(ValueError, match=r"X's column names do not match those seen at fit \(Feature names must be "
+                                         r"in the same order as they were in fit\); expected X with the columns fit "
+                                         r"saw \(a, b, c, d\), in that order") as info:
+        clf.predict(X[["b", "a", "c", "d"]])
+    assert "\n" not in str(info.value)
+    with pytest.raises(ValueError, match="unseen at fit time: z; Feature names seen at fit time, yet now missing: a"):
+        clf.predict(X.rename(columns={"a": "z"}))
+    categorical = X.assign(a=pd.Categorical(["x", "y"] * 20))
+    with pytest.raises(TypeError, match="X holds non-numeric values \\(could not convert string to float: 'x'\\)"):
+        _fit(categorical, Y0)
+
+
+def test_numeric_strings_in_x_are_read_as_numbers_as_the_readme_says():
+    text = X0.astype(str)
+    numbers = text.astype(np.float64)
+    assert np.array_equal(_fit(text, Y0).predict_proba(numbers), _fit(numbers, Y0).predict_proba(numbers))

@@ -633,8 +633,8 @@ def test_a_model_out_no_model_could_go_to_is_refused_before_the_fit(fitted, call
     _assert_one_line_error(call(*fit, "--out", tmp_path / "loop1"), "loop1 is a symlink loop")
     (tmp_path / "a-file").write_text("")
     _assert_one_line_error(call(*fit, "--out", tmp_path / "a-file"), "a-file is a file")
-    _assert_one_line_error(call(*fit, "--out", tmp_path / "a-file" / "m"), "a-file/m",
-                           "not a directory")
+    _assert_one_line_error(call(*fit, "--out", tmp_path / "a-file" / "m"), "cannot write model directory",
+                           "a-file is a file")
     _assert_one_line_error(call(*fit, "--out", "/proc/mlkd-model"), "cannot create the model directory",
                            "/proc/mlkd-model")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "dangling", "loop1", "loop2"]

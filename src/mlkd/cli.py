@@ -566,7 +566,13 @@ def _load(spec: str, split: str, *, data_dir=None, label_file=None, n_labels=Non
     except NoLabelInfoError as exc:  # the library names its keywords; here they are options
         raise NoLabelInfoError(exc.path, "--label-file XML (the MULAN label file) or --n-labels N (the last N "
                                          "attributes)") from None
+    _check_rows(ds, spec)
     return ds, f"{spec} ({ds.n_samples} rows)"
+
+
+def _check_rows(ds, spec) -> None:
+    if ds.n_samples == 0:
+        raise ValueError(f"{spec} has no data rows (nothing after @data); expected at least one row")
 
 
 def _load_for_model(args, model, split: str, unlabelled: bool = False):
@@ -579,6 +585,7 @@ def _load_for_model(args, model, split: str, unlabelled: bool = False):
 
         ds = read_arff_for_model(Path(args.data).expanduser(), names, model.label_names_,
                                  labels_required=not unlabelled)
+        _check_rows(ds, args.data)
         rows = f"{ds.n_samples} rows" if ds.n_labels else f"{ds.n_samples} unlabelled rows"
         return ds, f"{args.data} ({rows})"
     if _is_arff_path(args.data) and args.label_file is None and args.n_labels is None:
@@ -613,6 +620,7 @@ def _load_for_model(args, model, split: str, unlabelled: bool = False):
     if ds.n_labels and sorted(ds.label_names) == sorted(model.label_names_) and ds.label_names != model.label_names_:
         at = {n: i for i, n in enumerate(ds.label_names)}
         ds = ds.columns(labels=[at[n] for n in model.label_names_])  # the model's label order
+    _check_rows(ds, args.data)
     return ds, what
 
 
@@ -739,6 +747,10 @@ def _model_out(out: Path):
         if out.is_symlink():
             raise ValueError(f"--out {out} is a symlink to {os.readlink(out)}, which does not exist; expected a "
                              "directory or a new path (create the symlink's target, or remove the symlink)") from None
+        if exc.errno == errno.ENOTDIR:
+            blocker = next((p for p in out.parents if p.exists() and not p.is_dir()), out.parent)
+            raise ValueError(f"cannot write model directory {out}: {blocker} is a file; expected a directory "
+                             "path") from None
         if exc.errno not in (errno.ENOENT,):
             raise ValueError(f"--out {out}: {exc.strerror or exc}; expected a writable directory path") from None
     if out.exists() and not out.is_dir():

@@ -260,19 +260,29 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
 
     # -- input validation -------------------------------------------------------------------------------
     def _validate_X(self, X, reset: bool, name: str = "X") -> np.ndarray:
+        if reset and hasattr(X, "columns"):
+            _check_unique([str(c) for c in X.columns], f"{name}'s column names")
         try:
             X = validate_data(self, X, reset=reset, accept_sparse=True, dtype=(np.float64, np.float32),
                               ensure_min_features=1)
         except NotFittedError:
             raise
         except (TypeError, ValueError) as exc:  # scikit-learn's messages span lines and dump the array
-            text = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__).strip()
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            text = lines[0] if lines else type(exc).__name__
+            if "feature names should match" in text:  # keep why: another order, or which are unseen / missing
+                raise ValueError(f"{name}'s column names do not match those seen at fit ({_name_mismatch(lines[1:])})"
+                                 f"; expected {name} with the columns fit saw ({_short_names(self.feature_names_in_)})"
+                                 ", in that order") from None
+            non_numeric = "could not convert" in text or "argument must be" in text  # strings, objects
             text = re.sub(r"\bX\b", name, text.rstrip(":. "))  # scikit-learn calls every array X
+            text = re.sub(r"np\.str_\(('[^']*'|\"[^\"]*\")\)", r"\1", text)  # numpy 2's repr of a string
+            text = f"{name} holds non-numeric values ({text})" if non_numeric else text
             text = text if name in text else f"{name}: {text}"
             if "Reshape your data" in str(exc):  # 1-D X: keep scikit-learn's advice, not the array dump
                 text += (f"; Reshape your data with {name}.reshape(-1, 1) for one feature or {name}.reshape(1, -1) "
                          "for one sample")
-            error = _InputTypeError if isinstance(exc, TypeError) else ValueError
+            error = _InputTypeError if non_numeric or isinstance(exc, TypeError) else ValueError
             raise error(f"{text}; expected {name} as a finite numeric array of shape (n_samples, n_features)") from None
         # float32 stays float32; anything else is float64 until standardised (FeatureScaler), then float32
         return np.asarray(X.toarray() if sp.issparse(X) else X)
@@ -391,6 +401,8 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
         self._check_label_noise()
         self._check_checkpoint_options()
         columns = list(Y.columns) if hasattr(Y, "columns") else None
+        if columns is None and getattr(Y, "ndim", None) == 1 and getattr(Y, "name", None) is not None:
+            columns = [Y.name]  # a pandas Series: its name is the label's
         self.binary_classes_ = None
         vars(self).pop("column_names_", None)  # a data file's column names, set by ``mlkd fit`` after a fit
         X, Y = self._validate_pair(X, Y, fitting=True)
@@ -616,7 +628,34 @@ def _label_names(given, columns, n_labels: int) -> list[str]:
     names = ["/".join(map(str, n)) if isinstance(n, tuple) else str(n) for n in list(names)]  # MultiIndex: a/b
     if len(names) != n_labels:
         raise ValueError(f"{what} has {len(names)} name(s); expected one per label ({n_labels})")
+    _check_unique(names, what)
     return names
+
+
+def _check_unique(names: list[str], what: str) -> None:
+    """A ValueError naming the first repeated name: columns are matched by name (predict, evaluate)."""
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ValueError(f"{what} hold {name!r} more than once; expected unique names (columns are matched by "
+                             "name)")
+        seen.add(name)
+
+
+def _short_names(names, limit: int = 5) -> str:
+    names = [str(n) for n in names]
+    return ", ".join(names[:limit]) + (f", … ({len(names)} in all)" if len(names) > limit else "")
+
+
+def _name_mismatch(lines: list[str]) -> str:
+    """scikit-learn's reasons for a feature-name mismatch (one per line, names as '- a' lines) on one line."""
+    parts: list[str] = []
+    for line in lines:
+        if line.startswith("- ") and parts:
+            parts[-1] += (" " if parts[-1].endswith(":") else ", ") + line[2:]
+        elif not line.startswith("- "):
+            parts.append(line.rstrip("."))
+    return "; ".join(parts) or "other names"
 
 
 def _is_missing(value) -> bool:
@@ -625,7 +664,8 @@ def _is_missing(value) -> bool:
 
 
 class _InputTypeError(TypeError, ValueError):
-    """Non-numeric objects in X: a TypeError as scikit-learn requires, and a ValueError like every bad input."""
+    """Non-numeric values in X (objects, strings such as 'a'): a TypeError as scikit-learn requires for objects,
+    and a ValueError like every bad input (and as scikit-learn raises for strings)."""
 
 
 def _setting(name: str, value, kind: type):

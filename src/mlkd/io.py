@@ -372,11 +372,14 @@ def _check_config(config: dict, cfg_path: Path) -> None:
         ("n_features", count(n_features), "a positive integer"),
         ("n_labels", count(n_labels), "a positive integer"),
         ("label_names", isinstance(names, list) and all(isinstance(n, str) for n in names)
-         and len(names) == (n_labels if count(n_labels) else -1), "one name per label"),
+         and len(names) == (n_labels if count(n_labels) else -1) and len(set(names)) == len(names),
+         "one name per label, each once"),
         ("feature_names", isinstance(features, list) and all(isinstance(f, str) for f in features)
-         and len(features) in (0, n_features), "none, or one name per feature"),
+         and len(features) in (0, n_features) and len(set(features)) == len(features),
+         "none, or one name per feature, each once"),
         ("column_names", isinstance(columns, list) and all(isinstance(f, str) for f in columns)
-         and len(columns) in (0, n_features), "none, or one name per feature"),
+         and len(columns) in (0, n_features) and len(set(columns)) == len(columns),
+         "none, or one name per feature, each once"),
         ("binary_classes", classes is None or (n_labels == 1 and _two_classes(classes)),
          f"null for a {n_labels}-label model (binary classes need n_labels = 1)" if count(n_labels) and n_labels > 1
          else "null or two distinct class labels of one type (strings, integers, booleans or numbers)"),
@@ -472,11 +475,11 @@ def load_model(path):
     path = Path(path)
     weights = path / WEIGHTS
     tensors = _read_weights(weights)
-    _check_save_id(tensors, config, weights)
     missing = [k for k in ("scaler.mean", "scaler.scale") if k not in tensors]
     if missing:
         raise ValueError(f"{weights} lacks the tensor(s) {', '.join(missing)}; expected the tensors mlkd save writes "
                          "(the model is corrupted)")
+    _check_save_id(tensors, config, weights)
     unknown = sorted(set(config["params"]) - set(estimators.MultiLabelClassifier._get_param_names()))
     if unknown:
         raise ValueError(f"{path / CONFIG} has unknown estimator parameter(s) {', '.join(map(repr, unknown))}; "
@@ -503,6 +506,13 @@ def load_model(path):
     except (KeyError, TypeError, RuntimeError) as exc:
         first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ValueError(f"{path} does not match its config ({first_line}); the model is corrupted") from None
+    except ValueError as exc:  # a method or parameter value the config names (an edited or foreign config)
+        if str(path) in str(exc):
+            raise
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        expected = "" if "expected" in first_line else "; expected a config as mlkd save writes it"
+        raise ValueError(f"model {path}: {first_line} (in its {CONFIG}: the model config is corrupted or from another "
+                         f"mlkd){expected}") from None
     model.eval()
     est.model_ = model
     est.scaler_ = FeatureScaler(tensors["scaler.mean"].numpy(), tensors["scaler.scale"].numpy())

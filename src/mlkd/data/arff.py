@@ -474,6 +474,14 @@ def _encode(raw: _RawArff, schema: _Schema, name: str) -> MultiLabelDataset:
                 f"{path}: attribute {attrs[j][0]!r} has {count} missing value(s) ('?'); "
                 "missing values are not supported, impute or remove them first"
             )
+        infinite = np.isinf(M[:, used]).any(axis=0)
+        if infinite.any():
+            j = int(used[np.argmax(infinite)])
+            r = int(np.argmax(np.isinf(M[:, j])))
+            raise ValueError(
+                f"{path}: attribute {attrs[j][0]!r} has an infinite value (data row {r + 1}: inf, or a number "
+                f"beyond the float range such as 1e400); expected finite numbers"
+            )
 
     # ---- features
     X = np.empty((n, len(schema.feature_names)), dtype=M.dtype)  # float64 only where float32 would round
