@@ -11,17 +11,19 @@ from pathlib import Path
 
 from .executors import make_executor
 from .grid import Cell
-from .runner import cell_checkpoint_dir, has_checkpoint
+from .runner import CellDone, QueuedCell, cell_checkpoint_dir, has_checkpoint
 from .store import ResultsDB
 
 
 @dataclass
 class GridRun:
-    """What a ``run_grid`` call did: cells in the grid, already done before, written now, failed now."""
+    """What a ``run_grid`` call did: cells in the grid, already done before, written now, failed now; and cells
+    another run (a second ``mlkd bench`` on the database) finished while this one ran, not fitted here again."""
 
     total: int
     skipped: int
     written: int = 0
+    done_elsewhere: int = 0
     failed: list[tuple[Cell, str]] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -74,9 +76,15 @@ def run_grid(cells: list[Cell], db_path, executor=None, progress: bool = False, 
                 log(f"{summary.total} cells: {summary.skipped} already done in {db.path}, {len(todo)} to run "
                     f"({executor.name} executor)" + (f"; {resuming} continue from a checkpoint" if resuming else ""))
             bar = tqdm(total=len(todo), desc="cells", unit="cell", disable=not progress or not todo, dynamic_ncols=True)
+            queued = [QueuedCell.of(c, db.path.resolve()) for c in todo]  # each checks the database at its turn
+            given = {id(q): c for q, c in zip(queued, todo, strict=True)}
             try:
-                for cell, outcome in executor.run(todo):
-                    if isinstance(outcome, BaseException):
+                for cell, outcome in executor.run(queued):
+                    cell = given.get(id(cell), cell)
+                    if isinstance(outcome, CellDone):  # another run wrote it meanwhile: not fitted again
+                        summary.done_elsewhere += 1
+                        db.add_aliases([(cell.key, cell.label)])
+                    elif isinstance(outcome, BaseException):
                         error = f"{type(outcome).__name__}: {outcome}"
                         db.record_failure(cell, " ".join(error.split()), _now())
                         summary.failed.append((cell, error))
@@ -94,6 +102,8 @@ def run_grid(cells: list[Cell], db_path, executor=None, progress: bool = False, 
             summary.seconds = time.perf_counter() - start
             if log:
                 log(f"wrote {summary.written} cells to {db.path} in {summary.seconds:.1f} s"
+                    + (f"; {summary.done_elsewhere} finished by another run meanwhile"
+                       if summary.done_elsewhere else "")
                     + (f"; {len(summary.failed)} failed (see its failures table; a rerun retries them)"
                        if summary.failed else ""))
     finally:

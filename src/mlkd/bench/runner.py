@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import platform
+import sqlite3
 import time
 import warnings
 from contextlib import contextmanager
+from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -20,10 +22,50 @@ EXAMPLE_ROWS = 8
 EXAMPLE_LABELS = 20
 
 
+class CellDone(Exception):
+    """A queued cell's key was in its results database when its turn came: another run finished it meanwhile."""
+
+
+@dataclass(frozen=True, eq=False)
+class QueuedCell(Cell):
+    """A cell as ``run_grid`` hands it to an executor: with the results database it goes to, so the worker that
+    takes it skips it (``CellDone``) when another run (a second ``mlkd bench`` on the same database) finished
+    it meanwhile. Equal to, and hashed as, the cell it wraps."""
+
+    results_db: str | None = None
+
+    @classmethod
+    def of(cls, cell: Cell, results_db) -> QueuedCell:
+        return cls(**{f.name: getattr(cell, f.name) for f in fields(Cell)}, results_db=str(results_db))
+
+
+def finished_elsewhere(cell: Cell) -> bool:
+    """Whether a ``QueuedCell``'s key is in its results database now (read only; False if it cannot be read,
+    e.g. on a Ray node without the file: the cell is then fitted, and a duplicate row is ignored)."""
+    path = getattr(cell, "results_db", None)
+    if not path:
+        return False
+    try:
+        conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+        try:
+            return conn.execute("SELECT 1 FROM results WHERE key = ?", (cell.key,)).fetchone() is not None
+        finally:
+            conn.close()
+    except (sqlite3.Error, OSError, ValueError):
+        return False
+
+
+def _skip_if_finished(cell: Cell) -> None:
+    if finished_elsewhere(cell):
+        raise CellDone(f"cell {cell.key} ({cell.dataset} {cell.label} seed {cell.seed}) is already in "
+                       f"{cell.results_db}: another run finished it")
+
+
 def run_cell(cell: Cell, threads: int | None = None) -> dict:
     """Fit ``cell`` and evaluate it on the test split once; returns a results row (see ``store.COLUMNS``).
 
-    ``threads`` sets ``torch.set_num_threads`` first (None leaves it alone).
+    ``threads`` sets ``torch.set_num_threads`` first (None leaves it alone). A ``QueuedCell`` that another
+    run finished meanwhile raises ``CellDone`` instead of being fitted again.
     """
     import torch
 
@@ -33,6 +75,7 @@ def run_cell(cell: Cell, threads: int | None = None) -> dict:
     from ..metrics import evaluate
     from ..trainer import resolve_device
 
+    _skip_if_finished(cell)
     if threads is not None:
         torch.set_num_threads(int(threads))
     check_saved_models(cell)
@@ -51,6 +94,7 @@ def run_cell(cell: Cell, threads: int | None = None) -> dict:
                                num_threads=None, label_noise_kind=noise_kind, label_noise_rate=noise_rate,
                                **checkpoints, **cell.train, **cell.params)
     with warnings.catch_warnings(), cell_lock(cell):
+        _skip_if_finished(cell)  # a run fitting the same cell held the lock until it finished
         warnings.simplefilter("ignore")  # constant-label warnings of small sets repeat for every cell
         start = time.perf_counter()
         clf.fit(X[tr], Y[tr], X[va], Y[va])
