@@ -107,6 +107,8 @@ def test_a_save_killed_between_its_renames_is_finished_by_the_next_load(old_and_
     assert run.returncode == -getattr(signal, kill), run.stderr
     # SIGTERM is held back until both renames are done; after a SIGKILL the next load finishes the save
     assert len(list(path.glob(".config.json.*.tmp"))) == (1 if kill == "SIGKILL" else 0)
+    new_id = bytes(load_file(path / "model.safetensors")["save_id"].tolist()).hex()
+    assert mlkd.io.saved_model_id(path) == new_id  # a teacher_dir's id is the new model's, as it loads
     loaded = load_model(path)
     assert np.allclose(loaded.scaler_.mean, old.scaler_.mean + 1.0)  # the new model
     assert sorted(_files(path)) == ["config.json", "model.safetensors"]  # the save is finished

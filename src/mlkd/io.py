@@ -557,8 +557,9 @@ def absolute_model_dirs(params: dict) -> dict:
 def saved_model_id(path) -> str:
     """The content identity of the model saved in directory ``path``: the save id its files carry
     (``mlkd.io.save_model``: a digest of its tensors), or ``sha256:`` and a digest of its weights file for a
-    model saved before save ids. A missing directory or file, or one mlkd did not write, is an error."""
-    config = read_config(path)
+    model saved before save ids. A missing directory or file, or one mlkd did not write, is an error. A save
+    killed between its two renames is finished first, as ``load_model`` does: the id is the new model's."""
+    config = _finish_interrupted_save(path) or read_config(path)
     weights = Path(path) / WEIGHTS
     if not weights.is_file():
         raise ModelFileNotFoundError(f"{weights} is missing; expected the model weights beside {CONFIG}")
