@@ -180,6 +180,28 @@ def test_rerun_in_same_folder_keeps_only_its_own_figures(tmp_path):
     assert len(list((out / "figures").glob("*.png"))) == len(report.figures) < many
 
 
+def test_a_report_killed_while_writing_leaves_whole_files_and_can_run_again(fixture_db, tmp_path, monkeypatch):
+    """Each Markdown file is written beside and renamed over its place: a report killed mid-write leaves the
+    earlier report's files whole (a truncated index.md made the next report refuse its own folder)."""
+    import mlkd.bench.report as report_module
+
+    out = tmp_path / "r"
+    make_report(fixture_db, out, metrics=["mAP"], figures=False)
+    before = {name: (out / name).read_text() for name in ("index.md", "tables.md")}
+
+    def killed(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report_module.os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        make_report(fixture_db, out, metrics=["mAP", "example_f1"], figures=False)
+    monkeypatch.undo()
+    assert {name: (out / name).read_text() for name in before} == before  # whole, not truncated
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]  # no temporary file left behind
+    again = make_report(fixture_db, out, metrics=["mAP", "example_f1"], figures=False)
+    assert "Example-F1" in (out / "tables.md").read_text() and again.index.is_file()
+
+
 def test_bad_databases_are_one_line_errors(tmp_path, capsys):
     empty = tmp_path / "empty.db"
     empty.write_bytes(b"")

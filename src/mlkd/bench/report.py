@@ -287,19 +287,17 @@ def make_report(db_path, out=None, curves: Iterable[str] = (), metrics: Iterable
     _prepare_out(out, [path for path, _ in drawings])
     # until the real index.md replaces it, this one marks the folder as mlkd's, so that an interrupted report
     # can be run again into it, and links what it is drawing, so that the next report removes what it leaves
-    report.index.write_text(_unfinished_index_md(report.command, [_rel(path, out) for path, _ in drawings]),
-                            encoding="utf-8")
+    _write_text(report.index, _unfinished_index_md(report.command, [_rel(path, out) for path, _ in drawings]))
     for path, draw in drawings:
         draw()
         report.figures.append(path)
 
-    (out / "tables.md").write_text(_tables_md(table, db_path, variants, report.command), encoding="utf-8")
+    _write_text(out / "tables.md", _tables_md(table, db_path, variants, report.command))
     if tune:
         report.tuned = out / "tuned.md"
-        report.tuned.write_text(_tuned_md(_Table(tuned_rows), report.choices, db_path, variants, report.command),
-                                encoding="utf-8")
-    report.index.write_text(_index_md(table, report, db_path, bars, overview, cell_curves, heatmaps, filters, alpha,
-                                      figures), encoding="utf-8")
+        _write_text(report.tuned, _tuned_md(_Table(tuned_rows), report.choices, db_path, variants, report.command))
+    _write_text(report.index, _index_md(table, report, db_path, bars, overview, cell_curves, heatmaps, filters,
+                                        alpha, figures))
     return report
 
 
@@ -721,9 +719,28 @@ def _integer_epochs(*axes) -> None:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
+def _replace_atomically(path: Path, write) -> None:
+    """``write(tmp)`` into a temporary file beside ``path``, then one rename over it: a report killed while
+    writing leaves the earlier file or the new one, never a truncated file that the next report would take
+    for a user's and refuse to replace."""
+    from ..checkpoint import temporary_file
+
+    tmp = temporary_file(path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _write_text(path: Path, text: str) -> None:
+    _replace_atomically(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
 def _save(fig, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, format="png")
+    _replace_atomically(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
 
 
 def cd_diagram(names: list[str], avg_ranks, cd: float | None, path, title: str = "") -> Path:
