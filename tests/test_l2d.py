@@ -266,3 +266,23 @@ def test_cli_distill_writes_a_student_and_reports_a_bad_teacher_in_one_line(tmp_
 
     status = main(["distill", "digits-ml", "--teacher-spec", "colour=red", "--out", str(tmp_path / "s4")])
     assert status == 2 and "colour" in capsys.readouterr().err
+
+
+def test_a_parameter_of_the_other_backbone_is_refused_not_ignored():
+    # image_shape without backbone='cnn' would otherwise train an MLP the user did not ask for
+    with pytest.raises(ValueError, match="image_shape.*backbone='cnn' only"):
+        build_method("labelwise", 64, 3, {"image_shape": "1,8,8"})
+    with pytest.raises(ValueError, match="activation.*backbone='mlp' only"):
+        build_method("labelwise", 64, 3, {"backbone": "cnn", "activation": "tanh"})
+    build_method("labelwise", 64, 3, {"backbone": "cnn", "image_shape": "1,8,8", "hidden": 4})
+    build_method("labelwise", 64, 3, {"activation": "tanh", "hidden": 4})
+
+
+def test_a_cross_backbone_distillation_takes_each_backbones_parameters():
+    # a CNN teacher and an MLP student: image_shape is the teacher's, activation the student's
+    build_method("distill", 64, 3, {"teacher_backbone": "cnn", "image_shape": "1,8,8", "activation": "tanh",
+                                    "hidden": 4, "teacher_hidden": 4})
+    build_method("distill", 64, 3, {"backbone": "cnn", "teacher_backbone": "mlp", "image_shape": "1,8,8",
+                                    "activation": "tanh", "hidden": 4, "teacher_hidden": 4})
+    with pytest.raises(ValueError, match="image_shape"):
+        build_method("distill", 64, 3, {"image_shape": "1,8,8", "hidden": 4})

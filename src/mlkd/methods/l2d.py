@@ -68,6 +68,19 @@ class LabelwiseConfig(MethodConfig):
         check_choice("bce_reduction", self.bce_reduction, ("sum", "mean"))
         if self.backbone == "cnn":
             parse_image_shape(self.image_shape, n_features)
+        # a parameter of a backbone no stage builds is a mistake (image_shape without backbone='cnn' would train
+        # an MLP the user did not ask for), not something to ignore
+        in_use = self.backbones_in_use()
+        if "mlp" not in in_use and self.activation != "leaky_relu":
+            raise ValueError(f"parameter 'activation'={self.activation!r} applies to backbone='mlp' only (the CNN "
+                             "uses ReLU); expected it unset with backbone='cnn'")
+        if "cnn" not in in_use and self.image_shape != "auto":
+            raise ValueError(f"parameter 'image_shape'={self.image_shape!r} applies to backbone='cnn' only; expected "
+                             "backbone='cnn' with it, or no image_shape for the MLP")
+
+    def backbones_in_use(self) -> set[str]:
+        """The backbones this configuration builds."""
+        return {self.backbone}
 
 
 def bce_loss(logits: Tensor, targets: Tensor, reduction: str) -> Tensor:
@@ -163,7 +176,16 @@ class DistillConfig(LabelwiseConfig):
         if self.teacher_dir is None:
             if self.teacher_backbone is not None:
                 check_choice("teacher_backbone", self.teacher_backbone, BACKBONES)
-            LabelwiseConfig(**self.teacher_params()).validate(n_features, n_labels)
+            teacher = self.teacher_params()
+            # the student's backbone may take the parameter the teacher's does not: validate the teacher's own
+            teacher["image_shape" if teacher["backbone"] == "mlp" else "activation"] = (
+                "auto" if teacher["backbone"] == "mlp" else "leaky_relu")
+            LabelwiseConfig(**teacher).validate(n_features, n_labels)
+
+    def backbones_in_use(self) -> set[str]:
+        if self.teacher_dir is not None:  # a saved teacher is loaded as it is
+            return {self.backbone}
+        return {self.backbone, self.teacher_backbone or self.backbone}
 
 
 @register
