@@ -207,6 +207,8 @@ def test_noise_axis_is_canonical_and_trains_on_noisy_labels_with_clean_test(mula
     (["-d", "emotions", "-m", "bce", "--checkpoint-seconds", "-1"], "expected a number >= 0"),
     (["-d", "emotions", "-m", "bce", "--no-checkpoints", "--checkpoint-dir", "ck"], "contradict each other"),
     (["-d", "emotions", "-m", "distill:teacher_dir=no/such/run", "--dry-run"], "/no/such/run does not exist"),
+    (["-d", "digits-ml", "-m", "labelwise:backbone=cnn", "-p", "activation=tanh"], "'activation'='tanh' applies to "
+                                                                                 "backbone='mlp' only"),
 ])
 def test_bad_grid_is_one_line_error_before_any_cell(tmp_path, capsys, argv, message):
     db = tmp_path / "results.db"

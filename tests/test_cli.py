@@ -402,6 +402,8 @@ def bad_inputs(fitted, tmp_path):
         "unknown parameter": ([*fit, "--method", "bce", "--param", "nope=1"], ["nope", "hidden"]),
         "misspelt parameter": ([*fit, "--method", "bce", "--param", "weight_decy=0.1"],
                                ["'weight_decy': did you mean 'weight_decay'?"]),
+        "misspelt setting with its own flag": ([*fit, "--method", "bce", "--param", "epochs=3"],
+                                               ["'epochs': did you mean the flag --max-epochs N?"]),
         "setting with its own flag": ([*fit, "--method", "bce", "--param", "max_epochs=3"],
                                       ["'max_epochs' is a training setting", "--max-epochs N"]),
         "invalid setting": ([*fit, "--method", "bce", "--param", "monitor=auc"], ["monitor", "'mAP' or 'loss'"]),
@@ -702,6 +704,39 @@ def test_fit_never_overwrites_a_model_another_run_saved_meanwhile(fitted, call, 
     assert dropout(out) is None and dropout(f"{out}-2") == 0.3
     result = _ok(call(*fit, "--param", "dropout=0.1", "--force"))  # --force: replaces the model in --out
     assert result.stdout.rstrip().endswith(f"saved to {out}") and dropout(out) == 0.1
+
+
+def test_a_checkpoint_dir_inside_out_does_not_send_the_model_elsewhere(fitted, call, tmp_path):
+    from mlkd import load_model
+
+    root, _, _, _ = fitted
+    out = tmp_path / "m"
+    result = _ok(call("fit", root / "tiny-train.arff", "--method", "bce", "--n-labels", "3", *TINY, "--quiet",
+                      "--out", out, "--checkpoint-dir", out / "ck"))
+    assert result.stdout.rstrip().endswith(f"saved to {out}"), result.stdout
+    assert load_model(out).n_labels_ == 3 and (out / "ck").is_dir() and not Path(f"{out}-2").exists()
+
+
+def test_a_torchrun_rank_above_0_leaves_the_new_out_to_rank_0(tmp_path, monkeypatch):
+    # every rank makes --out before the fit; a rank > 0 never saves, and must not remove the folder rank 0
+    # may be saving into at that moment
+    from mlkd import cli
+
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", "29500")
+    from mlkd.distributed import is_primary
+
+    assert not is_primary()
+    with cli._model_out(tmp_path / "new" / "m"):
+        pass
+    assert (tmp_path / "new" / "m").is_dir()
+    monkeypatch.setenv("RANK", "0")
+    with cli._model_out(tmp_path / "new0" / "m"):
+        pass
+    assert not (tmp_path / "new0").exists()  # rank 0 (or a plain run) that did not save removes what it made
 
 
 def test_two_fits_into_one_out_at_once_lose_no_model(fitted, tmp_path):

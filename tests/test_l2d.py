@@ -286,3 +286,20 @@ def test_a_cross_backbone_distillation_takes_each_backbones_parameters():
                                     "activation": "tanh", "hidden": 4, "teacher_hidden": 4})
     with pytest.raises(ValueError, match="image_shape"):
         build_method("distill", 64, 3, {"image_shape": "1,8,8", "hidden": 4})
+
+
+def test_a_saved_model_an_earlier_mlkd_accepted_still_loads(tmp_path):
+    # the backbone check is for new fits: a CNN model saved with activation set (ignored, as it always was)
+    # loads and predicts as it did
+    import json
+
+    from mlkd import load_model
+
+    X, Y = linear_problem(n=48, d=16, L=3)
+    clf = MultiLabelClassifier("labelwise", backbone="cnn", hidden=4, max_epochs=1, patience=1).fit(X, Y)
+    clf.save(tmp_path / "m")
+    config_path = tmp_path / "m" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["method_params"]["activation"] = "relu"
+    config_path.write_text(json.dumps(config))
+    assert np.array_equal(load_model(tmp_path / "m").predict_proba(X), clf.predict_proba(X))

@@ -2,9 +2,11 @@
 
 import functools
 import math
+import os
 import re
 import sqlite3
 import struct
+import time
 
 import numpy as np
 import pytest
@@ -200,6 +202,22 @@ def test_a_report_killed_while_writing_leaves_whole_files_and_can_run_again(fixt
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]  # no temporary file left behind
     again = make_report(fixture_db, out, metrics=["mAP", "example_f1"], figures=False)
     assert "Example-F1" in (out / "tables.md").read_text() and again.index.is_file()
+
+
+def test_a_report_removes_what_a_killed_report_left_but_not_the_users_files(fixture_db, tmp_path):
+    # SIGKILL leaves the hidden temporary files _replace_atomically writes; the next report clears old ones
+    out = tmp_path / "r"
+    make_report(fixture_db, out, metrics=["mAP"], figures=False)
+    old = [out / ".index.md.abcd1234.tmp", out / "figures" / ".cd_mAP.png.x_y9zz00.tmp"]
+    fresh = out / ".tables.md.qqqq1111.tmp"  # a report writing there now keeps its own
+    users = [out / "notes.tmp", out / "figures" / "mine.png"]
+    for path in [*old, fresh, *users]:
+        path.write_text("x")
+    for path in old:
+        os.utime(path, (time.time() - 3600, time.time() - 3600))
+    make_report(fixture_db, out, metrics=["mAP"], figures=False)
+    assert not any(p.exists() for p in old)
+    assert fresh.exists() and all(p.exists() for p in users)
 
 
 def test_bad_databases_are_one_line_errors(tmp_path, capsys):

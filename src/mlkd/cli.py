@@ -580,6 +580,11 @@ def _load_for_model(args, model, split: str, unlabelled: bool = False):
     to the model's by name (models saved by ``mlkd fit`` record their feature names), and labels are put in the
     model's order. With ``unlabelled`` (predict), the file's label attributes may be absent or ``?``."""
     names = [str(f) for f in (getattr(model, "column_names_", None) or getattr(model, "feature_names_in_", []))]
+    twice = next((n for n in names if names.count(n) > 1), None)
+    if twice is not None:  # an earlier mlkd saved such a model: a file's columns cannot be told apart by name
+        raise ValueError(f"model {args.model_dir} names two of its feature columns {twice!r}, so a file's columns "
+                         "cannot be matched to them by name; expected a model with distinct column names (predict "
+                         "from an array with the Python API, MultiLabelClassifier.load)")
     if _is_arff_path(args.data) and names and (unlabelled or (args.label_file is None and args.n_labels is None)):
         from .data.arff import read_arff_for_model
 
@@ -701,13 +706,14 @@ class _ModelOut:
         replaced; without it a model another run saved there meanwhile is kept, and this one goes to a fresh
         sibling (``DIR-2``, ``DIR-3``, …). A save that fails (a full disk) puts the model in a new temporary
         directory and the one-line error names it: a fitted model is never lost."""
-        from .io import ModelDirectoryNotEmptyError
+        from .io import ModelDirectoryNotEmptyError, save_model
 
         target, base = self.out, self.out if self.out.name else self.out.absolute()
         try:
             for n in range(2, 10_000):
                 try:
-                    clf.save(target, overwrite=bool(force))
+                    # --out was checked before the fit: now only another run's model files there are kept
+                    save_model(clf, target, overwrite=bool(force), beside_other_files=True)
                     self.saved = True
                     if target == self.out:
                         return str(target)
@@ -774,7 +780,9 @@ def _model_out(out: Path):
     try:
         yield claim
     finally:
-        if not claim.saved:
+        from .distributed import is_primary
+
+        if not claim.saved and is_primary():  # a torchrun rank > 0 never saves: rank 0 may be saving there now
             for folder in made:
                 with contextlib.suppress(OSError):
                     folder.rmdir()  # only if still empty
@@ -984,7 +992,8 @@ def _fit_params(method: str, pairs: list[tuple[str, str]]) -> tuple[dict, dict]:
         raise ValueError(f"unknown parameter(s) {', '.join(map(repr, unknown))} for method {method!r}; expected "
                          f"some of: {', '.join(sorted(fields))} or the training settings "
                          f"{', '.join(FIT_PARAM_SETTINGS)}"
-                         + did_you_mean(unknown, [*fields, *FIT_PARAM_SETTINGS, *SETTING_FLAGS])) from None
+                         + did_you_mean(unknown, [*fields, *FIT_PARAM_SETTINGS, *SETTING_FLAGS],
+                                        shown={k: f"the flag {flag}" for k, flag in SETTING_FLAGS.items()})) from None
 
 
 def _methods_help() -> str:

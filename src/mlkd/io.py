@@ -185,12 +185,14 @@ def _jsonable(value):
     return value
 
 
-def save_model(estimator, path, overwrite: bool = False) -> Path:
+def save_model(estimator, path, overwrite: bool = False, *, beside_other_files: bool = False) -> Path:
     """Save a fitted MultiLabelClassifier to directory ``path``: ``model.safetensors`` + ``config.json``.
 
     ``path`` must be new or empty: a directory holding anything is refused (a ValueError) so that no model or
     other file is replaced or mixed with the model's files by accident. ``overwrite=True`` replaces the two
     model files in an existing directory (each atomically, other files are left as they are).
+    ``beside_other_files`` (``mlkd fit``, whose ``--out`` was checked empty before the fit): only model files
+    there refuse the save; what the fit itself put there (a ``--checkpoint-dir`` inside ``--out``) does not.
     """
     from sklearn.utils.validation import check_is_fitted
 
@@ -206,6 +208,8 @@ def save_model(estimator, path, overwrite: bool = False) -> Path:
     if path.is_file():
         raise ValueError(f"model path {path} is a file; expected the path of a new or empty directory")
     held = model_dir_entries(path) if path.is_dir() and not overwrite else []
+    if beside_other_files:
+        held = [name for name in held if name in (WEIGHTS, CONFIG)]
     if held:
         raise ModelDirectoryNotEmptyError(
             f"model directory {path} is not empty (holds {listed(held)}); expected an empty or new directory, "
@@ -372,14 +376,14 @@ def _check_config(config: dict, cfg_path: Path) -> None:
         ("n_features", count(n_features), "a positive integer"),
         ("n_labels", count(n_labels), "a positive integer"),
         ("label_names", isinstance(names, list) and all(isinstance(n, str) for n in names)
-         and len(names) == (n_labels if count(n_labels) else -1) and len(set(names)) == len(names),
-         "one name per label, each once"),
+         and len(names) == (n_labels if count(n_labels) else -1),
+         "one name per label"),
         ("feature_names", isinstance(features, list) and all(isinstance(f, str) for f in features)
-         and len(features) in (0, n_features) and len(set(features)) == len(features),
-         "none, or one name per feature, each once"),
+         and len(features) in (0, n_features),
+         "none, or one name per feature"),
         ("column_names", isinstance(columns, list) and all(isinstance(f, str) for f in columns)
-         and len(columns) in (0, n_features) and len(set(columns)) == len(columns),
-         "none, or one name per feature, each once"),
+         and len(columns) in (0, n_features),
+         "none, or one name per feature"),
         ("binary_classes", classes is None or (n_labels == 1 and _two_classes(classes)),
          f"null for a {n_labels}-label model (binary classes need n_labels = 1)" if count(n_labels) and n_labels > 1
          else "null or two distinct class labels of one type (strings, integers, booleans or numbers)"),

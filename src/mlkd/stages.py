@@ -112,7 +112,8 @@ def run_stages(
     outcomes: dict[str, StageOutcome] = {}
     for position, stage in enumerate(stages):
         cfg = stage_train_config(stage, base)
-        model = build_method(stage.method, n_features, n_labels, stage.params, seed=cfg.seed + position)
+        model = build_method(stage.method, n_features, n_labels, stage.params, seed=cfg.seed + position,
+                             derived=True)
         if stage.init_from is not None:
             source = outcomes[stage.init_from].model
             try:

@@ -287,7 +287,9 @@ class Grid:
             saved = saved_model_ids(spec.method, params, spec.label)  # a missing model fails before any cell runs
             h = _hash(resolved_config(spec.method, params, train, saved))  # type-checks every value
             for dataset in self.datasets:  # ranges may depend on the data's shape
-                make_config(spec.method, params).validate(*_shape(dataset))
+                config = make_config(spec.method, params)
+                config.validate(*_shape(dataset))
+                config.validate_new(*_shape(dataset))  # as the cell's fit will: refused before any cell runs
             if labels.setdefault(spec.label, h) != h:
                 raise ValueError(f"label {spec.label!r} names two different configs; expected a unique label per "
                                  "method config")

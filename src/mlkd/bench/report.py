@@ -8,6 +8,7 @@ state), so a report can be made inside any program.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import fnmatch
 import json
@@ -15,6 +16,7 @@ import math
 import os
 import re
 import shlex
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
@@ -963,3 +965,22 @@ def _prepare_out(out: Path, figures: list[Path]) -> None:
         (out / name).unlink(missing_ok=True)
     if "tuned.md" in earlier:  # rewritten if this report tunes; otherwise it would describe other results
         (out / "tuned.md").unlink()
+    _remove_stale_temporaries(out)
+
+
+#: The hidden files ``_replace_atomically`` writes before its rename (``temporary_file``'s names): a report
+#: killed while writing leaves them behind.
+_REPORT_TEMPORARY = re.compile(r"^\.(?:index\.md|tables\.md|tuned\.md|[^/]+\.png)\.[a-z0-9_]{8}\.tmp$")
+
+
+def _remove_stale_temporaries(out: Path, older_than: float = 60.0) -> None:
+    """Remove what killed reports left in ``out`` and ``out/figures``: ``_REPORT_TEMPORARY`` names only, and
+    only when older than ``older_than`` seconds (a report writing there right now keeps its own)."""
+    now = time.time()
+    for folder in (out, out / "figures"):
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(folder):
+                if _REPORT_TEMPORARY.match(entry.name) and entry.is_file(follow_symlinks=False):
+                    with contextlib.suppress(OSError):
+                        if now - entry.stat(follow_symlinks=False).st_mtime > older_than:
+                            os.unlink(entry.path)

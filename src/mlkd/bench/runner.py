@@ -30,7 +30,8 @@ class CellDone(Exception):
 class QueuedCell(Cell):
     """A cell as ``run_grid`` hands it to an executor: with the results database it goes to, so the worker that
     takes it skips it (``CellDone``) when another run (a second ``mlkd bench`` on the same database) finished
-    it meanwhile. Equal to, and hashed as, the cell it wraps."""
+    it meanwhile. Its key is the wrapped cell's; it is not equal to that Cell (``run_grid`` maps results back
+    by identity)."""
 
     results_db: str | None = None
 

@@ -418,6 +418,11 @@ def _build_schema(raw: _RawArff, label_file, n_labels, id_threshold, label_idx=N
             binary.extend([True] * len(values))
     if not features:
         raise ValueError(f"{path}: no feature attributes left besides the {len(label_idx)} label(s)")
+    seen: set[str] = set()
+    clash = next((n for n in feature_names if n in seen or seen.add(n)), None)
+    if clash is not None:  # a model matches a file's columns by name: two columns of one name cannot be told apart
+        raise ValueError(f"{path}: two feature columns are named {clash!r} (a nominal attribute's one-hot column "
+                         "NAME=VALUE and an attribute of that name); expected distinct names (rename the attribute)")
     return _Schema(
         source=path,
         attr_names=raw.names,

@@ -55,6 +55,10 @@ class MethodConfig:
     def validate(self, n_features: int, n_labels: int) -> None:  # noqa: B027 - optional hook
         """Raise ValueError naming the parameter, its value and the accepted range."""
 
+    def validate_new(self, n_features: int, n_labels: int) -> None:  # noqa: B027 - optional hook
+        """Checks for a config about to be fitted only, beyond ``validate``: a saved model's config is loaded as
+        it was saved (``rebuild_saved``), also one that an earlier mlkd accepted and these checks refuse."""
+
     def inert_params(self) -> set[str]:
         """Names of parameters that cannot change this config's numbers (e.g. a term's options while the term
         is off); ``config_identity`` leaves those of ``ADDED_PARAMS`` out."""
@@ -256,17 +260,19 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
 SAME_MEANING = {"n_jobs": "num_threads", "seed": "random_state", "epochs": "max_epochs", "threads": "num_threads"}
 
 
-def did_you_mean(unknown, candidates) -> str:
+def did_you_mean(unknown, candidates, shown: dict[str, str] | None = None) -> str:
     """The ``"; 'max_epoch': did you mean 'max_epochs'?"`` tail of an unknown-name error: the closest of
-    ``candidates`` (or its mlkd name, ``SAME_MEANING``) for each unknown name that has one; "" when none has."""
+    ``candidates`` (or its mlkd name, ``SAME_MEANING``) for each unknown name that has one; "" when none has.
+    ``shown`` gives a candidate's spelling where the user writes it otherwise (a command-line flag)."""
     candidates = list(candidates)
+    shown = shown or {}
     hints = []
     for name in unknown:
         close = SAME_MEANING.get(name)
         if close not in candidates:
             close = next(iter(difflib.get_close_matches(name, candidates, n=1)), None)
         if close is not None:
-            hints.append(f"{name!r}: did you mean {close!r}?")
+            hints.append(f"{name!r}: did you mean {shown.get(close, repr(close))}?")
     return f"; {' '.join(hints)}" if hints else ""
 
 
@@ -296,14 +302,19 @@ if hasattr(os, "register_at_fork") and hasattr(TORCH_GLOBAL_STATE, "_at_fork_rei
 
 
 def build_method(
-    name: str, n_features: int, n_labels: int, params: dict[str, Any] | None = None, seed: int | None = None
+    name: str, n_features: int, n_labels: int, params: dict[str, Any] | None = None, seed: int | None = None,
+    *, derived: bool = False,
 ) -> Method:
     """Build a method from its registry name, the data shape and its (validated) parameters.
 
     With ``seed`` the initial weights are drawn from that seed (the caller's global RNG is left untouched).
+    ``derived``: parameters mlkd derived, not a user's (a saved model's, a stage's of a method whose own
+    config was checked): ``MethodConfig.validate_new`` is skipped.
     """
     config = make_config(name, params)
     config.validate(n_features, n_labels)
+    if not derived:
+        config.validate_new(n_features, n_labels)
     try:
         if seed is None:
             return method_class(name)(n_features, n_labels, config)
@@ -334,7 +345,7 @@ def rebuild_saved(name: str, n_features: int, n_labels: int, params: dict[str, A
     other with ``build_method``."""
     if name == "pretrained" and isinstance(inner, dict):
         return method_class(name)(n_features, n_labels, make_config(name, params), inner=inner)
-    return build_method(name, n_features, n_labels, params)
+    return build_method(name, n_features, n_labels, params, derived=True)
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

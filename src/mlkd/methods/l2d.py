@@ -68,8 +68,10 @@ class LabelwiseConfig(MethodConfig):
         check_choice("bce_reduction", self.bce_reduction, ("sum", "mean"))
         if self.backbone == "cnn":
             parse_image_shape(self.image_shape, n_features)
+
+    def validate_new(self, n_features: int, n_labels: int) -> None:
         # a parameter of a backbone no stage builds is a mistake (image_shape without backbone='cnn' would train
-        # an MLP the user did not ask for), not something to ignore
+        # an MLP the user did not ask for), not something to ignore; models saved before this check still load
         in_use = self.backbones_in_use()
         if "mlp" not in in_use and self.activation != "leaky_relu":
             raise ValueError(f"parameter 'activation'={self.activation!r} applies to backbone='mlp' only (the CNN "
@@ -176,11 +178,7 @@ class DistillConfig(LabelwiseConfig):
         if self.teacher_dir is None:
             if self.teacher_backbone is not None:
                 check_choice("teacher_backbone", self.teacher_backbone, BACKBONES)
-            teacher = self.teacher_params()
-            # the student's backbone may take the parameter the teacher's does not: validate the teacher's own
-            teacher["image_shape" if teacher["backbone"] == "mlp" else "activation"] = (
-                "auto" if teacher["backbone"] == "mlp" else "leaky_relu")
-            LabelwiseConfig(**teacher).validate(n_features, n_labels)
+            LabelwiseConfig(**self.teacher_params()).validate(n_features, n_labels)
 
     def backbones_in_use(self) -> set[str]:
         if self.teacher_dir is not None:  # a saved teacher is loaded as it is
