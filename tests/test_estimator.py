@@ -185,6 +185,28 @@ def test_sklearn_tooling_pipeline_gridsearch_cross_val(data):
     assert scores.shape == (3,) and np.all((scores >= 0) & (scores <= 1))
 
 
+@pytest.mark.parametrize("n_labels", [1, 2, 3])
+def test_probability_scorers_and_grid_search_work_with_any_number_of_labels(n_labels, tmp_path):
+    # classes_ as one [0, 1] per label: with arange(n_labels) a 2-label model looked binary to scikit-learn's
+    # scorers (average_precision failed, GridSearchCV scored NaN) and a 1-column Y looked like one class
+    from sklearn.metrics import average_precision_score, get_scorer
+
+    X, Y = linear_problem(n=90, d=5, L=3)
+    Y = Y[:, :n_labels]
+    clf = MultiLabelClassifier("bce", **TINY).fit(X, Y)
+    assert [list(c) for c in clf.classes_] == [[0, 1]] * n_labels
+    assert [list(c) for c in load_model(clf.save(tmp_path / "m")).classes_] == [[0, 1]] * n_labels
+    for name in ("average_precision", "roc_auc"):
+        assert np.isfinite(get_scorer(name)(clf, X, Y))
+    assert get_scorer("average_precision")(clf, X, Y) == pytest.approx(
+        average_precision_score(Y, clf.predict_proba(X)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a failed candidate is only a warning in GridSearchCV: make it fail here
+        grid = GridSearchCV(SKDTEAClassifier(**TINY), {"detach_teacher": np.array([True, False])}, cv=2,
+                            scoring="average_precision").fit(X, Y)  # numpy booleans, as a grid array gives
+    assert np.all(np.isfinite(grid.cv_results_["mean_test_score"]))
+
+
 def test_skdtea_classifier_exposes_every_method_flag_as_a_parameter():
     params = SKDTEAClassifier().get_params()
     for flag in ("alpha", "tau", "label_noise", "detach_teacher", "shared_decoder", "teacher_input", "alignment",

@@ -42,6 +42,14 @@ MIN_ROWS_FOR_VALIDATION = 12
 _D = TrainConfig  # defaults live in one place: the trainer's config
 
 
+def multilabel_classes(n_labels: int) -> list:
+    """``classes_`` of a multi-label model: one array([0, 1]) per label, scikit-learn's convention for a
+    multi-output classifier (as MultiOutputClassifier's). Scorers read the target type from it: with
+    ``arange(n_labels)`` a 2-label model looked binary to them (average_precision kept one column and failed, so
+    GridSearchCV scored NaN) and a 1-label matrix looked like one class."""
+    return [np.array([0, 1]) for _ in range(n_labels)]
+
+
 class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
     """A multi-label classifier trained with any mlkd method.
 
@@ -456,7 +464,7 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
         self.history_ = result.history
         self.best_epoch_ = result.best_epoch
         self.n_labels_ = Y.shape[1]
-        self.classes_ = self.binary_classes_ if self._is_binary() else np.arange(self.n_labels_)
+        self.classes_ = self.binary_classes_ if self._is_binary() else multilabel_classes(self.n_labels_)
         self.label_names_ = names
         self.threshold_ = self._fit_threshold(X_val, Y_val)
         self.resumed_seconds_ = 0.0 if checkpointer is None else checkpointer.restored_seconds

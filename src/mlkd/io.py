@@ -538,7 +538,8 @@ def load_model(path):
         est.column_names_ = list(config["column_names"])
     est.n_labels_ = config["n_labels"]
     est.binary_classes_ = None if config.get("binary_classes") is None else np.asarray(config["binary_classes"])
-    est.classes_ = est.binary_classes_ if est.binary_classes_ is not None else np.arange(est.n_labels_)
+    est.classes_ = (est.binary_classes_ if est.binary_classes_ is not None
+                    else estimators.multilabel_classes(est.n_labels_))
     est.label_names_ = config["label_names"]
     est.history_ = config.get("history", [])
     est.best_epoch_ = config.get("best_epoch", -1)

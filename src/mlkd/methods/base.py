@@ -17,6 +17,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -229,17 +230,17 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
                 if low in ("false", "0", "no"):
                     return False
                 raise ValueError
-            if isinstance(value, (bool, int)) and value in (0, 1):
+            if isinstance(value, (bool, int, np.bool_, np.integer)) and value in (0, 1):  # numpy: a grid's array
                 return bool(value)
             raise ValueError
         if annotation is int:
-            if isinstance(value, bool):
+            if isinstance(value, (bool, np.bool_)):
                 raise ValueError
             if isinstance(value, float) and not value.is_integer():
                 raise ValueError
             return int(value)
         if annotation is float:
-            if isinstance(value, bool):
+            if isinstance(value, (bool, np.bool_)):
                 raise ValueError
             return float(value)
         if annotation is str:
