@@ -771,4 +771,4 @@ def test_a_killed_save_s_leftovers_do_not_block_the_next_fit(fitted, call, tmp_p
 def test_errors_name_the_data_dir_option_and_fit_help_says_threads_change_results(call, tmp_path):
     _assert_one_line_error(call("fit", "emotions", "--method", "bce", "--data-dir", tmp_path), "given with --data-dir")
     help_text = " ".join(_ok(call("fit", "--help")).stdout.split())
-    assert "Results can depend on it" in help_text and "mpvae" in help_text
+    assert "Results depend on it" in help_text and "every method" in help_text and "mpvae" in help_text

@@ -709,3 +709,17 @@ def test_arff_numbers_float32_would_round_are_kept_in_float64(tmp_path):
 
     assert features_dtype(np.array([[0.1, 3.0], [0.2, 1e3]])) == np.float32
     assert features_dtype(np.array([[1e39], [0.0]])) == np.float64  # beyond float32's range
+
+
+def test_read_arff_for_model_names_the_flag_for_rows_without_labels(tmp_path):
+    # a file of rows to predict ('?' labels) is read with labels_required=False; the default's error says so
+    from mlkd.data import read_arff_for_model
+
+    path = tmp_path / "q.arff"
+    path.write_text("@relation q\n@attribute f0 numeric\n@attribute f1 numeric\n@attribute l0 {0,1}\n"
+                    "@attribute l1 {0,1}\n@data\n0.1,0.2,?,1\n0.3,0.1,1,0\n")
+    with pytest.raises(ValueError, match=r"'l0' has 1 missing value.*labels_required=False"):
+        read_arff_for_model(path, ["f0", "f1"], ["l0", "l1"])
+    with pytest.raises(ValueError, match=r"'lx'.*labels_required=False"):
+        read_arff_for_model(path, ["f0", "f1"], ["l0", "lx"])
+    assert read_arff_for_model(path, ["f0", "f1"], ["l0", "l1"], labels_required=False).X.shape == (2, 2)

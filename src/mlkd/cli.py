@@ -289,9 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         metavar="N",
         help="CPU threads torch trains with (default: 1, the library's default: mlkd's small batches do not gain "
-        "from more, and extra threads slow a fit several-fold when anything else runs). Results can depend on it: "
-        "some methods (mpvae, kdtea, distill) give other predictions, in float rounding, with another thread "
-        "count; a fit is reproducible bit for bit with the same --threads",
+        "from more, and extra threads slow a fit several-fold when anything else runs). Results depend on it in "
+        "float rounding for every method (torch splits its sums by thread count; mpvae, kdtea and distill were "
+        "seen to give other predictions); a fit is reproducible bit for bit with the same --threads",
     )
     p.add_argument(
         "--threshold",

@@ -62,12 +62,13 @@ def check_distributable(method: Method) -> None:
     if cls.stages(method.config) or cls.needs_teacher:
         raise ValueError(
             f"method {method.name!r} trains in several stages (teacher first), which nproc > 1 does not run; "
-            "expected a single-stage method such as bce, ls, tea or skdtea, or nproc=1"
+            "expected a single-stage method such as bce, ls, tea, skdtea, mpvae, tfkd_reg or labelwise, or nproc=1"
         )
     if any(True for _ in method.buffers()) or cls.on_epoch_end is not Method.on_epoch_end:
         raise ValueError(
             f"method {method.name!r} keeps per-row state besides its parameters, which shards of a batch "
-            "cannot share; expected a method whose state is its parameters (bce, ls, tea, skdtea), or nproc=1"
+            "cannot share; expected a method whose state is its parameters (such as bce, ls, tea, skdtea, mpvae, "
+            "tfkd_reg, labelwise), or nproc=1"
         )
     coupling = method.batch_coupling()
     if coupling:

@@ -640,6 +640,10 @@ def read_arff_pair(
     return _encode(raw_train, schema, name), _encode(raw_test, schema, name)
 
 
+#: The hint of read_arff_for_model's label errors: a file of rows to predict has no labels to require.
+_ROWS_TO_PREDICT = "(rows to predict are read with labels_required=False, as mlkd predict does)"
+
+
 def read_arff_for_model(
     path, feature_names, label_names, labels_required: bool = True, name: str | None = None
 ) -> MultiLabelDataset:
@@ -664,9 +668,15 @@ def read_arff_for_model(
     if labels_required and absent:
         raise ValueError(
             f"{path}: {len(absent)} of the model's {len(label_names)} label(s) are not declared as attributes: "
-            f"{_listed(absent)}; expected the training data's label attributes"
+            f"{_listed(absent)}; expected the training data's label attributes {_ROWS_TO_PREDICT}"
         )
     present = [pos[n] for n in label_names if n in pos]
+    if labels_required and raw.n_rows:
+        unknown = [j for j in present if np.isnan(raw.values[:, j]).any()]
+        if unknown:
+            j = unknown[0]
+            raise ValueError(f"{path}: label attribute {raw.names[j]!r} has {int(np.isnan(raw.values[:, j]).sum())} "
+                             f"missing value(s) ('?'); expected 0/1 labels {_ROWS_TO_PREDICT}")
     schema = _build_schema(raw, None, None, float("inf"), label_idx=present if labels_required else [],
                            skip=() if labels_required else present)
     _warn(schema.dropped)
