@@ -14,7 +14,7 @@ from mlkd.methods import REGISTRY, Batch, build_method, make_config
 from mlkd.methods._kd import bernoulli_kl, binary_gce, binary_kl
 from mlkd.methods.ban import BAN
 from mlkd.methods.base import config_identity
-from mlkd.methods.cskd import draw_partners
+from mlkd.methods.cskd import ClassWisePartners, draw_partners
 from mlkd.methods.multiround import MultiRound
 from mlkd.methods.pll import PLL, pll_targets
 from mlkd.methods.pskd import pskd_alpha
@@ -321,6 +321,63 @@ def test_cskd_distillation_covers_only_shared_labels():
     assert torch.all((logits.grad != 0) <= (shared > 0))
 
 
+def test_cskd_pair_batches_give_each_row_a_partner_training_row_sharing_a_label():
+    # METHODS.md §6 "batch of pairs that share a positive label c" (partners="train"): the partner comes from the
+    # whole training set, so every row with a label another row has gets one, not only those lucky in their batch
+    sampler = ClassWisePartners(CSKD_Y)
+    idx = torch.arange(7)
+    seen = {i: set() for i in range(7)}
+    for seed in range(60):
+        partner = sampler.draw(idx, torch.Generator().manual_seed(seed))
+        for i, j in enumerate(partner.tolist()):
+            seen[i].add(j)
+    # row 3's only label and row 4 (no label) have no other row: themselves, as the placeholder
+    assert seen == {0: {1}, 1: {0, 2}, 2: {1}, 3: {3}, 4: {4}, 5: {6}, 6: {5}}
+    # a larger draw is uniform over the label's other rows: label 0 of row 0 in a 1 + 3-row label
+    Y = torch.zeros(400, 2)
+    Y[:4, 0] = 1
+    Y[4:, 1] = 1
+    counts = torch.bincount(ClassWisePartners(Y).draw(torch.zeros(3000, dtype=torch.long),
+                                                       torch.Generator().manual_seed(0)), minlength=4)
+    assert counts[0] == 0 and counts[1:4].min() > 900 and counts[4:].sum() == 0
+    assert torch.equal(ClassWisePartners(torch.zeros(5, 3)).draw(idx[:5], torch.Generator()), idx[:5])
+
+
+def test_cskd_with_pair_batches_distils_from_the_partners_forward_without_gradient():
+    m = build_method("cskd", 6, 4, {**SMALL, "partners": "train"}, seed=0)
+    assert m.partner_sampler(CSKD_Y) is not None and build_method("cskd", 6, 4, SMALL).partner_sampler(CSKD_Y) is None
+    x = torch.randn(14, 6, generator=torch.Generator().manual_seed(3))
+    rows = torch.cat([torch.arange(7), ClassWisePartners(CSKD_Y).draw(torch.arange(7), torch.Generator())])
+    y = CSKD_Y[rows]
+    out = m.step(Batch(x[rows], y, rows), ctx(seed=4))
+    assert out.logits.shape == (7, 4)  # the loss and logits are the B rows'; the partners only teach
+    shared = y[:7] * y[7:] * (rows[7:] != rows[:7])[:, None]
+    assert torch.equal(out.extras["shared_labels"], shared) and shared[3].sum() == 0 and shared[4].sum() == 0
+    m.eval()  # SMALL has no dropout: the partners' logits recomputed are the step's
+    with torch.no_grad():
+        partner_logits = m.net(x[rows][7:])
+    kl = bernoulli_kl(partner_logits, out.logits.detach(), 4.0)
+    assert torch.allclose(out.losses["distillation"], (kl * shared).sum() / 7, atol=1e-6)
+    assert torch.allclose(out.losses["bce"], F.binary_cross_entropy_with_logits(out.logits, y[:7]))
+    m.train()
+    out = m.step(Batch(x[rows], y, rows), ctx(seed=4))
+    out.losses["distillation"].backward()  # reaches the parameters through the B rows only
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.parameters())
+
+
+def test_cskd_pair_batches_train_end_to_end_and_keep_the_default_cells_keys():
+    X, Y = linear_problem(n=80, d=6, L=4)
+    clf = MultiLabelClassifier("cskd", partners="train", hidden=8, max_epochs=3, random_state=0).fit(X, Y)
+    again = MultiLabelClassifier("cskd", partners="train", hidden=8, max_epochs=3, random_state=0).fit(X, Y)
+    assert np.array_equal(clf.predict_proba(X), again.predict_proba(X))  # deterministic
+    plain = MultiLabelClassifier("cskd", hidden=8, max_epochs=3, random_state=0).fit(X, Y)
+    assert not np.array_equal(clf.predict_proba(X), plain.predict_proba(X))
+    assert "partners" not in config_identity(make_config("cskd"))  # the published cells keep their keys
+    assert config_identity(make_config("cskd", {"partners": "train"}))["partners"] == "train"
+    with pytest.raises(ValueError, match="partners"):
+        make_config("cskd", {"partners": "dataset"}).validate(6, 4)
+
+
 # -- multi-round SD -------------------------------------------------------------------------------------
 def test_multiround_round_targets_are_the_previous_rounds_probabilities(monkeypatch):
     seen = []
@@ -430,3 +487,14 @@ def test_each_method_learns_and_round_trips_through_the_estimator(name, params, 
     loaded = load_model(clf.save(tmp_path / "m"))
     assert np.array_equal(loaded.predict_proba(X[300:]), probs)
     assert np.array_equal(loaded.predict(X[300:]), clf.predict(X[300:]))
+
+
+def test_cskd_pair_batches_are_refused_where_rows_are_split_or_stacked():
+    from mlkd.batched import check_batchable
+    from mlkd.distributed import check_distributable
+
+    m = build_method("cskd", 6, 4, {**SMALL, "partners": "train"})
+    with pytest.raises(ValueError, match="pairs of training rows"):
+        check_batchable(m)
+    with pytest.raises(ValueError, match="training rows"):
+        check_distributable(m)

@@ -70,6 +70,8 @@ def check_batchable(method: Method) -> None:
         reasons.append("it keeps buffers besides its parameters")
     if cls.on_epoch_end is not Method.on_epoch_end:
         reasons.append("it updates state at the end of each epoch")
+    if method.partner_sampler(torch.zeros(2, method.n_labels)) is not None:
+        reasons.append("it trains on pairs of training rows")
     if reasons:
         raise ValueError(
             f"method {method.name!r} cannot be fitted batched ({'; '.join(reasons)}); expected a single-stage "

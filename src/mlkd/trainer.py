@@ -337,6 +337,7 @@ class Trainer:
             start -= loop.seconds
         first = len(result.history)  # 0, or the epochs a resumed checkpoint already ran
         step = method.step if self.data_parallel is None else self.data_parallel.wrap(method)
+        partners = method.partner_sampler(Y_t)  # CS-KD's pair batches: each row and a partner training row
         optimizer_step = FusedAdamStep(optimizer)  # after restore: it keeps the state's tensors
         bar = tqdm(range(first, cfg.max_epochs), desc=f"fit {method.name}", disable=not cfg.progress, leave=False)
         for epoch in bar:
@@ -348,8 +349,9 @@ class Trainer:
             sums: dict[str, torch.Tensor] = {}
             for begin in range(0, n, bs):
                 idx = perm[begin : begin + bs]
+                rows = idx if partners is None else torch.cat([idx, partners.draw(idx, method_gen)])
                 # index_select: the rows X_t[idx] gives, in half the time of advanced indexing
-                batch = Batch(X_t.index_select(0, idx), Y_t.index_select(0, idx), idx)
+                batch = Batch(X_t.index_select(0, rows), Y_t.index_select(0, rows), rows)
                 out, total = training_step(step, batch, ctx, params, optimizer_step)
                 w = idx.shape[0]
                 for name, value in out.losses.items():

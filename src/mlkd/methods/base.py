@@ -73,8 +73,10 @@ class MethodConfig:
 #: the default and the earlier behaviour). ``t2_scaling`` (2026-12-03): CS-KD, BAN and TF-KD reg multiplied
 #: their binKL_T term by T² (``True``), which METHODS.md §6 does not write; their default is now ``False``.
 #: ``extra_feature_loss``/``lambda_extra`` (2026-12-03): L2D's optional feature-KD slot beside LED, off before.
+#: ``partners`` (2026-12-04): CS-KD's partner drawn within the batch (``"batch"``, the default and the only
+#: behaviour before) or METHODS.md §6's pair batches (``"train"``: a partner training row per row).
 ADDED_PARAMS: dict[str, Any] = {"kd_reduction": "mean", "student_loss": "tea", "t2_scaling": True,
-                                "extra_feature_loss": "none", "lambda_extra": 1.0}
+                                "extra_feature_loss": "none", "lambda_extra": 1.0, "partners": "batch"}
 
 
 def config_identity(config: MethodConfig) -> dict:
@@ -105,6 +107,13 @@ class Method(nn.Module):
 
     def on_epoch_end(self, ctx: StepContext) -> None:  # noqa: B027 - optional hook
         """Called by the trainer after each training epoch (buffers, schedules)."""
+
+    def partner_sampler(self, Y: Tensor):
+        """For a method trained on pairs of rows (CS-KD with ``partners="train"``): an object whose
+        ``draw(idx, generator)`` gives each batch row ``idx`` a partner row of the training labels ``Y``; the
+        trainer then hands ``step`` the batch's rows followed by their partners' (2B rows, ``Batch.index`` both).
+        None (the default): plain batches."""
+        return None
 
     def bind_input_scaler(self, scaler) -> None:  # noqa: B027 - optional hook
         """Told, before training, the ``FeatureScaler`` that turned raw rows into this method's inputs (the
