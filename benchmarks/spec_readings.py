@@ -10,6 +10,9 @@
 - ``t2_scaling``: CS-KD multiplied its binKL_T term by T² (= 16 at T = 4), as the official code's KDLoss does
   and METHODS.md does not write; its earlier cells are kept under ``cskd:t2_scaling=true`` (and
   ``cskd:kd_reduction=mean,t2_scaling=true``, the label-averaged ones); the default (no T²) is new cells.
+- ``partners``: CS-KD draws each row's partner within its batch (the default, every published cell);
+  ``cskd:partners=train`` is METHODS.md's "batch of pairs that share a positive label c": a partner training
+  row for every row, as the official code's PairBatchSampler (2026-12-04).
 - ``student_loss``: KD-TEA's student trains its whole TEA loss + β·MSE (the default, our reading of "a small
   TEA student"); ``kdtea:student_loss=bce`` is METHODS.md's formula taken literally, BCE(s, y) + β·MSE.
 - PS-KD's T_total: α_t = α_T·t/T_total with T_total = ``max_epochs`` (200, the default), which early stopping
@@ -47,7 +50,8 @@ DATASETS = ["flags", "emotions", "scene", "yeast", "genbase", "medical", "enron"
 PAIRS = [*((m, f"{m}:kd_reduction=mean") for m in ("tfkd_self", "tfkd_reg")),
          ("cskd:t2_scaling=true", "cskd:kd_reduction=mean,t2_scaling=true"),
          *((m, f"{m}:kd_reduction=mean") for m in ("ban", "raskd_plus")),
-         ("cskd", "cskd:t2_scaling=true"), ("kdtea", "kdtea:student_loss=bce"), ("pskd", "pskd:ramp_epochs=30")]
+         ("cskd", "cskd:t2_scaling=true"), ("cskd", "cskd:partners=train"), ("kdtea", "kdtea:student_loss=bce"),
+         ("pskd", "pskd:ramp_epochs=30")]
 #: every reading's label once, in order: the ``-m`` specs of the bench run and the cells the tables read
 LABELS = list(dict.fromkeys(label for pair in PAIRS for label in pair))
 DB = "benchmarks/results/selfkd.db"
@@ -129,7 +133,8 @@ def main() -> None:
              "parameter; Δ = reading − other reading, mean over seeds "
              "(kd_reduction: sum over labels, METHODS.md, − mean over labels, the cells published before "
              "2026-12-03; t2_scaling: CS-KD's term as METHODS.md writes it − × T² = 16, the official code and the "
-             "cells published before it; student_loss: KD-TEA's whole TEA loss − METHODS.md's literal BCE + "
+             "cells published before it; partners: CS-KD's partner within the batch − METHODS.md's pair batches; "
+             "student_loss: KD-TEA's whole TEA loss − METHODS.md's literal BCE + "
              "β·MSE; ramp_epochs: PS-KD's α ramp over max_epochs = 200 − over 30 epochs); * = beyond "
              "the pooled seed std; – = a reading lacks seeds there.", "", *table(cells, datasets)]
     text = "\n".join(lines)
