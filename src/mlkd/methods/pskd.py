@@ -3,6 +3,8 @@
 The target of sample i at epoch t is q = (1 − α_t)·y + α_t·p_i, where p_i = σ(z_i) is the model's own
 prediction for that sample in the previous epoch and α_t = α_T·min(1, t/T_total) (t = 0-based epoch, T_total =
 ``ramp_epochs``, by default the run's ``max_epochs`` as in the paper), so epoch 0 trains on the labels alone.
+The official code's α_T·(t + 1)/T_total (its epoch-0 table holds the labels, so that epoch also trains on
+them) runs one epoch ahead of this: α_T/T_total more at every epoch (0.004 at the defaults).
 With early stopping a run may stop long before ``max_epochs``, where α_t is still small: ``ramp_epochs``
 sets a shorter ramp. As in the official code, p_i is the training-mode
 prediction made when the sample was last visited, kept in an N × L table indexed by ``Batch.index``.
