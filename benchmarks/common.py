@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
 import re
@@ -138,14 +139,34 @@ def run_grid(cells: list[dict], path: Path, jobs: int, run=None, key=None, desc:
 
 
 def mean_std(values) -> tuple[float, float]:
+    """Mean and sample std (ddof = 1) of the finite values (a seed's undefined metric, NaN, is left out): the
+    std is NaN with fewer than two of them, and both are NaN with none."""
     a = np.asarray(values, dtype=float)
-    return float(np.nanmean(a)), float(np.nanstd(a, ddof=1)) if np.isfinite(a).sum() > 1 else 0.0
+    a = a[np.isfinite(a)]
+    if a.size == 0:
+        return math.nan, math.nan
+    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else math.nan
 
 
 def fmt(m: float, s: float, digits: int = 3, bold: bool = False, n: int = 2) -> str:
-    """``mean ± std``; with ``n`` = 1 (one seed) the mean alone, since there is no spread to show."""
-    text = f"{m:.{digits}f} ± {s:.{digits}f}" if n > 1 else f"{m:.{digits}f}"
+    """``mean ± std`` over ``n`` seeds; the mean alone where there is no spread to show: one seed, or one
+    finite value of ``n`` (then marked ``(1 of n)``, never a std of 0); ``–`` with no finite value."""
+    if not math.isfinite(m):
+        return "–"
+    if n > 1 and math.isfinite(s):
+        text = f"{m:.{digits}f} ± {s:.{digits}f}"
+    else:
+        text = f"{m:.{digits}f}" + (f" (1 of {n})" if n > 1 else "")
     return f"**{text}**" if bold else text
+
+
+def best_mean(means, higher_is_better: bool) -> float:
+    """The best of ``means`` in the metric's direction, NaN ones left out (NaN when none is finite); Python's
+    max/min would depend on where a NaN stands."""
+    a = np.asarray(list(means), dtype=float)
+    if not np.isfinite(a).any():
+        return math.nan
+    return float(np.nanmax(a) if higher_is_better else np.nanmin(a))
 
 
 def replace_block(name: str, body: str, path: Path = BENCHMARKS_MD) -> None:
@@ -184,7 +205,7 @@ def metric_table(groups, datasets, labels, key, cols, extra=()):
     for ds in datasets:
         present = [lab for lab in labels if groups.get((ds, lab))]
         stats = {lab: {m: mean_std([r[key][m] for r in groups[(ds, lab)]]) for m, _, _ in cols} for lab in present}
-        best = {m: (max if hib else min)(stats[lab][m][0] for lab in present) for m, _, hib in cols} if present else {}
+        best = {m: best_mean((stats[lab][m][0] for lab in present), hib) for m, _, hib in cols} if present else {}
         for lab in labels:
             rows = groups.get((ds, lab), [])
             if not rows:

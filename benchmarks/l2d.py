@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import METRIC_COLS, REFERENCE_KERNELS, ROOT, fmt, load_results, mean_std, replace_block
+from common import METRIC_COLS, REFERENCE_KERNELS, ROOT, best_mean, fmt, load_results, mean_std, replace_block
 
 TABULAR = ["emotions", "scene", "yeast"]
 IMAGE = "digits-random"
@@ -355,7 +355,7 @@ def metric_rows(g, datasets, labels, cols, key="at_tuned") -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for ds in datasets:
         students = [lab for lab in labels if lab != "teacher" and g.get((ds, lab))]
-        best = {m: (max if hib else min)(mean_std([r[key][m] for r in g[(ds, lab)]])[0] for lab in students)
+        best = {m: best_mean((mean_std([r[key][m] for r in g[(ds, lab)]])[0] for lab in students), hib)
                 for m, _, hib in cols} if students else {}
         for lab in labels:
             rows = g.get((ds, lab), [])

@@ -469,3 +469,13 @@ def test_single_label_and_single_positive_label():
     Y2 = np.hstack([Y, np.zeros_like(Y)])
     S2 = np.hstack([S, S[::-1]])
     assert mean_average_precision(Y2, S2) == pytest.approx(5 / 6)
+
+
+def test_a_tie_across_half_goes_to_the_smaller_threshold_on_the_default_grid():
+    # 0.43 and 0.57 both reach the best example-F1 here (and nothing closer to 0.5 does); in floating point
+    # |0.57 - 0.5| < |0.43 - 0.5|, which had made 0.57 win against the documented rule
+    Y = np.array([[1, 1], [0, 1]])
+    S = np.array([[0.43, 0.57], [0.56, 0.95]])
+    assert tune_threshold(Y, S) == pytest.approx(0.43)
+    for lo in np.round(np.arange(0.01, 0.5, 0.01), 2):  # every symmetric pair of the default grid
+        assert tune_threshold(YT, _separable(1.0, 0.0, YT), grid=[lo, round(1 - lo, 2)]) == lo

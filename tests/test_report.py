@@ -119,6 +119,14 @@ def test_friedman_statistic_matches_scipy_with_ties(k, n):
     assert ours.pvalue == pytest.approx(theirs.pvalue, rel=1e-9, abs=1e-15)
 
 
+@pytest.mark.parametrize("k,n", [(6, 7), (3, 4), (10, 11)])
+def test_the_same_order_on_every_data_set_gives_an_infinite_iman_davenport_f(k, n):
+    # chi2 = n(k - 1) then, up to rounding: (7, 6) had printed F_F = 7.4e15 instead of infinity
+    result = stats.friedman(np.tile(np.arange(1.0, k + 1), (n, 1)))
+    assert result.statistic == pytest.approx(n * (k - 1))
+    assert result.iman_davenport == np.inf and result.iman_davenport_pvalue == 0.0
+
+
 def test_average_ranks_average_ties_in_both_directions():
     scores = np.array([[0.9, 0.9, 0.5], [0.1, 0.2, 0.3]])
     ranks = stats.rank_matrix(scores, higher_is_better=True)

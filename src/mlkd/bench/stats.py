@@ -68,7 +68,9 @@ def friedman(ranks) -> FriedmanResult:
     chi2 = max(chi2, 0.0)
     pvalue = float(stats.chi2.sf(chi2, k - 1))
     denom = n * (k - 1) - chi2
-    if denom <= 0:  # the same order on every data set: F_F is infinite and F's survival function there is 0
+    # the same order on every data set: F_F is infinite and F's survival function there is 0 (chi2 then equals
+    # n(k − 1) up to rounding, which could leave a denominator of 1e-15 and an F_F of 1e16)
+    if denom <= 1e-9 * n * (k - 1):
         ff, ff_p = math.inf, 0.0
     else:
         ff = (n - 1) * chi2 / denom
