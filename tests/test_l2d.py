@@ -303,3 +303,24 @@ def test_a_saved_model_an_earlier_mlkd_accepted_still_loads(tmp_path):
     config["method_params"]["activation"] = "relu"
     config_path.write_text(json.dumps(config))
     assert np.array_equal(load_model(tmp_path / "m").predict_proba(X), clf.predict_proba(X))
+
+
+def test_vanilla_kd_takes_t2_scaling_and_its_default_keeps_the_published_cells_keys():
+    # METHODS.md §3 writes vanilla KD as binKL_T; the published cells (and Hinton's KD) carry T²
+    from mlkd import losses
+    from mlkd.methods import make_config
+    from mlkd.methods.base import config_identity
+
+    batch = batch_of(positive_rate=0.5)
+    hinton, teacher = student_with_teacher(logit_loss="kd")
+    literal, _ = student_with_teacher(logit_loss="kd", t2_scaling=False)
+    literal.attach_teacher(teacher)
+    hinton.eval(), literal.eval()
+    kd, plain = hinton.step(batch, ctx()).losses["kd"], literal.step(batch, ctx()).losses["kd"]
+    with torch.no_grad():
+        expected = 10.0 * losses.binary_kl(hinton(batch.x), teacher(batch.x), 4.0).sum() / batch.x.shape[0]
+    torch.testing.assert_close(plain, expected)
+    torch.testing.assert_close(kd, 16 * plain)
+    assert "t2_scaling" not in config_identity(make_config("distill", {"logit_loss": "kd"}))
+    assert "t2_scaling" not in config_identity(make_config("distill", {"t2_scaling": False}))  # inert under MLD
+    assert config_identity(make_config("distill", {"logit_loss": "kd", "t2_scaling": False}))["t2_scaling"] is False

@@ -72,6 +72,7 @@ class MethodConfig:
 #: (2026-12-03): KD-TEA's student as METHODS.md writes it (``"bce"``) or with its whole TEA loss (``"tea"``,
 #: the default and the earlier behaviour). ``t2_scaling`` (2026-12-03): CS-KD, BAN and TF-KD reg multiplied
 #: their binKL_T term by T² (``True``), which METHODS.md §6 does not write; their default is now ``False``.
+#: (2026-12-04) distill's ``logit_loss="kd"`` takes it too, default ``True`` as before (``False``: binKL_T, §3).
 #: ``extra_feature_loss``/``lambda_extra`` (2026-12-03): L2D's optional feature-KD slot beside LED, off before.
 #: ``partners`` (2026-12-04): CS-KD's partner drawn within the batch (``"batch"``, the default and the only
 #: behaviour before) or METHODS.md §6's pair batches (``"train"``: a partner training row per row).

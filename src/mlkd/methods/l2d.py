@@ -138,12 +138,14 @@ class DistillConfig(LabelwiseConfig):
     lambda_cd: float = 100.0
     lambda_id: float = 1000.0
     T: float = 4.0  # temperature of logit_loss="kd" (MLD is T = 1)
+    t2_scaling: bool = True  # logit_loss="kd": × T², Hinton's KD (the published cells); False: binKL_T as METHODS.md
     # METHODS.md §3's optional feature-KD slot: RKD or PKT on pooled features added to feature_loss (e.g. LED)
     extra_feature_loss: str = "none"  # none | rkd | pkt
     lambda_extra: float = 1.0
 
     def inert_params(self) -> set[str]:
-        return {"lambda_extra"} if self.extra_feature_loss == "none" else set()
+        inert = {"lambda_extra"} if self.extra_feature_loss == "none" else set()
+        return inert | ({"t2_scaling"} if self.logit_loss != "kd" else set())
 
     def teacher_params(self) -> dict:
         """The ``labelwise`` parameters of the teacher stage (every size resolved)."""
@@ -228,7 +230,8 @@ class Distill(Labelwise):
         if c.logit_loss == "mld":
             terms["mld"] = c.lambda_logits * losses.mld(out.logits, teacher.logits)
         elif c.logit_loss == "kd":
-            terms["kd"] = c.lambda_logits * losses.binary_kd(out.logits, teacher.logits, c.T)
+            kd = losses.binary_kd if c.t2_scaling else losses.mld  # T²·binKL_T, or binKL_T alone
+            terms["kd"] = c.lambda_logits * kd(out.logits, teacher.logits, c.T)
         elif c.logit_loss == "mse":
             terms["mse"] = c.lambda_logits * losses.mse_logits(out.logits, teacher.logits)
         if c.feature_loss == "led":
