@@ -330,6 +330,18 @@ def test_a_typed_checkpoint_from_before_a_parameter_existed_resumes_with_the_set
     _same_fit(resumed, whole)
 
 
+def test_cskd_pair_batches_resume_bit_for_bit(tmp_path, interrupt_after):
+    # the partner draws come from the method's generator, which the checkpoint holds: the same partners after
+    params = dict(hidden=8, max_epochs=8, patience=8, batch_size=32, checkpoint_every=1, partners="train")
+    whole = MultiLabelClassifier("cskd", **params).fit(X, Y)
+    restore = interrupt_after("stage0", 3)
+    with pytest.raises(_Interrupt):
+        MultiLabelClassifier("cskd", checkpoint_dir=tmp_path, **params).fit(X, Y)
+    restore()
+    resumed = MultiLabelClassifier("cskd", checkpoint_dir=tmp_path, resume=True, **params).fit(X, Y)
+    _same_fit(resumed, whole)
+
+
 def test_a_distilled_student_does_not_resume_on_another_teacher_fitted_into_the_same_folder(tmp_path,
                                                                                              interrupt_after):
     teacher = tmp_path / "teacher"
