@@ -207,6 +207,16 @@ def test_probability_scorers_and_grid_search_work_with_any_number_of_labels(n_la
     assert np.all(np.isfinite(grid.cv_results_["mean_test_score"]))
 
 
+def test_fit_takes_the_target_as_y_too_as_scikit_learn_code_writes_it():
+    X, Y = linear_problem(n=60, d=5, L=3)
+    by_name = MultiLabelClassifier("bce", **TINY).fit(X, y=Y)
+    assert np.array_equal(by_name.predict_proba(X), MultiLabelClassifier("bce", **TINY).fit(X, Y).predict_proba(X))
+    with pytest.raises(ValueError, match="given twice"):
+        MultiLabelClassifier("bce", **TINY).fit(X, Y, y=Y)
+    with pytest.raises(ValueError, match="requires y to be passed"):
+        MultiLabelClassifier("bce", **TINY).fit(X)
+
+
 def test_skdtea_classifier_exposes_every_method_flag_as_a_parameter():
     params = SKDTEAClassifier().get_params()
     for flag in ("alpha", "tau", "label_noise", "detach_teacher", "shared_decoder", "teacher_input", "alignment",

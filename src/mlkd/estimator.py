@@ -384,14 +384,19 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
         return X, self._validate_Y(Y, X.shape[0], fitting, names)
 
     # -- training -------------------------------------------------------------------------------------
-    def fit(self, X, Y, X_val=None, Y_val=None, label_names=None):
-        """Train on X (n_samples, n_features) and Y (n_samples, n_labels) 0/1.
+    def fit(self, X, Y=None, X_val=None, Y_val=None, label_names=None, *, y=None):
+        """Train on X (n_samples, n_features) and Y (n_samples, n_labels) 0/1 (``y=`` as scikit-learn names it
+        works too).
 
         With ``X_val``/``Y_val`` given they are the validation set; otherwise ``validation_fraction`` of
         the rows is held out (iterative-stratified). Validation drives early stopping and the threshold.
         ``label_names``: one name per label (default: Y's column names, else ``label_0`` …). A fit that
         fails or is interrupted leaves an already fitted estimator as it was.
         """
+        if y is not None:
+            if Y is not None:
+                raise ValueError("the target was given twice (Y and y); expected it once")
+            Y = y
         fitted = _fitted_state(self)
         try:
             return self._fit(X, Y, X_val, Y_val, label_names)
