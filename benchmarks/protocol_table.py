@@ -76,7 +76,7 @@ def main():
     fit_col = ("fit s / epochs (best)", lambda rs: f"{np.mean([r['fit_s'] for r in rs]):.1f} / "
                f"{np.mean([r['epochs_run'] for r in rs]):.0f} ({np.mean([r['best_epoch'] + 1 for r in rs]):.0f})")
     thr_col = ("threshold", lambda rs: f"{np.mean([r['threshold'] for r in rs]):.2f}")
-    val_col = ("val mAP", lambda rs: fmt(*mean_std([r["val_mAP"] for r in rs])))
+    val_col = ("val mAP", lambda rs: fmt(*mean_std([r["val_mAP"] for r in rs]), n=len(rs)))
     body = [
         f"Command: `{cmd}`  ",
         f"{len(seeds)} seeds ({args.seeds}), mean ± std (sample std over seeds). Official train/test split; a fixed "
@@ -117,9 +117,9 @@ def main():
             for d in datasets:
                 rs = ga[(d, lab)]
                 row += [f"{np.mean([r['val_mAP'] for r in rs]):.4f}",
-                        fmt(*mean_std([r["at_tuned"]["mAP"] for r in rs]), digits=4),
-                        fmt(*mean_std([r["at_tuned"]["ranking_loss"] for r in rs]), digits=4),
-                        fmt(*mean_std([r["at_tuned"]["example_f1"] for r in rs]), digits=4)]
+                        fmt(*mean_std([r["at_tuned"]["mAP"] for r in rs]), digits=4, n=len(rs)),
+                        fmt(*mean_std([r["at_tuned"]["ranking_loss"] for r in rs]), digits=4, n=len(rs)),
+                        fmt(*mean_std([r["at_tuned"]["example_f1"] for r in rs]), digits=4, n=len(rs))]
             lines.append("| " + " | ".join(row) + " |")
         replace_block("skdtea_ablation", "\n".join([
             f"Command: same as above (the ablation cells are part of that grid). SKDTEA defaults, one flag changed "

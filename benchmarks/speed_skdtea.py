@@ -43,14 +43,16 @@ def main():
                 epochs.append(len(clf.history_))
                 per_epoch.append(np.median([h["seconds"] for h in clf.history_]))
             row = (method, threads, mean_std(fits), np.mean(epochs), mean_std(np.array(per_epoch) * 1000))
-            print(f"{method:8s} threads={threads} fit {row[2][0]:.2f}±{row[2][1]:.2f}s epochs {row[3]:.0f} "
+            print(f"{method:8s} threads={threads} fit {fmt(*row[2], digits=2, n=len(fits))} s epochs {row[3]:.0f} "
                   f"{row[4][0]:.0f} ms/epoch", flush=True)
             rows.append(row)
     load = os.getloadavg()[0]
     table = ["| method | num_threads | fit to early stop (s) | epochs run | time per epoch (ms) |",
              "|---|---|---|---|---|"]
+    n_seeds = len(args.seeds.split(","))
     for method, threads, fit, ep, pe in rows:
-        table.append(f"| {method} | {threads} | {fmt(*fit, digits=2)} | {ep:.0f} | {fmt(*pe, digits=0)} |")
+        table.append(f"| {method} | {threads} | {fmt(*fit, digits=2, n=n_seeds)} | {ep:.0f} | "
+                     f"{fmt(*pe, digits=0, n=n_seeds)} |")
     n_tr = data.train.n_samples
     replace_block("speed_skdtea", "\n".join([
         f"Command: `MLKD_DATA=../shared/datasets/mulan .venv/bin/python benchmarks/speed_skdtea.py` "

@@ -706,6 +706,22 @@ def test_fit_never_overwrites_a_model_another_run_saved_meanwhile(fitted, call, 
     assert result.stdout.rstrip().endswith(f"saved to {out}") and dropout(out) == 0.1
 
 
+def test_a_fallback_folder_holding_a_users_files_is_passed_over(fitted, tmp_path):
+    # --out got another run's model; DIR-2 holds the user's notes (never checked before the fit): DIR-3
+    from mlkd import load_model
+    from mlkd.cli import _ModelOut
+
+    _, model, _, _ = fitted
+    clf = load_model(model)
+    out = tmp_path / "run"
+    clf.save(out)
+    (tmp_path / "run-2").mkdir()
+    (tmp_path / "run-2" / "notes.txt").write_text("mine")
+    where = _ModelOut(out).save(clf, force=False)
+    assert where.startswith(f"{tmp_path / 'run-3'} (")
+    assert sorted(p.name for p in (tmp_path / "run-2").iterdir()) == ["notes.txt"]
+
+
 def test_a_checkpoint_dir_inside_out_does_not_send_the_model_elsewhere(fitted, call, tmp_path):
     from mlkd import load_model
 

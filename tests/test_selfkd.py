@@ -498,3 +498,15 @@ def test_cskd_pair_batches_are_refused_where_rows_are_split_or_stacked():
         check_batchable(m)
     with pytest.raises(ValueError, match="training rows"):
         check_distributable(m)
+
+
+def test_the_bench_diagnostic_runs_a_pair_batch_step_without_a_spurious_warning():
+    import warnings
+
+    from mlkd.bench.runner import soft_target_examples
+
+    X, Y = linear_problem(n=90, d=5, L=3)
+    clf = MultiLabelClassifier("cskd", partners="train", hidden=8, max_epochs=2).fit(X, Y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an odd row count had split the pair batch wrongly and warned
+        assert soft_target_examples(clf, X[:7], Y[:7]) is None  # CS-KD makes no soft targets

@@ -73,6 +73,8 @@ def test_init_from_a_different_architecture_is_a_value_error():
         ([Stage("a", "bce"), Stage("b", "bce", train={"epochs": 3})], r"stage 'b': unknown training setting\(s\)"),
         ([Stage("a", "bce"), Stage("b", "bce", train={"lr": -1.0})], "'lr'=-1.0 is invalid"),
         ([], "empty stage list"),
+        # a user's own stage gets the checks of a new fit (an image_shape without a CNN would train an MLP)
+        ([Stage("a", "labelwise", {"image_shape": "1,2,2"})], "'image_shape'='1,2,2' applies to backbone='cnn'"),
     ],
 )
 def test_bad_stage_lists_fail_before_anything_trains(monkeypatch, stages, match):

@@ -580,6 +580,12 @@ def _load_for_model(args, model, split: str, unlabelled: bool = False):
     to the model's by name (models saved by ``mlkd fit`` record their feature names), and labels are put in the
     model's order. With ``unlabelled`` (predict), the file's label attributes may be absent or ``?``."""
     names = [str(f) for f in (getattr(model, "column_names_", None) or getattr(model, "feature_names_in_", []))]
+    labels = [str(n) for n in model.label_names_]
+    twice_label = next((n for n in labels if labels.count(n) > 1), None)
+    if twice_label is not None and not unlabelled:  # evaluate reads the file's labels by name
+        raise ValueError(f"model {args.model_dir} names two of its labels {twice_label!r}, so a file's label "
+                         "columns cannot be matched to them by name; expected a model with distinct label names "
+                         "(evaluate its predictions with the Python API, MultiLabelClassifier.load)")
     twice = next((n for n in names if names.count(n) > 1), None)
     if twice is not None:  # an earlier mlkd saved such a model: a file's columns cannot be told apart by name
         raise ValueError(f"model {args.model_dir} names two of its feature columns {twice!r}, so a file's columns "
@@ -712,8 +718,9 @@ class _ModelOut:
         try:
             for n in range(2, 10_000):
                 try:
-                    # --out was checked before the fit: now only another run's model files there are kept
-                    save_model(clf, target, overwrite=bool(force), beside_other_files=True)
+                    # --out was checked before the fit: now only another run's model files there are kept; a
+                    # fallback DIR-n was never checked, so anything in it sends the model further
+                    save_model(clf, target, overwrite=bool(force), beside_other_files=target == self.out)
                     self.saved = True
                     if target == self.out:
                         return str(target)

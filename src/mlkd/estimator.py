@@ -446,7 +446,8 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
         self.scaler_ = FeatureScaler().fit(X_tr)
         X_tr = self.scaler_.transform(X_tr)
         X_val = self.scaler_.transform(X_val, name=val_name) if X_val is not None else None
-        stages = type(model).stages(model.config)
+        # the method's own stages, from its config checked above: their derived parameters skip validate_new
+        stages = [dataclasses.replace(s, derived=True) for s in type(model).stages(model.config) or []]
         checkpointer = self._checkpointer(cfg, model.config, X, Y, X_val, Y_val)  # raw data: every stage checkpoints
         if stages:  # a multi-stage method (teacher first): every stage trains on the same scaled data
             if stages[-1].method != self.method:

@@ -36,6 +36,8 @@ class Stage:
     teacher : an earlier stage whose trained model is attached frozen (eval mode, no grad, not saved).
     init_from : an earlier stage whose weights are copied into this stage's fresh model (same architecture).
     fit : False for a stage whose model is used as built, untrained (e.g. a method that loads a saved model).
+    derived : True for a stage a method's ``stages()`` made from its own, already checked config (the estimator
+        sets it): its parameters then skip ``MethodConfig.validate_new``, which a user's own stages get.
     """
 
     name: str
@@ -45,6 +47,7 @@ class Stage:
     teacher: str | None = None
     init_from: str | None = None
     fit: bool = True
+    derived: bool = False
 
 
 class StageOutcome(NamedTuple):
@@ -88,7 +91,10 @@ def check_stages(stages: list[Stage], n_features: int, n_labels: int, base: Trai
         cls = method_class(stage.method)
         if cls.needs_teacher and stage.teacher is None:
             raise ValueError(f"stage {stage.name!r}: method {stage.method!r} needs a teacher; set teacher=<stage>")
-        make_config(stage.method, stage.params).validate(n_features, n_labels)
+        config = make_config(stage.method, stage.params)
+        config.validate(n_features, n_labels)
+        if not stage.derived:
+            config.validate_new(n_features, n_labels)
         stage_train_config(stage, base)
         seen.add(stage.name)
 
@@ -113,7 +119,7 @@ def run_stages(
     for position, stage in enumerate(stages):
         cfg = stage_train_config(stage, base)
         model = build_method(stage.method, n_features, n_labels, stage.params, seed=cfg.seed + position,
-                             derived=True)
+                             derived=stage.derived)
         if stage.init_from is not None:
             source = outcomes[stage.init_from].model
             try:

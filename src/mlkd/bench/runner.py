@@ -230,13 +230,16 @@ def soft_target_examples(clf, X_val: np.ndarray, Y_val: np.ndarray, label_names=
     device = next(model.parameters()).device
     x = torch.as_tensor(clf.scaler_.transform(X_val[rows]), dtype=torch.float32, device=device)
     y = torch.as_tensor(Y_val[rows], dtype=torch.float32, device=device)
+    index = torch.as_tensor(rows, device=device)
+    if model.partner_sampler(y) is not None:  # a step on pair batches: each row its own (empty) partner
+        x, y, index = torch.cat([x, x]), torch.cat([y, y]), torch.cat([index, index])
     ctx = StepContext(epoch=max(clf.best_epoch_, 0), max_epochs=clf.max_epochs,
                       generator=torch.Generator(device=device).manual_seed(0))
     model.eval()
     try:
         # a distilled model's targets come from its teacher stage, detached after training
         with model.taught_by(_final_stage_teacher(clf)), torch.no_grad():
-            out = model.step(Batch(x, y, torch.as_tensor(rows, device=device)), ctx)
+            out = model.step(Batch(x, y, index), ctx)
     except Exception as exc:  # a diagnostic only: never lose a cell's numbers over it
         warnings.warn(f"no soft-target examples for {clf.method!r}: {exc}", stacklevel=2)
         return None
