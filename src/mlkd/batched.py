@@ -70,7 +70,7 @@ def check_batchable(method: Method) -> None:
         reasons.append("it keeps buffers besides its parameters")
     if cls.on_epoch_end is not Method.on_epoch_end:
         reasons.append("it updates state at the end of each epoch")
-    if method.partner_sampler(torch.zeros(2, method.n_labels)) is not None:
+    if method.pair_batches:
         reasons.append("it trains on pairs of training rows")
     if reasons:
         raise ValueError(

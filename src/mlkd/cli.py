@@ -580,17 +580,16 @@ def _load_for_model(args, model, split: str, unlabelled: bool = False):
     to the model's by name (models saved by ``mlkd fit`` record their feature names), and labels are put in the
     model's order. With ``unlabelled`` (predict), the file's label attributes may be absent or ``?``."""
     names = [str(f) for f in (getattr(model, "column_names_", None) or getattr(model, "feature_names_in_", []))]
-    labels = [str(n) for n in model.label_names_]
-    twice_label = next((n for n in labels if labels.count(n) > 1), None)
-    if twice_label is not None and not unlabelled:  # evaluate reads the file's labels by name
-        raise ValueError(f"model {args.model_dir} names two of its labels {twice_label!r}, so a file's label "
-                         "columns cannot be matched to them by name; expected a model with distinct label names "
-                         "(evaluate its predictions with the Python API, MultiLabelClassifier.load)")
-    twice = next((n for n in names if names.count(n) > 1), None)
-    if twice is not None:  # an earlier mlkd saved such a model: a file's columns cannot be told apart by name
-        raise ValueError(f"model {args.model_dir} names two of its feature columns {twice!r}, so a file's columns "
-                         "cannot be matched to them by name; expected a model with distinct column names (predict "
-                         "from an array with the Python API, MultiLabelClassifier.load)")
+    from .data.dataset import first_repeated
+
+    # an earlier mlkd saved models with a repeated name: a file's columns cannot be matched to them by name
+    # (evaluate reads the labels too; predict skips them)
+    matched = [("feature columns", names), *([] if unlabelled else [("labels", list(map(str, model.label_names_)))])]
+    for what, listed_names in matched:
+        if (twice := first_repeated(listed_names)) is not None:
+            raise ValueError(f"model {args.model_dir} names two of its {what} {twice!r}, so a file's columns cannot "
+                             f"be matched to them by name; expected a model with distinct names (use the Python "
+                             "API, MultiLabelClassifier.load, with arrays)")
     if _is_arff_path(args.data) and names and (unlabelled or (args.label_file is None and args.n_labels is None)):
         from .data.arff import read_arff_for_model
 

@@ -24,6 +24,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 
 from . import metrics
 from .checkpoint import Checkpointer, check_directory, check_seconds, checkpointing, fingerprint, train_identity
+from .data.dataset import first_repeated
 from .data.splits import validation_split
 from .distributed import check_distributable, check_world, fit_ddp
 from .io import absolute_model_dirs, saved_model_ids, short_repr
@@ -648,12 +649,9 @@ def _label_names(given, columns, n_labels: int) -> list[str]:
 
 def _check_unique(names: list[str], what: str) -> None:
     """A ValueError naming the first repeated name: columns are matched by name (predict, evaluate)."""
-    seen: set[str] = set()
-    for name in names:
-        if name in seen:
-            raise ValueError(f"{what} hold {name!r} more than once; expected unique names (columns are matched by "
-                             "name)")
-        seen.add(name)
+    name = first_repeated(names)
+    if name is not None:
+        raise ValueError(f"{what} hold {name!r} more than once; expected unique names (columns are matched by name)")
 
 
 def _short_names(names, limit: int = 5) -> str:

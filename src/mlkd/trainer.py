@@ -337,7 +337,8 @@ class Trainer:
             start -= loop.seconds
         first = len(result.history)  # 0, or the epochs a resumed checkpoint already ran
         step = method.step if self.data_parallel is None else self.data_parallel.wrap(method)
-        partners = method.partner_sampler(Y_t)  # CS-KD's pair batches: each row and a partner training row
+        # CS-KD's pair batches: each row and a partner training row
+        partners = method.partner_sampler(Y_t) if method.pair_batches else None
         optimizer_step = FusedAdamStep(optimizer)  # after restore: it keeps the state's tensors
         bar = tqdm(range(first, cfg.max_epochs), desc=f"fit {method.name}", disable=not cfg.progress, leave=False)
         for epoch in bar:

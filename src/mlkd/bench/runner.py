@@ -231,7 +231,7 @@ def soft_target_examples(clf, X_val: np.ndarray, Y_val: np.ndarray, label_names=
     x = torch.as_tensor(clf.scaler_.transform(X_val[rows]), dtype=torch.float32, device=device)
     y = torch.as_tensor(Y_val[rows], dtype=torch.float32, device=device)
     index = torch.as_tensor(rows, device=device)
-    if model.partner_sampler(y) is not None:  # a step on pair batches: each row its own (empty) partner
+    if model.pair_batches:  # a step on pair batches: each row its own (empty) partner
         x, y, index = torch.cat([x, x]), torch.cat([y, y]), torch.cat([index, index])
     ctx = StepContext(epoch=max(clf.best_epoch_, 0), max_epochs=clf.max_epochs,
                       generator=torch.Generator(device=device).manual_seed(0))

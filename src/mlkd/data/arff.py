@@ -33,7 +33,7 @@ import arff as liac_arff
 import numpy as np
 import scipy.sparse as sp
 
-from .dataset import MultiLabelDataset, features_dtype, sparse_features_dtype
+from .dataset import MultiLabelDataset, features_dtype, first_repeated, sparse_features_dtype
 
 __all__ = ["read_arff", "read_arff_pair", "read_arff_for_model", "read_label_xml", "DroppedAttributeWarning",
            "NoLabelInfoError"]
@@ -418,8 +418,7 @@ def _build_schema(raw: _RawArff, label_file, n_labels, id_threshold, label_idx=N
             binary.extend([True] * len(values))
     if not features:
         raise ValueError(f"{path}: no feature attributes left besides the {len(label_idx)} label(s)")
-    seen: set[str] = set()
-    clash = next((n for n in feature_names if n in seen or seen.add(n)), None)
+    clash = first_repeated(feature_names)
     if clash is not None:  # a model matches a file's columns by name: two columns of one name cannot be told apart
         raise ValueError(f"{path}: two feature columns are named {clash!r} (a nominal attribute's one-hot column "
                          "NAME=VALUE and an attribute of that name); expected distinct names (rename the attribute)")

@@ -12,6 +12,13 @@ __all__ = ["MultiLabelDataset", "BenchmarkData"]
 FLOAT32_TOLERANCE = 1e-4  # largest float32 rounding of a column, relative to its standard deviation
 
 
+def first_repeated(names) -> str | None:
+    """The first name that occurs a second time in ``names`` (None when all are distinct): columns and labels
+    are matched by name, so a repeated one cannot be told apart."""
+    seen: set = set()
+    return next((name for name in names if name in seen or seen.add(name)), None)
+
+
 def features_dtype(X: np.ndarray) -> type:
     """float32, unless ``X`` is float64 and float32 would round some column by more than
     ``FLOAT32_TOLERANCE`` of its standard deviation (or overflow it): then float64, which the estimator

@@ -109,12 +109,15 @@ class Method(nn.Module):
     def on_epoch_end(self, ctx: StepContext) -> None:  # noqa: B027 - optional hook
         """Called by the trainer after each training epoch (buffers, schedules)."""
 
+    #: True for a method trained on pair batches (CS-KD with ``partners="train"``): the trainer then hands
+    #: ``step`` the batch's rows followed by their partners' (2B rows, ``Batch.index`` both), drawn by
+    #: ``partner_sampler``.
+    pair_batches: bool = False
+
     def partner_sampler(self, Y: Tensor):
-        """For a method trained on pairs of rows (CS-KD with ``partners="train"``): an object whose
-        ``draw(idx, generator)`` gives each batch row ``idx`` a partner row of the training labels ``Y``; the
-        trainer then hands ``step`` the batch's rows followed by their partners' (2B rows, ``Batch.index`` both).
-        None (the default): plain batches."""
-        return None
+        """For ``pair_batches``: an object whose ``draw(idx, generator)`` gives each batch row ``idx`` a partner
+        row of the training labels ``Y``."""
+        raise NotImplementedError(f"method {self.name!r} does not train on pair batches")
 
     def bind_input_scaler(self, scaler) -> None:  # noqa: B027 - optional hook
         """Told, before training, the ``FeatureScaler`` that turned raw rows into this method's inputs (the

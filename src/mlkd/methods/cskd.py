@@ -110,12 +110,16 @@ class CSKD(BCE):
             return "each row's partner is drawn from the training rows, which a shard does not hold"
         return "each row's partner is drawn from within its batch"
 
-    def partner_sampler(self, Y: Tensor) -> ClassWisePartners | None:
-        return ClassWisePartners(Y) if self.config.partners == "train" else None
+    @property
+    def pair_batches(self) -> bool:
+        return self.config.partners == "train"
+
+    def partner_sampler(self, Y: Tensor) -> ClassWisePartners:
+        return ClassWisePartners(Y)
 
     def step(self, batch: Batch, ctx: StepContext) -> StepOutput:
         c = self.config
-        if c.partners == "train":  # the batch's rows, then their partners (the trainer's pair batch)
+        if self.pair_batches:  # the batch's rows, then their partners (the trainer's pair batch)
             b = batch.x.shape[0] // 2
             x, y = batch.x[:b], batch.y[:b]
             logits = self.net(x)
