@@ -197,6 +197,27 @@ def test_teacher_dir_errors_name_the_problem(tmp_path):
         DistillClassifier(teacher_dir=str(tmp_path / "missing"), **TINY_FIT).fit(X, Y)
 
 
+def test_a_saved_model_fitted_on_other_or_reordered_labels_is_refused_not_misread(tmp_path):
+    import pandas as pd
+
+    X, Y = linear_problem(n=120, d=8, L=4)
+    names, columns = ["a", "b", "c", "d"], [f"f{j}" for j in range(8)]
+    MultiLabelClassifier("labelwise", hidden=8, embed_dim=4, max_epochs=1).fit(
+        pd.DataFrame(X, columns=columns), Y, label_names=names).save(tmp_path / "t")
+    params = dict(teacher_dir=str(tmp_path / "t"), **TINY_FIT)
+    with pytest.raises(ValueError, match="same labels in another order"):  # label k would learn the teacher's 3 − k
+        DistillClassifier(**params).fit(X, Y[:, ::-1], label_names=names[::-1])
+    with pytest.raises(ValueError, match="other labels"):
+        DistillClassifier(**params).fit(X, Y, label_names=["w", "x", "y", "z"])
+    with pytest.raises(ValueError, match="same feature columns in another order"):
+        DistillClassifier(**params).fit(pd.DataFrame(X[:, ::-1], columns=columns[::-1]), Y, label_names=names)
+    with pytest.raises(ValueError, match="model_dir .* other labels"):  # fine-tuning reads its labels the same way
+        MultiLabelClassifier("pretrained", model_dir=str(tmp_path / "t"), max_epochs=1).fit(
+            X, Y, label_names=["w", "x", "y", "z"])
+    DistillClassifier(**params).fit(X, Y, label_names=names)  # the same labels in the same order
+    DistillClassifier(**params).fit(X, Y)  # unnamed labels and columns: nothing to compare
+
+
 def test_a_fine_tuned_saved_model_loads_without_the_model_it_started_from(tmp_path):
     import shutil
 
@@ -266,6 +287,30 @@ def test_cli_distill_writes_a_student_and_reports_a_bad_teacher_in_one_line(tmp_
 
     status = main(["distill", "digits-ml", "--teacher-spec", "colour=red", "--out", str(tmp_path / "s4")])
     assert status == 2 and "colour" in capsys.readouterr().err
+
+
+def test_cli_distill_refuses_a_teacher_fitted_on_the_files_columns_in_another_order(tmp_path, capsys):
+    X, Y = linear_problem(n=120, d=6, L=3)
+
+    def arff(name, features, labels):
+        lines = ["@relation r", *(f"@attribute f{j} numeric" for j in features),
+                 *(f"@attribute y{k} {{0,1}}" for k in labels), "@data"]
+        lines += [",".join([*(f"{x[j]:.5f}" for j in features), *(str(y[k]) for k in labels)])
+                  for x, y in zip(X, Y, strict=True)]
+        (tmp_path / name).write_text("\n".join(lines) + "\n")
+        return str(tmp_path / name)
+
+    same, swapped = arff("a.arff", range(6), range(3)), arff("b.arff", [1, 0, 2, 3, 4, 5], range(3))
+    reversed_labels = arff("c.arff", range(6), [2, 1, 0])
+    fit = ["--n-labels", "3", "-q"]
+    assert main(["fit", same, "-m", "labelwise", "--param", "hidden=8", "--max-epochs", "1", "--out",
+                 str(tmp_path / "t"), *fit]) == 0
+    student = ["--teacher", str(tmp_path / "t"), "--student-spec", "hidden=4", "embed_dim=4", "max_epochs=1", *fit]
+    capsys.readouterr()
+    for data, why in ((swapped, "same feature columns in another order"), (reversed_labels, "same labels in another")):
+        assert main(["distill", data, *student, "--out", str(tmp_path / "s")]) == 2
+        assert why in capsys.readouterr().err and not (tmp_path / "s").exists()
+    assert main(["distill", same, *student, "--out", str(tmp_path / "s")]) == 0
 
 
 def test_a_parameter_of_the_other_backbone_is_refused_not_ignored():

@@ -1034,6 +1034,7 @@ def cmd_fit(args) -> int:
 def _fit_into(args, out: Path, claim, params: dict, train: dict) -> int:
     from .distributed import is_primary
     from .estimator import MultiLabelClassifier
+    from .io import check_saved_model_columns
     from .trainer import REFERENCE_KERNELS
 
     ds, what = _load(args.data, "train", data_dir=args.data_dir, label_file=args.label_file, n_labels=args.n_labels)
@@ -1057,6 +1058,8 @@ def _fit_into(args, out: Path, claim, params: dict, train: dict) -> int:
         **train,
         **params,
     )
+    # a teacher_dir / model_dir fitted on this file's labels or columns in another order is refused, not misread
+    check_saved_model_columns(clf.method, clf.method_params(), ds.label_names, ds.feature_names)
     start = time.perf_counter()
     clf.fit(ds.X, ds.Y, label_names=ds.label_names)
     seconds = time.perf_counter() - start
@@ -1292,12 +1295,15 @@ def cmd_distill(args) -> int:
 
 def _distill_into(args, out: Path, claim, params: dict, train_cfg: dict) -> int:
     from .estimator import MultiLabelClassifier
+    from .io import check_saved_model_columns
 
     ds, what = _load(args.data, "train", data_dir=args.data_dir, label_file=args.label_file, n_labels=args.n_labels)
     clf = MultiLabelClassifier(
         "distill", threshold=args.threshold, random_state=args.seed, verbose=_show_progress(args.quiet),
         num_threads=args.threads or 1, device=args.device, **train_cfg, **params,
     )
+    # a teacher_dir / model_dir fitted on this file's labels or columns in another order is refused, not misread
+    check_saved_model_columns(clf.method, clf.method_params(), ds.label_names, ds.feature_names)
     start = time.perf_counter()
     clf.fit(ds.X, ds.Y, label_names=ds.label_names)
     seconds = time.perf_counter() - start

@@ -27,7 +27,7 @@ from .checkpoint import Checkpointer, check_directory, check_seconds, checkpoint
 from .data.dataset import first_repeated
 from .data.splits import validation_split
 from .distributed import check_distributable, check_world, fit_ddp
-from .io import absolute_model_dirs, saved_model_ids, short_repr
+from .io import absolute_model_dirs, check_saved_model_columns, saved_model_ids, short_repr
 from .methods import build_method, config_fields, method_class
 from .methods.base import ADDED_PARAMS, config_identity, did_you_mean, make_config
 from .preprocessing import FeatureScaler
@@ -421,6 +421,7 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
         vars(self).pop("column_names_", None)  # a data file's column names, set by ``mlkd fit`` after a fit
         X, Y = self._validate_pair(X, Y, fitting=True)
         names = _label_names(label_names, columns, Y.shape[1])
+        check_saved_model_columns(self.method, self.method_params(), names, getattr(self, "feature_names_in_", None))
         model = build_method(self.method, X.shape[1], Y.shape[1], self.method_params(), seed=cfg.seed)
         self._check_nproc(model)
         if X_val is not None or Y_val is not None:

@@ -590,3 +590,32 @@ def saved_model_ids(method: str, params: dict, label: str | None = None) -> dict
             message = f"{name} of method {label or method!r}: {exc}"
             raise (ModelFileNotFoundError if isinstance(exc, FileNotFoundError) else ValueError)(message) from None
     return ids
+
+
+def check_saved_model_columns(method: str, params: dict, label_names, feature_names=None) -> None:
+    """Refuse a model that a ``MODEL_DIR_PARAMS`` parameter of ``method`` names (a teacher, a model to fine-tune)
+    when it was fitted on other labels or feature columns than the data's: the same count under other names, or
+    in another order, would be read column by column as if they matched. A side that has no names (``label_0`` …,
+    a fit on an array without column names) is not compared, nor lists of other lengths (the method's own
+    check says how many it expected)."""
+    for name in MODEL_DIR_PARAMS:
+        path = params.get(name)
+        if path is None or not str(path).strip() or name not in config_fields(method):
+            continue
+        saved = read_config(path)
+        for what, ours, theirs in (("labels", label_names, saved.get("label_names")),
+                                   ("feature columns", feature_names,
+                                    saved.get("feature_names") or saved.get("column_names"))):
+            ours, theirs = [str(n) for n in ours] if ours is not None else [], list(theirs or [])
+            if not ours or len(ours) != len(theirs) or ours == theirs or _unnamed(ours) or _unnamed(theirs):
+                continue
+            how = "the same " + what + " in another order" if sorted(ours) == sorted(theirs) else "other " + what
+            at = next(i for i, (a, b) in enumerate(zip(ours, theirs, strict=True)) if a != b)
+            raise ValueError(
+                f"{name} {path} was fitted on {how} than the data's (position {at}: {theirs[at]!r} there, "
+                f"{ours[at]!r} here); expected data with the model's {what}, in its order ({short_repr(theirs)})")
+
+
+def _unnamed(names: list[str]) -> bool:
+    """Whether ``names`` are the ``label_0`` … the estimator gives labels that were not named."""
+    return names == [f"label_{i}" for i in range(len(names))]
