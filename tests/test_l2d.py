@@ -289,6 +289,15 @@ def test_cli_distill_writes_a_student_and_reports_a_bad_teacher_in_one_line(tmp_
     assert status == 2 and "colour" in capsys.readouterr().err
 
 
+def test_cli_distill_suggests_a_student_spec_key_it_takes(tmp_path, capsys):
+    # the student's training settings are --student-spec keys; a typo of one is not sent to teacher_max_epochs
+    for typo, meant in (("max_epoch", "max_epochs"), ("batchsize", "batch_size"), ("hiden", "hidden")):
+        assert main(["distill", "digits-ml", "--student-spec", f"{typo}=1", "--out", str(tmp_path / "s")]) == 2
+        err = capsys.readouterr().err
+        assert f"{typo!r}: did you mean {meant!r}?" in err and "teacher_" not in err and "max_epochs" in err
+    assert not (tmp_path / "s").exists()
+
+
 def test_cli_distill_refuses_a_teacher_fitted_on_the_files_columns_in_another_order(tmp_path, capsys):
     X, Y = linear_problem(n=120, d=6, L=3)
 

@@ -1264,7 +1264,9 @@ def _spec(pairs: list[tuple[str, str]], flag: str) -> dict[str, str]:
 
 
 def cmd_distill(args) -> int:
+    from . import methods as mlkd_methods
     from .io import read_config
+    from .methods.base import did_you_mean
 
     teacher = _spec(args.teacher_spec, "--teacher-spec")
     unknown = sorted(set(teacher) - set(DISTILL_TEACHER_KEYS))
@@ -1274,6 +1276,12 @@ def cmd_distill(args) -> int:
     student = _spec(args.student_spec, "--student-spec")
     if "teacher_dir" in student or any(f"teacher_{k}" in student for k in DISTILL_TEACHER_KEYS):
         raise ValueError("--student-spec sets a teacher parameter; expected the teacher in --teacher / --teacher-spec")
+    # the keys it takes: not the teacher's (an unknown key is suggested one of these, not teacher_max_epochs)
+    keys = [k for k in mlkd_methods.config_fields("distill") if not k.startswith("teacher_")] + list(DISTILL_TRAIN_KEYS)
+    unknown = sorted(set(student) - set(keys))
+    if unknown:
+        raise ValueError(f"unknown --student-spec key(s) {', '.join(map(repr, unknown))}; expected some of: "
+                         f"{', '.join(sorted(keys))}{did_you_mean(unknown, keys)}")
     train = {k: student.pop(k) for k in DISTILL_TRAIN_KEYS if k in student}
     raw = {**student, **{f"teacher_{k}": v for k, v in teacher.items()}}
     if args.teacher is not None:
