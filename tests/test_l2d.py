@@ -218,6 +218,31 @@ def test_a_saved_model_fitted_on_other_or_reordered_labels_is_refused_not_misrea
     DistillClassifier(**params).fit(X, Y)  # unnamed labels and columns: nothing to compare
 
 
+def test_a_student_records_which_teacher_it_learned_from_and_loads_without_it(tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    from mlkd import load_model
+
+    X, Y = linear_problem(n=120, d=8, L=4)
+    teacher = MultiLabelClassifier("labelwise", hidden=16, embed_dim=4, max_epochs=1).fit(X, Y)
+    teacher_id = json.loads((teacher.save(tmp_path / "runs" / "t") / "config.json").read_text())["save_id"]
+    monkeypatch.chdir(tmp_path / "runs")  # the teacher given as a path relative to the working directory
+    student = DistillClassifier(teacher_dir="t", **TINY_FIT).fit(X, Y)
+    student.save(tmp_path / "student")
+    MultiLabelClassifier("labelwise", hidden=16, embed_dim=4, max_epochs=1, random_state=1).fit(X, Y).save(
+        tmp_path / "runs" / "t", overwrite=True)  # another model fitted into the teacher's folder afterwards
+    shutil.move(tmp_path / "runs" / "t", tmp_path / "gone")
+    monkeypatch.chdir(tmp_path)
+    expected = {"teacher_dir": {"path": str((tmp_path / "runs" / "t").resolve()), "save_id": teacher_id}}
+    loaded = load_model(tmp_path / "student")
+    assert loaded.source_models_ == student.source_models_ == expected  # the folder and the model it held then
+    np.testing.assert_array_equal(loaded.predict_proba(X), student.predict_proba(X))
+    loaded.save(tmp_path / "again")  # a loaded student saved again keeps the record
+    assert json.loads((tmp_path / "again" / "config.json").read_text())["source_models"] == expected
+    assert MultiLabelClassifier("bce", hidden=8, max_epochs=1).fit(X, Y).source_models_ == {}
+
+
 def test_a_fine_tuned_saved_model_loads_without_the_model_it_started_from(tmp_path):
     import shutil
 

@@ -113,6 +113,8 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
     stage_results_ : dict of stage name → TrainResult (a multi-stage method such as "kdtea" trains its
     teacher first; history_ is the last stage's); stage_models_ : dict of stage name → trained model (every
     round of "multiround", every generation of "ban"). Only the last stage's model (``model_``) is saved.
+    source_models_ : dict of parameter → {"path", "save_id"} — the saved model a ``teacher_dir``/``model_dir``
+    named at fit time (absolute folder, and the save id of the model it held then); empty without one.
     resumed_seconds_ : float — training seconds a resumed fit found already spent in its checkpoint (0.0
     for a fit from scratch): its whole training time is this plus the resumed run's.
     """
@@ -422,6 +424,8 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
         X, Y = self._validate_pair(X, Y, fitting=True)
         names = _label_names(label_names, columns, Y.shape[1])
         check_saved_model_columns(self.method, self.method_params(), names, getattr(self, "feature_names_in_", None))
+        dirs = absolute_model_dirs(self.method_params())  # the teacher / starting model, by folder and contents
+        source = {k: {"path": dirs[k], "save_id": v} for k, v in saved_model_ids(self.method, dirs).items()}
         model = build_method(self.method, X.shape[1], Y.shape[1], self.method_params(), seed=cfg.seed)
         self._check_nproc(model)
         if X_val is not None or Y_val is not None:
@@ -474,6 +478,7 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
         self.n_labels_ = Y.shape[1]
         self.classes_ = self.binary_classes_ if self._is_binary() else multilabel_classes(self.n_labels_)
         self.label_names_ = names
+        self.source_models_ = source
         self.threshold_ = self._fit_threshold(X_val, Y_val)
         self.resumed_seconds_ = 0.0 if checkpointer is None else checkpointer.restored_seconds
         return self

@@ -257,6 +257,9 @@ def save_model(estimator, path, overwrite: bool = False, *, beside_other_files: 
         "best_epoch": int(estimator.best_epoch_),
         "history": estimator.history_,
     }
+    source = getattr(estimator, "source_models_", None)
+    if source:  # where a distilled student's teacher (a fine-tuned model's start) came from; not read to load
+        config["source_models"] = _jsonable(source)
     inner = getattr(estimator.model_, "inner_spec", None)
     if inner is not None:  # a fine-tuned saved model (method "pretrained"): loads without its model_dir
         config["inner_model"] = _jsonable(inner)
@@ -541,6 +544,7 @@ def load_model(path):
     est.classes_ = (est.binary_classes_ if est.binary_classes_ is not None
                     else estimators.multilabel_classes(est.n_labels_))
     est.label_names_ = config["label_names"]
+    est.source_models_ = config.get("source_models") if isinstance(config.get("source_models"), dict) else {}
     est.history_ = config.get("history", [])
     est.best_epoch_ = config.get("best_epoch", -1)
     return est
