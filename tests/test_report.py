@@ -495,3 +495,29 @@ def test_an_infinite_iman_davenport_beside_a_friedman_p_above_alpha_is_flagged(t
     assert report.comparisons[0].friedman.pvalue < 0.05
     index = report.index.read_text()
     assert "| ∞ | 0 |" in index and "†" not in index
+
+
+def test_a_config_rerun_under_another_name_is_one_column_with_all_its_seeds(tmp_path, no_figures, capsys):
+    """A grid extended with a seed under another spelling of the same config (``-m bce --param hidden=16``, later
+    ``-m bce:hidden=16 --seeds 0-2``) reuses the finished cells and writes the new one under its own label: the
+    report must not split the config into two methods ranked against each other, under any name it is asked by."""
+    from mlkd.bench import ResultsDB
+
+    db = make_results_db(tmp_path / "r.db", datasets=("emotions", "flags"), methods=("bce", "ls"))
+    with sqlite3.connect(db) as con:  # seed 2 written by the second grid, seeds 0-1 reused (aliases)
+        con.execute("UPDATE results SET label = 'ls:max_epochs=5' WHERE label = 'ls' AND seed = 2")
+        reused = [k for (k,) in con.execute("SELECT key FROM results WHERE label = 'ls'")]
+    with ResultsDB(db, create=True) as store:
+        store.add_aliases((k, "ls:max_epochs=5") for k in reused)
+    for methods, column in ((None, "ls"), ("bce,ls", "ls"), ("bce,ls:max_epochs=5", "ls:max_epochs=5"),
+                            ("bce,ls*", "ls")):
+        out = tmp_path / f"report-{column}-{methods is None}"
+        assert main(["report", str(db), "--out", str(out), "--metrics", "mAP",
+                     *(["--methods", methods] if methods else [])]) == 0
+        tables = (out / "tables.md").read_text()
+        header = next(line for line in tables.splitlines() if line.startswith("| data set"))
+        assert header.split("|")[2:-1] == [" bce ", f" {column} "], methods
+        assert "(n=" not in tables.split("## mAP")[1], methods  # every entry has its 3 seeds
+    capsys.readouterr()
+    curves = make_report(db, tmp_path / "curves", metrics=["mAP"], curves=["label=ls:max_epochs=5,dataset=flags"])
+    assert sorted(p.name.split("_seed")[1][0] for p in curves.figures if p.name.startswith("curve_")) == ["0", "1", "2"]

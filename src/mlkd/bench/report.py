@@ -107,12 +107,21 @@ class Report:
 
 
 def load_results(db_path) -> list[dict]:
-    """Every row of an mlkd results database; ValueError if it is not one or has no finished cell."""
+    """Every row of an mlkd results database; ValueError if it is not one or has no finished cell.
+
+    The cells of one config are one method, whatever names grids gave them (a grid rerun with more seeds under
+    another spelling of the config writes its new cells under its own label): each row is named by the label
+    its config was first written under, and ``aliases`` lists the config's other names, the order the same for
+    all its rows."""
     with ResultsDB(db_path) as db:
         rows = db.rows()
         aliases = db.aliases()
+    names: dict[str, list[str]] = {}  # config hash → every label its cells were written or reused under
     for r in rows:
-        r["aliases"] = aliases.get(r["key"], [])
+        known = names.setdefault(r["config_hash"], [])
+        known += [n for n in dict.fromkeys([r["label"], *aliases.get(r["key"], [])]) if n not in known]
+    for r in rows:
+        r["label"], *r["aliases"] = names[r["config_hash"]]
     if not rows:
         raise ValueError(f"results database {db_path} has no finished cells; expected one written by "
                          "'mlkd bench' with at least one cell done")
@@ -925,7 +934,8 @@ def _parse_filter(text: str) -> dict:
 
 
 def _matches(row: dict, flt: dict) -> bool:
-    return all(fnmatch.fnmatchcase(str(row[k]), v) for k, v in flt.items() if k != "_text")
+    return all(any(fnmatch.fnmatchcase(name, v) for name in (_names(row) if k == "label" else [str(row[k])]))
+               for k, v in flt.items() if k != "_text")
 
 
 #: The files a report writes besides its figures; any of them already in ``--out`` must be an earlier report's.
