@@ -521,3 +521,15 @@ def test_a_config_rerun_under_another_name_is_one_column_with_all_its_seeds(tmp_
     capsys.readouterr()
     curves = make_report(db, tmp_path / "curves", metrics=["mAP"], curves=["label=ls:max_epochs=5,dataset=flags"])
     assert sorted(p.name.split("_seed")[1][0] for p in curves.figures if p.name.startswith("curve_")) == ["0", "1", "2"]
+
+
+@pytest.mark.parametrize("option, value, said", [("--methods", "", "no method label given"),
+                                                 ("--datasets", ",", "no data set given"),
+                                                 ("--datasets", "", "no data set given"),
+                                                 ("--metrics", ",", "no metric given")])
+def test_an_empty_filter_is_a_one_line_error_and_writes_nothing(tmp_path, fixture_db, capsys, option, value, said):
+    out = tmp_path / "r"
+    assert main(["report", str(fixture_db), "--out", str(out), option, value]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"mlkd: error: {said}") and err.count("\n") == 1
+    assert not out.exists()  # refused before a half-written report

@@ -268,10 +268,10 @@ def cmd_bench(args) -> int:
 def cmd_report(args) -> int:
     from .report import make_report
 
-    metrics = _split([args.metrics]) if args.metrics else None
+    metrics = _split([args.metrics]) if args.metrics is not None else None  # given but empty: refused
     report = make_report(args.db, args.out, curves=args.curves, metrics=metrics,
-                         methods=split_labels(args.methods) if args.methods else None,
-                         datasets=_split([args.datasets]) if args.datasets else None,
+                         methods=split_labels(args.methods) if args.methods is not None else None,
+                         datasets=_split([args.datasets]) if args.datasets is not None else None,
                          tune=args.tune_on_validation)
     extra = f", tuned.md with {len(report.choices)} choice(s)" if report.tuned else ""
     print(f"wrote {report.index} (+ tables.md{extra}, {len(report.figures)} figures)")

@@ -49,7 +49,9 @@ def metric_variants(metrics: Iterable[str] | None = None) -> list[Variant]:
     """Threshold metrics at 0.5 and at the tuned threshold; ranking metrics once (they use the scores only)."""
     chosen = list(METRICS) if metrics is None else list(metrics)
     unknown = [m for m in chosen if m not in METRICS]
-    if unknown or not chosen:
+    if not chosen:
+        raise ValueError(f"no metric given; expected some of: {', '.join(METRICS)}")
+    if unknown:
         raise ValueError(f"unknown metric(s) {', '.join(map(repr, unknown))}; expected some of: {', '.join(METRICS)}")
     out = []
     for key, info in METRICS.items():
@@ -139,6 +141,9 @@ def select_rows(rows: list[dict], methods: Iterable[str] | None = None,
         if globs is None:
             continue
         globs = list(globs)
+        if not globs:  # e.g. --methods "" or --datasets ,: no name at all, not "every cell"
+            what, example = ("method label", "bce,skdtea*") if column == "label" else ("data set", "emotions,yeast")
+            raise ValueError(f"no {what} given to report; expected one or more (globs allowed), e.g. {example}")
         candidates = [n for r in rows for n in _names(r)] if column == "label" else [str(r[column]) for r in kept]
         unmatched = [g for g in globs if not any(fnmatch.fnmatchcase(c, g) for c in candidates)]
         if unmatched:  # a typo, or a label a comma split: say so rather than report without it
