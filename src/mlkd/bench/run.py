@@ -18,7 +18,9 @@ from .store import ResultsDB
 @dataclass
 class GridRun:
     """What a ``run_grid`` call did: cells in the grid, already done before, written now, failed now; and cells
-    another run (a second ``mlkd bench`` on the database) finished while this one ran, not fitted here again."""
+    another run (a second ``mlkd bench`` on the database) finished while this one ran: not fitted here again, or,
+    when the other run wrote the cell while this one was fitting it too, fitted here and its row left out (the
+    first row is kept). Every cell of the grid is one of skipped, written, done elsewhere, failed."""
 
     total: int
     skipped: int
@@ -92,6 +94,7 @@ def run_grid(cells: list[Cell], db_path, executor=None, progress: bool = False, 
                         written = db.insert(outcome)
                         summary.written += written
                         if not written:  # another run wrote it meanwhile, perhaps under another name
+                            summary.done_elsewhere += 1
                             db.add_aliases([(cell.key, cell.label)])
                         if cell.checkpoint_dir is not None:  # the row is committed: its training state has served
                             shutil.rmtree(cell_checkpoint_dir(cell), ignore_errors=True)
