@@ -533,3 +533,11 @@ def test_an_empty_filter_is_a_one_line_error_and_writes_nothing(tmp_path, fixtur
     err = capsys.readouterr().err
     assert err.startswith(f"mlkd: error: {said}") and err.count("\n") == 1
     assert not out.exists()  # refused before a half-written report
+
+
+def test_a_report_of_fewer_than_three_seeds_says_it_is_below_protocol(tmp_path):
+    # PROTOCOL.md §6 asks for at least 3 seeds per cell: a 2-seed grid's tables are indicative only, and say so
+    two = make_report(make_results_db(tmp_path / "two.db", seeds=(0, 1)), tmp_path / "two", figures=False)
+    assert "fewer than the 3 seeds a cell needs by PROTOCOL.md §6" in two.index.read_text()
+    three = make_report(make_results_db(tmp_path / "three.db", seeds=(0, 1, 2)), tmp_path / "three", figures=False)
+    assert "fewer than the 3 seeds" not in three.index.read_text()

@@ -537,7 +537,8 @@ def _tuned_md(table: _Table, choices: list[TunedChoice], db_path: Path, variants
              *([f"Regenerate: `{command}`\n"] if command else []),
              f"From `{db_path}`. PROTOCOL.md §8: the headline is one default config per method (tables.md); this "
              "is the separate table of per-data-set tuning. For each method run with several configs on a data "
-             "set, the config with the highest mean validation score (best-epoch validation mAP, over its seeds) "
+             "set, the config with the highest mean validation score (the best epoch's score on the validation set, "
+             "over its seeds: mAP, or −BCE for a method trained with `monitor=loss`) "
              "is kept and shown as `<method> (tuned)`; the test split is read only for the kept config. Methods "
              "with one config appear as they are.\n"]
     if not choices:
@@ -604,7 +605,9 @@ def _index_md(table, report, db_path, bars, overview, cell_curves, heatmaps, fil
         f"Regenerate: `{report.command}`",
         "",
         f"- results: `{db_path}` — {len(rows)} cells: {len(table.datasets)} data sets × {len(table.methods)} "
-        f"methods × seeds {_seed_text(table.seeds)}",
+        f"methods × seeds {_seed_text(table.seeds)}"
+        + (" — fewer than the 3 seeds a cell needs by PROTOCOL.md §6: indicative only" if len(table.seeds) < 3
+           else ""),
         *_unfinished_text(table),
         f"- data sets: {', '.join(table.datasets)}",
         f"- methods: {', '.join(f'`{m}`' for m in table.methods)}",
