@@ -788,3 +788,25 @@ def test_errors_name_the_data_dir_option_and_fit_help_says_threads_change_result
     _assert_one_line_error(call("fit", "emotions", "--method", "bce", "--data-dir", tmp_path), "given with --data-dir")
     help_text = " ".join(_ok(call("fit", "--help")).stdout.split())
     assert "Results depend on it" in help_text and "every method" in help_text and "mpvae" in help_text
+
+
+# -- found by the audit of the practitioner's path (audit-a) ------------------------------------------------
+def test_predict_and_evaluate_a_model_fitted_on_a_1d_binary_y_give_one_column_per_label(call, tmp_path):
+    import numpy as np
+
+    from mlkd import MultiLabelClassifier
+    from mlkd.data import read_arff
+
+    test = _write_arff(tmp_path / "one-label.arff", n=40, L=1)
+    ds = read_arff(test, n_labels=1)
+    for classes in (["no", "yes"], [0, 1]):  # strings were written a character per cell, ints a traceback
+        y = np.where(ds.Y[:, 0] == 1, classes[1], classes[0])
+        clf = MultiLabelClassifier("bce", hidden=8, max_epochs=2).fit(ds.X, y, label_names=["lab0"])
+        model = tmp_path / f"binary-{classes[0]}"
+        clf.save(model)
+        rows = _ok(call("predict", model, test)).stdout.splitlines()
+        assert rows[0] == "lab0" and rows[1:] == [str(int(v == classes[1])) for v in clf.predict(ds.X)]
+        proba = _ok(call("predict", model, test, "--proba")).stdout.splitlines()
+        assert proba[1:] == [f"{p:.6g}" for p in clf.predict_proba(ds.X)[:, 1]]  # P(classes_[1]), one column
+        metrics = json.loads(_ok(call("evaluate", model, test, "--json")).stdout)["metrics"]["@tuned"]
+        assert metrics == pytest.approx(clf.evaluate(ds.X, ds.Y))

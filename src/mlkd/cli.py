@@ -331,7 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Write predictions of a saved model for DATA as CSV: a header of label names, then one row per\n"
             "example with 0/1 at the model's fitted threshold (or probabilities with --proba).\n"
-            "A data set name predicts its test split; an ARFF file predicts all its rows."
+            "A data set name predicts its test split; an ARFF file predicts all its rows. A model fitted\n"
+            "in Python on a 1-D y of two classes has one label: 1 (and --proba) stand for its second class."
         ),
         formatter_class=_Formatter,
         epilog=(
@@ -1094,12 +1095,12 @@ def cmd_predict(args) -> int:
         _check_writable_target(out, "predictions", replace_file=True)
     model = _load_model(args.model_dir)
     ds, _ = _load_for_model(args, model, "test", unlabelled=True)
+    # one column per label name, a model fitted on a 1-D binary y too (its predict_proba has one per class)
+    proba = _by_name(model._label_proba, ds.X)
     if args.proba:
-        values = _by_name(model.predict_proba, ds.X)
-        cell = "{:.6g}".format
+        values, cell = proba, "{:.6g}".format
     else:
-        values = _by_name(model.predict, ds.X)
-        cell = str
+        values, cell = (proba >= model.threshold_).astype(int), str
 
     def write(f):
         writer = csv.writer(f, lineterminator="\n")
@@ -1143,7 +1144,7 @@ def cmd_evaluate(args) -> int:
             f"{args.data} has {ds.n_labels} labels but model {args.model_dir} predicts {model.n_labels_}; "
             "expected the training data's labels"
         )
-    proba = _by_name(model.predict_proba, ds.X)
+    proba = _by_name(model._label_proba, ds.X)  # per label, as ds.Y (a 1-D binary y's model: one label)
     at_half = mlkd_metrics.evaluate(ds.Y, proba, 0.5)
     at_tuned = mlkd_metrics.evaluate(ds.Y, proba, model.threshold_)
     if args.json:
