@@ -485,6 +485,21 @@ def test_pandas_names_are_unique_kept_and_mismatches_say_why():
         _fit(categorical, Y0)
 
 
+def test_label_columns_of_a_dataframe_in_another_order_are_refused_not_scored_against_other_labels():
+    pd = pytest.importorskip("pandas")
+    Y = pd.DataFrame(Y0, columns=["x", "y", "z"])
+    clf = _fit(X0, Y)
+    assert clf.score(X0, Y) == clf.score(X0, Y0)  # the fit's order, or plain arrays: taken by position
+    shuffled = Y[["z", "y", "x"]]  # was scored silently, z against the model's x
+    expected = r"^Y's column 0 is 'z', the model's label 2; expected Y's columns in the model's label order \(x, y, z\)"
+    for call in (clf.score, clf.evaluate):
+        with pytest.raises(ValueError, match=expected):
+            call(X0, shuffled)
+    with pytest.raises(ValueError, match=r"^Y_val's column 0 is 'z', the model's label 2"):  # tuned the threshold
+        _fit(X0, Y, X_val=X0, Y_val=shuffled)
+    assert _fit(X0, Y, X_val=X0, Y_val=Y.set_axis(["a", "b", "c"], axis=1)).n_labels_ == 3  # other names: by position
+
+
 def test_numeric_strings_in_x_are_read_as_numbers_as_the_readme_says():
     text = X0.astype(str)
     numbers = text.astype(np.float64)

@@ -432,6 +432,7 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
             if X_val is None or Y_val is None:
                 given, missing = ("X_val", "Y_val") if Y_val is None else ("Y_val", "X_val")
                 raise ValueError(f"got {given} without {missing}; expected both (a validation set) or neither")
+            _check_label_order(Y_val, names, "Y_val")
             X_val, Y_val = self._validate_pair(X_val, Y_val, fitting=False, names=("X_val", "Y_val"))
             val_name = "X_val"
             if Y_val.shape[1] != Y.shape[1]:
@@ -561,6 +562,7 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
 
     def _validate_labels(self, Y, n_rows: int) -> np.ndarray:
         """``score``/``evaluate``'s labels: valid, and one column per label the model predicts."""
+        _check_label_order(Y, self.label_names_, "Y")
         Y = self._validate_Y(Y, n_rows)
         if Y.shape[1] != self.n_labels_:
             raise ValueError(f"Y has {Y.shape[1]} labels, but the model predicts {self.n_labels_}; expected Y of shape "
@@ -646,11 +648,28 @@ def _label_names(given, columns, n_labels: int) -> list[str]:
     what = "label_names" if given is not None else "Y's column names"
     if isinstance(names, (str, bytes)) or not hasattr(names, "__len__"):
         raise ValueError(f"{what} is {short_repr(names)}; expected a list of {n_labels} label name(s)")
-    names = ["/".join(map(str, n)) if isinstance(n, tuple) else str(n) for n in list(names)]  # MultiIndex: a/b
+    names = _column_names(names)
     if len(names) != n_labels:
         raise ValueError(f"{what} has {len(names)} name(s); expected one per label ({n_labels})")
     _check_unique(names, what)
     return names
+
+
+def _column_names(columns) -> list[str]:
+    """Label names as strings (a pandas MultiIndex's tuples as a/b)."""
+    return ["/".join(map(str, n)) if isinstance(n, tuple) else str(n) for n in list(columns)]
+
+
+def _check_label_order(Y, names: list[str], what: str) -> None:
+    """A ValueError when one of ``what``'s DataFrame columns is named like a label of the model at another position:
+    labels are taken by position, so those columns would be scored (or validated) against other labels."""
+    if not hasattr(Y, "columns"):
+        return
+    at = {name: i for i, name in enumerate(names)}
+    for j, name in enumerate(_column_names(Y.columns)):
+        if at.get(name, j) != j:
+            raise ValueError(f"{what}'s column {j} is {name!r}, the model's label {at[name]}; expected {what}'s "
+                             f"columns in the model's label order ({_short_names(names)})")
 
 
 def _check_unique(names: list[str], what: str) -> None:
