@@ -265,6 +265,10 @@ def test_save_load_round_trip_gives_identical_predictions(fitted, data, tmp_path
     assert np.array_equal(loaded.predict(Xt), fitted.predict(Xt))
     assert loaded.get_params() == fitted.get_params()
     assert SKDTEAClassifier.load(tmp_path / "m").threshold_ == fitted.threshold_
+    bce = MultiLabelClassifier("bce", **TINY).fit(*data[:2]).save(tmp_path / "bce")
+    with pytest.raises(ValueError, match="trained with method 'bce', not SKDTEAClassifier's 'skdtea'"):
+        SKDTEAClassifier.load(bce)  # was a bce MultiLabelClassifier, returned as if SKDTEA
+    assert MultiLabelClassifier.load(bce).method == "bce"
 
 
 def test_loading_never_unpickles(fitted, tmp_path):

@@ -583,9 +583,16 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
 
     @classmethod
     def load(cls, path) -> MultiLabelClassifier:
+        """The model saved in directory ``path``; a class bound to one method (SKDTEAClassifier, …) refuses a model
+        of another method (``mlkd.load_model`` loads any)."""
         from .io import load_model
 
-        return load_model(path)
+        model = load_model(path)
+        method = getattr(cls, "bound_method", None)
+        if method is not None and model.method != method:
+            raise ValueError(f"model {path} was trained with method {model.method!r}, not {cls.__name__}'s {method!r}; "
+                             "expected a model of that method (mlkd.load_model loads any model)")
+        return model
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -788,7 +795,8 @@ def fixed_method_classifier(method: str, class_name: str) -> type[MultiLabelClas
         f"MultiLabelClassifier bound to method {method!r}; its parameters ({', '.join(defaults)}) are "
         "constructor arguments. See MultiLabelClassifier for the training parameters."
     )
-    cls = type(class_name, (MultiLabelClassifier,), {"__init__": __init__, "get_params": get_params, "__doc__": doc})
+    cls = type(class_name, (MultiLabelClassifier,), {"__init__": __init__, "get_params": get_params, "__doc__": doc,
+                                                       "bound_method": method})
     cls.__module__ = __name__
     return cls
 
