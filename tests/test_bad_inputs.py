@@ -178,6 +178,7 @@ API = [
          r"^Y_val is 1-D but Y is a 2-D label matrix", expect="expected Y_val of shape"),
     Case("Y_val of other classes", lambda c: _fit(X0, Y0[:, 0], X_val=X0, Y_val=Y0[:, 0] + 5),
          r"^Y_val has classes \[5, 6\] not seen in y \(\[0, 1\]\)"),
+    Case("1-D y of one class", lambda c: _fit(X0, np.zeros(40)), r"^y has a single class \(0\.0\); expected 2 classes"),
     Case("NaN in Y", lambda c: _fit(X0, np.where(Y0 == 1, np.nan, 0.0)), r"only 0 and 1.*\[nan\]"),
     Case("Y of 0.5", lambda c: _fit(X0, Y0 * 0.5), r"only 0 and 1.*\[0.5\]"),
     Case("Y of strings", lambda c: _fit(X0, np.full((40, 3), "yes")), "Unknown label type: Y has dtype"),

@@ -366,7 +366,8 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
             )
         if fitting:
             if len(classes) < 2:
-                raise ValueError(f"y has a single class ({classes[0]!r}); a binary target needs 2 classes")
+                raise ValueError(f"y has a single class ({classes.tolist()[0]!r}); expected 2 classes for a binary "
+                                 "target (or a 2-D 0/1 label matrix, where a constant label is allowed)")
             self.binary_classes_ = classes
         known = getattr(self, "binary_classes_", None)
         if known is None and what != "y":  # a 1-D Y_val beside a 2-D Y, during fit
