@@ -365,3 +365,24 @@ def test_cli_resume_accepts_a_parameter_typed_at_its_default(tmp_path):
     assert main([*fit, "--out", str(tmp_path / "a")]) == 0
     assert main([*fit, "--out", str(tmp_path / "b"), "--param", "alpha=0.5", "--resume"]) == 0
     _same_tensors(tmp_path / "a" / "model.safetensors", tmp_path / "b" / "model.safetensors")
+
+
+def test_cli_distill_killed_in_its_student_resumes_to_the_uninterrupted_student(tmp_path, interrupt_after):
+    # mlkd distill trains a teacher, then the student: a kill during the student must not cost the teacher
+    from mlkd.cli import main
+
+    data = _write_arff(tmp_path / "d.arff", n=120)
+    distill = ["distill", str(data), "--n-labels", "4", "--teacher-spec", "hidden=24", "max_epochs=4",
+               "--student-spec", "hidden=8", "max_epochs=8", "patience=8", "batch_size=32", "--quiet"]
+    resumable = [*distill, "--out", str(tmp_path / "resumed"), "--checkpoint-dir", str(tmp_path / "ckpt"),
+                 "--checkpoint-every", "2"]
+    assert main([*distill, "--out", str(tmp_path / "whole")]) == 0
+    restore = interrupt_after("stage1", 4)  # the student, after the teacher finished
+    with pytest.raises(_Interrupt):
+        main(resumable)
+    restore()
+    assert {"stage0.done.json", "stage1.json"} <= {p.name for p in (tmp_path / "ckpt").iterdir()}
+    assert main([*resumable, "--resume"]) == 0
+    _same_tensors(tmp_path / "resumed" / "model.safetensors", tmp_path / "whole" / "model.safetensors")
+    assert _summary(tmp_path / "resumed") == _summary(tmp_path / "whole")
+    assert main([*distill, "--out", str(tmp_path / "o"), "--resume"]) == 2  # needs --checkpoint-dir

@@ -310,15 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train on the reference path (torch's per-parameter AdamW, nn.Dropout under autograd) "
                         "instead of the fused fast path: slower, the same metrics up to seed noise, and the "
                         "kernels the published benchmark cells used (reproduces them bit for bit)")
-    g = p.add_argument_group("interruption (checkpoints: safetensors + JSON, written atomically)")
-    g.add_argument("--checkpoint-dir", metavar="DIR", help="save the training state to DIR during the fit")
-    g.add_argument("--checkpoint-every", type=_positive_int, metavar="N",
-                   help="epochs between checkpoints (default: 1; needs --checkpoint-dir)")
-    g.add_argument("--checkpoint-seconds", type=_nonnegative_float, metavar="S",
-                   help="also at least S seconds between checkpoints (default: 0; needs --checkpoint-dir)")
-    g.add_argument("--resume", action="store_true",
-                   help="continue the fit checkpointed in --checkpoint-dir (same final model as an uninterrupted "
-                        "fit); refused if DIR holds another configuration's or data's checkpoint")
+    _add_checkpoint_options(p)
     _add_label_options(p, "")
     _add_data_dir(p)
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
@@ -492,6 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", type=_device, default="auto", metavar="DEV", help=DEVICE_HELP)
     p.add_argument("--threshold", type=_threshold, default="tuned", metavar="T",
                    help="'tuned' (default), 'tuned-per-label', or a fixed number in (0, 1)")
+    _add_checkpoint_options(p, "the teacher's and the student's training state")
     _add_label_options(p, "")
     _add_data_dir(p)
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
@@ -507,6 +500,34 @@ def build_parser() -> argparse.ArgumentParser:
 # ---------------------------------------------------------------------------------------------------
 # shared helpers
 # ---------------------------------------------------------------------------------------------------
+def _add_checkpoint_options(p, state: str = "the training state") -> None:
+    g = p.add_argument_group("interruption (checkpoints: safetensors + JSON, written atomically)")
+    g.add_argument("--checkpoint-dir", metavar="DIR", help=f"save {state} to DIR during the fit")
+    g.add_argument("--checkpoint-every", type=_positive_int, metavar="N",
+                   help="epochs between checkpoints (default: 1; needs --checkpoint-dir)")
+    g.add_argument("--checkpoint-seconds", type=_nonnegative_float, metavar="S",
+                   help="also at least S seconds between checkpoints (default: 0; needs --checkpoint-dir)")
+    g.add_argument("--resume", action="store_true",
+                   help="continue the fit checkpointed in --checkpoint-dir (same final model as an uninterrupted "
+                        "fit); refused if DIR holds another configuration's or data's checkpoint")
+
+
+def _check_checkpoint_options(args) -> dict:
+    """The estimator's checkpoint settings from the command line; a flag that needs --checkpoint-dir without it,
+    or a --checkpoint-dir that cannot be written, fails before any work."""
+    from .checkpoint import check_directory
+
+    if args.checkpoint_dir is None and (args.resume or args.checkpoint_every is not None
+                                        or args.checkpoint_seconds is not None):
+        flag = ("--resume" if args.resume else "--checkpoint-every" if args.checkpoint_every is not None
+                else "--checkpoint-seconds")
+        raise ValueError(f"{flag} needs --checkpoint-dir; expected the directory of the (interrupted) fit")
+    if args.checkpoint_dir is not None:
+        check_directory(args.checkpoint_dir)
+    return dict(checkpoint_dir=args.checkpoint_dir, checkpoint_every=args.checkpoint_every or 1,
+                checkpoint_seconds=args.checkpoint_seconds or 0.0, resume=args.resume)
+
+
 def _show_progress(quiet: bool) -> bool:
     return not quiet and sys.stderr.isatty()
 
@@ -1016,23 +1037,15 @@ def _methods_help() -> str:
 
 
 def cmd_fit(args) -> int:
-    from .checkpoint import check_directory
-
     params, train = _fit_params(args.method, args.param)
     out = Path(args.out or Path("runs") / f"{_data_stem(args.data)}-{args.method}").expanduser()
     _check_model_out(out, args.force)
-    if args.checkpoint_dir is None and (args.resume or args.checkpoint_every is not None
-                                        or args.checkpoint_seconds is not None):
-        flag = ("--resume" if args.resume else "--checkpoint-every" if args.checkpoint_every is not None
-                else "--checkpoint-seconds")
-        raise ValueError(f"{flag} needs --checkpoint-dir; expected the directory of the (interrupted) fit")
-    if args.checkpoint_dir is not None:
-        check_directory(args.checkpoint_dir)  # a file or an unwritable place fails before any work
+    checkpoints = _check_checkpoint_options(args)
     with _model_out(out) as claim:
-        return _fit_into(args, out, claim, params, train)
+        return _fit_into(args, out, claim, params, train, checkpoints)
 
 
-def _fit_into(args, out: Path, claim, params: dict, train: dict) -> int:
+def _fit_into(args, out: Path, claim, params: dict, train: dict, checkpoints: dict) -> int:
     from .distributed import is_primary
     from .estimator import MultiLabelClassifier
     from .io import check_saved_model_columns
@@ -1048,10 +1061,7 @@ def _fit_into(args, out: Path, claim, params: dict, train: dict) -> int:
         threshold=args.threshold,
         random_state=args.seed,
         verbose=_show_progress(args.quiet),
-        checkpoint_dir=args.checkpoint_dir,
-        checkpoint_every=args.checkpoint_every or 1,
-        checkpoint_seconds=args.checkpoint_seconds or 0.0,
-        resume=args.resume,
+        **checkpoints,
         nproc=args.nproc,
         num_threads=args.threads or 1,
         device=args.device,
@@ -1298,18 +1308,19 @@ def cmd_distill(args) -> int:
             raise ValueError(f"--student-spec {key}={text!r} is not a valid {kind.__name__}") from None
     out = Path(args.out or Path("runs") / f"{_data_stem(args.data)}-distill").expanduser()
     _check_model_out(out, args.force)
+    checkpoints = _check_checkpoint_options(args)
     with _model_out(out) as claim:
-        return _distill_into(args, out, claim, params, train_cfg)
+        return _distill_into(args, out, claim, params, train_cfg, checkpoints)
 
 
-def _distill_into(args, out: Path, claim, params: dict, train_cfg: dict) -> int:
+def _distill_into(args, out: Path, claim, params: dict, train_cfg: dict, checkpoints: dict) -> int:
     from .estimator import MultiLabelClassifier
     from .io import check_saved_model_columns
 
     ds, what = _load(args.data, "train", data_dir=args.data_dir, label_file=args.label_file, n_labels=args.n_labels)
     clf = MultiLabelClassifier(
         "distill", threshold=args.threshold, random_state=args.seed, verbose=_show_progress(args.quiet),
-        num_threads=args.threads or 1, device=args.device, **train_cfg, **params,
+        num_threads=args.threads or 1, device=args.device, **checkpoints, **train_cfg, **params,
     )
     # a teacher_dir / model_dir fitted on this file's labels or columns in another order is refused, not misread
     check_saved_model_columns(clf.method, clf.method_params(), ds.label_names, ds.feature_names)
