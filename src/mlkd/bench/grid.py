@@ -67,6 +67,7 @@ class Cell:
     checkpoint_dir: str | None = None
     checkpoint_seconds: float = 60.0
     saved_models: dict | None = None
+    aliases: tuple[str, ...] = ()  # the grid's other labels for this config (two specs resolving to it)
 
     def __post_init__(self) -> None:
         if self.saved_models is None:  # pinned now: the cell is the model its folder holds now, wherever it runs
@@ -315,7 +316,9 @@ class Grid:
                     for seed in self.seeds:
                         cell = Cell(dataset, spec.method, spec.label, params, train, seed, noise, self.data_dir,
                                     saved_models=saved)
-                        out.setdefault(cell.key, cell)
+                        kept = out.setdefault(cell.key, cell)
+                        if cell.label not in (kept.label, *kept.aliases):  # one cell, found under either name
+                            out[cell.key] = dataclasses.replace(kept, aliases=(*kept.aliases, cell.label))
         return list(out.values())
 
     @classmethod

@@ -70,7 +70,7 @@ def run_grid(cells: list[Cell], db_path, executor=None, progress: bool = False, 
     try:
         with ResultsDB(db_path, create=True) as db:
             done = db.done_keys()
-            db.add_aliases((c.key, c.label) for c in cells if c.key in done)  # this grid's names for them
+            db.add_aliases(pair for c in cells if c.key in done for pair in _names(c))  # this grid's names for them
             todo = [c for c in cells if c.key not in done]
             summary = GridRun(total=len(cells), skipped=len(cells) - len(todo))
             if log:
@@ -85,7 +85,7 @@ def run_grid(cells: list[Cell], db_path, executor=None, progress: bool = False, 
                     cell = given.get(id(cell), cell)
                     if isinstance(outcome, CellDone):  # another run wrote it meanwhile: not fitted again
                         summary.done_elsewhere += 1
-                        db.add_aliases([(cell.key, cell.label)])
+                        db.add_aliases(_names(cell))
                     elif isinstance(outcome, BaseException):
                         error = f"{type(outcome).__name__}: {outcome}"
                         db.record_failure(cell, " ".join(error.split()), _now())
@@ -95,7 +95,7 @@ def run_grid(cells: list[Cell], db_path, executor=None, progress: bool = False, 
                         summary.written += written
                         if not written:  # another run wrote it meanwhile, perhaps under another name
                             summary.done_elsewhere += 1
-                            db.add_aliases([(cell.key, cell.label)])
+                        db.add_aliases(_names(cell))
                         if cell.checkpoint_dir is not None:  # the row is committed: its training state has served
                             shutil.rmtree(cell_checkpoint_dir(cell), ignore_errors=True)
                     bar.update(1)
@@ -118,3 +118,8 @@ def run_grid(cells: list[Cell], db_path, executor=None, progress: bool = False, 
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def _names(cell: Cell) -> list[tuple[str, str]]:
+    """(key, label) for each name this grid gives the cell: ``add_aliases`` keeps those that differ from its row's."""
+    return [(cell.key, label) for label in (cell.label, *cell.aliases)]
