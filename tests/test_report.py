@@ -541,3 +541,15 @@ def test_a_report_of_fewer_than_three_seeds_says_it_is_below_protocol(tmp_path):
     assert "fewer than the 3 seeds a cell needs by PROTOCOL.md §6" in two.index.read_text()
     three = make_report(make_results_db(tmp_path / "three.db", seeds=(0, 1, 2)), tmp_path / "three", figures=False)
     assert "fewer than the 3 seeds" not in three.index.read_text()
+
+
+def test_means_that_print_the_same_are_both_bold(tmp_path):
+    # 0.4412 and 0.4409 both print 0.441: bolding one of them would tell a reader it won by a digit not shown
+    db = make_results_db(tmp_path / "r.db", datasets=("emotions", "flags"), methods=("bce", "ls"))
+    with sqlite3.connect(db) as con:
+        for method, value in (("bce", 0.4412), ("ls", 0.4409)):
+            con.execute("UPDATE results SET mAP_05 = ?, mAP_tuned = ? WHERE dataset = 'emotions' AND method = ?",
+                        (value, value, method))
+    tables = (make_report(db, tmp_path / "r", metrics=["mAP"], figures=False).out / "tables.md").read_text()
+    row = next(line for line in tables.split("## mAP")[1].splitlines() if line.startswith("| emotions"))
+    assert row.count("**0.441 ± 0.000**") == 2, row

@@ -484,7 +484,8 @@ def _metric_table(table: _Table, variant: Variant) -> str:
         for j, method in enumerate(table.methods):
             m, s, n = table.mean_std(dataset, method, variant.column)
             text = "–" if n == 0 else f"{_num(m)} ± {_num(s)}" + (f" (n={n})" if n != len(table.seeds) else "")
-            cells.append(f"**{text}**" if best is not None and n and means[i, j] == best else text)
+            # bold: the best mean as shown (two means that print the same are both bold, whatever their digits after)
+            cells.append(f"**{text}**" if best is not None and n and _num(means[i, j]) == _num(best) else text)
         rows.append(cells)
     for noise, part in _noise_parts(table):  # ranked within each label-noise setting, as index.md's tests are
         part_means = part.means(variant.column)
@@ -514,7 +515,8 @@ def _command(db_path, out, curves, metrics, methods, datasets, tune, alpha) -> s
 def _tables_md(table: _Table, db_path: Path, variants: list[Variant], command: str = "") -> str:
     parts = [f"# Results tables\n\n{MARKER}\n", *([f"Regenerate: `{command}`\n"] if command else []),
              f"From `{db_path}`: mean ± std over seeds {_seed_text(table.seeds)} (std with ddof=1; `(n=…)` when a "
-             "cell has fewer seeds than the grid). Best mean per data set in **bold**; average rank (1 = best, "
+             "cell has fewer seeds than the grid). Best mean per data set in **bold** (every mean that shows it, "
+             "to the digits shown); average rank (1 = best, "
              "ties averaged) over the data sets where every method has a value"
              f"{'' if len(_noise_parts(table)) == 1 else ', one per label-noise setting (as in index.md)'}. "
              "`@0.5`: threshold 0.5; `@tuned`: one global threshold maximising validation example-F1 "
