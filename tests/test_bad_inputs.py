@@ -501,6 +501,19 @@ def test_label_columns_of_a_dataframe_in_another_order_are_refused_not_scored_ag
     assert _fit(X0, Y, X_val=X0, Y_val=Y.set_axis(["a", "b", "c"], axis=1)).n_labels_ == 3  # other names: by position
 
 
+def test_a_label_dataframe_with_pandas_default_columns_is_taken_by_position_whatever_the_label_names():
+    # pd.DataFrame(Y) names its columns 0, 1, 2: a model whose labels are called "1", "2", "3" must not read
+    # them as its own labels at other positions
+    pd = pytest.importorskip("pandas")
+    named = pd.DataFrame(Y0, columns=["1", "2", "3"])
+    clf = _fit(X0, named)
+    assert clf.score(X0, pd.DataFrame(Y0)) == clf.score(X0, Y0)
+    assert clf.evaluate(X0, pd.DataFrame(Y0)) == clf.evaluate(X0, Y0)
+    assert _fit(X0, named, X_val=X0, Y_val=pd.DataFrame(Y0)).n_labels_ == 3
+    with pytest.raises(ValueError, match=r"^Y's column 0 is '2', the model's label 1"):  # named, reordered: refused
+        clf.score(X0, named[["2", "1", "3"]])
+
+
 def test_numeric_strings_in_x_are_read_as_numbers_as_the_readme_says():
     text = X0.astype(str)
     numbers = text.astype(np.float64)

@@ -670,11 +670,15 @@ def _column_names(columns) -> list[str]:
 
 def _check_label_order(Y, names: list[str], what: str) -> None:
     """A ValueError when one of ``what``'s DataFrame columns is named like a label of the model at another position:
-    labels are taken by position, so those columns would be scored (or validated) against other labels."""
+    labels are taken by position, so those columns would be scored (or validated) against other labels. Columns
+    0, 1, … in order (a DataFrame made from an array without names) name no label, whatever the model's names."""
     if not hasattr(Y, "columns"):
         return
+    columns = _column_names(Y.columns)
+    if columns == [str(j) for j in range(len(columns))]:  # pandas' default column numbers (pd.DataFrame(Y)): no names
+        return
     at = {name: i for i, name in enumerate(names)}
-    for j, name in enumerate(_column_names(Y.columns)):
+    for j, name in enumerate(columns):
         if at.get(name, j) != j:
             raise ValueError(f"{what}'s column {j} is {name!r}, the model's label {at[name]}; expected {what}'s "
                              f"columns in the model's label order ({_short_names(names)})")
