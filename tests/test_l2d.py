@@ -218,6 +218,18 @@ def test_a_saved_model_fitted_on_other_or_reordered_labels_is_refused_not_misrea
     DistillClassifier(**params).fit(X, Y)  # unnamed labels and columns: nothing to compare
 
 
+def test_a_teacher_fitted_on_a_label_dataframe_without_names_is_not_refused_for_named_labels(tmp_path):
+    import pandas as pd
+
+    # pd.DataFrame(Y) names its labels '0', '1', …: positions, as label_0 … are, not labels another data set lacks
+    X, Y = linear_problem(n=120, d=8, L=4)
+    MultiLabelClassifier("labelwise", hidden=8, embed_dim=4, max_epochs=1).fit(X, pd.DataFrame(Y)).save(tmp_path / "t")
+    MultiLabelClassifier("labelwise", hidden=8, embed_dim=4, max_epochs=1).fit(
+        X, Y, label_names=["a", "b", "c", "d"]).save(tmp_path / "named")
+    DistillClassifier(teacher_dir=str(tmp_path / "t"), **TINY_FIT).fit(X, Y, label_names=["a", "b", "c", "d"])
+    DistillClassifier(teacher_dir=str(tmp_path / "named"), **TINY_FIT).fit(X, pd.DataFrame(Y))
+
+
 def test_a_student_records_which_teacher_it_learned_from_and_loads_without_it(tmp_path, monkeypatch):
     import json
     import shutil

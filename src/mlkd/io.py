@@ -600,8 +600,8 @@ def check_saved_model_columns(method: str, params: dict, label_names, feature_na
     """Refuse a model that a ``MODEL_DIR_PARAMS`` parameter of ``method`` names (a teacher, a model to fine-tune)
     when it was fitted on other labels or feature columns than the data's: the same count under other names, or
     in another order, would be read column by column as if they matched. A side that has no names (``label_0`` …,
-    a fit on an array without column names) is not compared, nor lists of other lengths (the method's own
-    check says how many it expected)."""
+    pandas' default ``0``, ``1`` …, a fit on an array without column names) is not compared, nor lists of other
+    lengths (the method's own check says how many it expected)."""
     for name in MODEL_DIR_PARAMS:
         path = params.get(name)
         if path is None or not str(path).strip() or name not in config_fields(method):
@@ -621,5 +621,6 @@ def check_saved_model_columns(method: str, params: dict, label_names, feature_na
 
 
 def _unnamed(names: list[str]) -> bool:
-    """Whether ``names`` are the ``label_0`` … the estimator gives labels that were not named."""
-    return names == [f"label_{i}" for i in range(len(names))]
+    """Whether ``names`` name nothing: the ``label_0`` … the estimator gives labels that were not named, or the
+    ``0``, ``1`` … of a DataFrame made from an array (pandas' default columns)."""
+    return names in ([f"label_{i}" for i in range(len(names))], [str(i) for i in range(len(names))])
