@@ -230,6 +230,29 @@ def test_a_teacher_fitted_on_a_label_dataframe_without_names_is_not_refused_for_
     DistillClassifier(teacher_dir=str(tmp_path / "named"), **TINY_FIT).fit(X, pd.DataFrame(Y))
 
 
+def test_a_teacher_whose_save_was_killed_between_its_two_renames_is_distilled_as_load_model_reads_it(tmp_path):
+    import os
+
+    # save_model renames the weights, then the config: a kill between them leaves the config under its temporary
+    # name, and load_model finishes the save; the teacher's label check must read it the same way
+    X, Y = linear_problem(n=120, d=8, L=4)
+    teacher = tmp_path / "t"
+    MultiLabelClassifier("labelwise", hidden=8, embed_dim=4, max_epochs=1).fit(
+        X, Y, label_names=["a", "b", "c", "d"]).save(teacher)
+    os.replace(teacher / "config.json", teacher / ".config.json.abcd1234.tmp")
+    clf = DistillClassifier(teacher_dir=str(teacher), **TINY_FIT).fit(X, Y, label_names=["a", "b", "c", "d"])
+    assert clf.stage_results_["teacher"].epochs_run == 0 and (teacher / "config.json").is_file()
+    with pytest.raises(ValueError, match=r"^teacher_dir of method 'distill': model directory .* does not exist"):
+        DistillClassifier(teacher_dir=str(tmp_path / "missing"), **TINY_FIT).fit(X, Y)
+    os.replace(teacher / "config.json", teacher / ".config.json.abcd1234.tmp")  # mlkd distill --teacher too
+    data = tmp_path / "d.arff"
+    rows = [",".join([*(f"{v:.5f}" for v in x), *map(str, y)]) for x, y in zip(X, Y, strict=True)]
+    data.write_text("\n".join(["@relation r", *(f"@attribute f{j} numeric" for j in range(8)),
+                               *(f"@attribute {k} {{0,1}}" for k in "abcd"), "@data", *rows]))
+    assert main(["distill", str(data), "--n-labels", "4", "--teacher", str(teacher), "--student-spec", "hidden=4",
+                 "embed_dim=4", "max_epochs=1", "--out", str(tmp_path / "s"), "-q"]) == 0
+
+
 def test_a_student_records_which_teacher_it_learned_from_and_loads_without_it(tmp_path, monkeypatch):
     import json
     import shutil

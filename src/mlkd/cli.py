@@ -1276,7 +1276,7 @@ def _spec(pairs: list[tuple[str, str]], flag: str) -> dict[str, str]:
 
 def cmd_distill(args) -> int:
     from . import methods as mlkd_methods
-    from .io import read_config
+    from .io import saved_model_id
     from .methods.base import did_you_mean
 
     teacher = _spec(args.teacher_spec, "--teacher-spec")
@@ -1296,7 +1296,8 @@ def cmd_distill(args) -> int:
     train = {k: student.pop(k) for k in DISTILL_TRAIN_KEYS if k in student}
     raw = {**student, **{f"teacher_{k}": v for k, v in teacher.items()}}
     if args.teacher is not None:
-        read_config(Path(args.teacher).expanduser())  # a bad teacher directory fails before any work
+        saved_model_id(Path(args.teacher).expanduser())  # a bad teacher directory fails before any work (a save
+        # killed between its two renames is finished, as load_model does)
         raw["teacher_dir"] = str(Path(args.teacher).expanduser())
     params = _parse_params("distill", list(raw.items()))
     train_cfg = {}

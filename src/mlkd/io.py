@@ -606,7 +606,11 @@ def check_saved_model_columns(method: str, params: dict, label_names, feature_na
         path = params.get(name)
         if path is None or not str(path).strip() or name not in config_fields(method):
             continue
-        saved = read_config(path)
+        try:  # as saved_model_ids reads it: a save killed between its two renames is finished, not refused
+            saved = _finish_interrupted_save(path) or read_config(path)
+        except (ValueError, OSError) as exc:
+            message = f"{name} of method {method!r}: {exc}"
+            raise (ModelFileNotFoundError if isinstance(exc, FileNotFoundError) else ValueError)(message) from None
         for what, ours, theirs in (("labels", label_names, saved.get("label_names")),
                                    ("feature columns", feature_names,
                                     saved.get("feature_names") or saved.get("column_names"))):
