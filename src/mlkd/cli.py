@@ -484,7 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", type=_device, default="auto", metavar="DEV", help=DEVICE_HELP)
     p.add_argument("--threshold", type=_threshold, default="tuned", metavar="T",
                    help="'tuned' (default), 'tuned-per-label', or a fixed number in (0, 1)")
-    _add_checkpoint_options(p, "the teacher's and the student's training state")
+    _add_checkpoint_options(p, "the training state (the student's, and the teacher's when it trains one)")
     _add_label_options(p, "")
     _add_data_dir(p)
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
