@@ -623,7 +623,7 @@ def test_a_dry_run_accepts_the_empty_file_a_run_would_make_the_database(tmp_path
     assert "1 cell" in capsys.readouterr().out
 
 
-def test_two_specs_of_one_config_in_one_grid_make_one_cell_found_under_either_name(tmp_path, mulan_dir):
+def test_two_specs_of_one_config_in_one_grid_make_one_cell_found_under_either_name(tmp_path, mulan_dir, capsys):
     # hidden=8 given twice, once as the spec's own parameter: one config, fitted once, reported by both labels
     db = tmp_path / "r.db"
     grid = tmp_path / "g.toml"
@@ -634,6 +634,9 @@ def test_two_specs_of_one_config_in_one_grid_make_one_cell_found_under_either_na
         assert len(store) == 1 and list(store.aliases().values()) == [["narrow"]]
     for name in ("bce", "narrow"):
         assert main(["report", str(db), "--out", str(tmp_path / name), "--metrics", "mAP", "--methods", name]) == 0
+    capsys.readouterr()
+    assert main(["report", str(db), "--out", str(tmp_path / "typo"), "--methods", "narow"]) == 2
+    assert "expected some of: 'bce', 'narrow'" in capsys.readouterr().err  # a typo is told both names
 
 
 def test_a_second_grid_reports_a_shared_cell_under_its_own_name(tmp_path, mulan_dir, capsys):

@@ -147,7 +147,8 @@ def select_rows(rows: list[dict], methods: Iterable[str] | None = None,
         candidates = [n for r in rows for n in _names(r)] if column == "label" else [str(r[column]) for r in kept]
         unmatched = [g for g in globs if not any(fnmatch.fnmatchcase(c, g) for c in candidates)]
         if unmatched:  # a typo, or a label a comma split: say so rather than report without it
-            known = ", ".join(f"'{k}'" for k in dict.fromkeys(str(r[column]) for r in rows))
+            known = ", ".join(f"'{k}'" for k in dict.fromkeys(n for r in rows for n in (
+                _names(r) if column == "label" else [str(r[column])])))  # a cell's aliases find it too
             raise ValueError(f"no finished cell has a {'method label' if column == 'label' else 'data set'} "
                              f"matching {', '.join(repr(g) for g in unmatched)}; expected some of: {known}")
         kept = [r for r in kept if any(fnmatch.fnmatchcase(str(r[column]), g) for g in globs)]
