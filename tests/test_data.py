@@ -253,6 +253,20 @@ def test_data_dir_default(monkeypatch, tmp_path):
         load_dataset("emotions")
 
 
+def test_a_root_holding_mulan_names_the_folder_its_files_are_read_from(flags_copy):
+    # a data directory that holds mulan/<name>/ (a copy of the mirror's parent) is accepted: the folder
+    # reported (mlkd datasets NAME, the not-found error) is the one the files are read from, not <root>/<name>
+    parent = flags_copy.parent / "parent"
+    shutil.copytree(flags_copy, parent / "mulan")
+    assert load_dataset("flags", data_dir=parent).train.n_samples == 129
+    assert DATASETS["flags"].folder_path(parent) == parent / "mulan" / "flags"
+    assert DATASETS["flags"].folder_path(flags_copy) == flags_copy / "flags"
+    (parent / "mulan" / "flags" / "flags-test.arff").unlink()
+    with pytest.raises(DatasetNotFoundError) as e:
+        load_dataset("flags", data_dir=parent)
+    assert f"in {parent / 'mulan' / 'flags'} (" in _one_line(e)
+
+
 # ------------------------------------------------------------------------------------------------
 # read_arff on hand-written files
 # ------------------------------------------------------------------------------------------------

@@ -73,8 +73,9 @@ class DatasetInfo:
         return (self.train, self.test, self.labels)
 
     def folder_path(self, root=None) -> Path:
-        """``<root>/<folder>`` (root defaults to :func:`data_dir`)."""
-        return _resolve_root(root) / self.folder
+        """The folder its files are read from: ``<root>/<folder>``, or ``<root>/mulan/<folder>`` where only that
+        one exists (root defaults to :func:`data_dir`)."""
+        return _folder(self, _resolve_root(root))
 
 
 def _load_catalog() -> dict[str, DatasetInfo]:
@@ -158,7 +159,7 @@ def _not_found(info: DatasetInfo, root: Path, missing: Path, explicit: bool) -> 
         where = f"${ENV_VAR} is unset, so the default data directory {root} is used; set ${ENV_VAR} to yours"
     return DatasetNotFoundError(
         f"dataset {info.name!r}: {missing} not found; expected {', '.join(info.files)} in "
-        f"{root / info.folder} ({where}). The files come from the MULAN repository, {MULAN_URL} "
+        f"{_folder(info, root)} ({where}). The files come from the MULAN repository, {MULAN_URL} "
         f"(folder data/multi-label): copy its {info.folder} folder into the data directory"
     )
 
