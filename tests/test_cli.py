@@ -221,6 +221,19 @@ def test_datasets_lists_every_set_with_its_status(call, tmp_path):
     assert f"data directory: {tmp_path}" in missing.stdout
 
 
+def test_blank_data_dir_is_mlkd_data(call, tmp_path, monkeypatch):
+    # --data-dir "$DIR" with DIR unset: the directory listed is the one checked ($MLKD_DATA, as mlkd bench reads
+    # it), not $MLKD_DATA listed while the working directory is checked and every set reported missing
+    data = Path(_env()["MLKD_DATA"])
+    if not (data / "flags").is_dir():
+        pytest.skip(f"MULAN data not found in {data}; set MLKD_DATA")
+    monkeypatch.setenv("MLKD_DATA", str(data))
+    out = _ok(call("datasets", "--data-dir", "", cwd=tmp_path)).stdout
+    rows = {line.split()[0]: line.split()[-1] for line in out.splitlines() if line.strip()}
+    assert rows["flags"] == "found" and f"data directory: {data}" in out
+    assert f"{data / 'flags'} (found)" in _ok(call("datasets", "flags", "--data-dir", " ")).stdout
+
+
 def test_datasets_name_shows_one_set_from_its_files(call, tmp_path):
     """`mlkd datasets NAME`: what a user checks before a grid — rows, features, label frequencies, labels
     without positives — read from the files (the catalogue alone when they are missing)."""

@@ -175,9 +175,16 @@ def _add_label_options(p: argparse.ArgumentParser, default_note: str, unlabelled
                    help="the last N attributes are the labels" + (" (0: none)" if unlabelled else ""))
 
 
+def _data_dir_arg(text: str) -> str | None:
+    """A blank --data-dir (``--data-dir "$DIR"`` with DIR unset) is no directory: $MLKD_DATA, as a blank $MLKD_DATA
+    is unset and as mlkd bench reads it; else ``mlkd datasets`` named $MLKD_DATA but checked the working directory."""
+    return text if text.strip() else None
+
+
 def _add_data_dir(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--data-dir", metavar="DIR", help="directory holding the MULAN data set folders (default: $MLKD_DATA)"
+        "--data-dir", metavar="DIR", type=_data_dir_arg,
+        help="directory holding the MULAN data set folders (default: $MLKD_DATA)"
     )
 
 
