@@ -725,6 +725,15 @@ def test_arff_numbers_float32_would_round_are_kept_in_float64(tmp_path):
     assert features_dtype(np.array([[1e39], [0.0]])) == np.float64  # beyond float32's range
 
 
+def test_dataset_of_integer_timestamps_keeps_them_distinct():
+    # integers are judged like float64 data: float32 would read 1700000000..1700000011 as a handful of values
+    stamps = np.arange(1700000000, 1700000012, dtype=np.int64).reshape(-1, 1)
+    ds = MultiLabelDataset(X=stamps, Y=stamps % 2, feature_names=["t"], label_names=["odd"])
+    assert ds.X.dtype == np.float64 and len(np.unique(ds.X)) == 12 and ds.X[11, 0] == 1700000011
+    small = MultiLabelDataset(X=stamps - 1700000000, Y=stamps % 2, feature_names=["t"], label_names=["odd"])
+    assert small.X.dtype == np.float32  # integers float32 holds exactly stay float32
+
+
 def test_read_arff_for_model_names_the_flag_for_rows_without_labels(tmp_path):
     # a file of rows to predict ('?' labels) is read with labels_required=False; the default's error says so
     from mlkd.data import read_arff_for_model

@@ -22,7 +22,10 @@ def first_repeated(names) -> str | None:
 def features_dtype(X: np.ndarray) -> type:
     """float32, unless ``X`` is float64 and float32 would round some column by more than
     ``FLOAT32_TOLERANCE`` of its standard deviation (or overflow it): then float64, which the estimator
-    standardises in float64."""
+    standardises in float64. Integers wider than 16 bits are judged as float64 (float32 holds them exactly only
+    up to 2**24: integer timestamps would collapse)."""
+    if X.dtype.kind in "iu" and X.dtype.itemsize > 2:
+        X = X.astype(np.float64)
     if X.dtype != np.float64 or X.size == 0:
         return np.float32
     with np.errstate(over="ignore", invalid="ignore"):
@@ -52,8 +55,8 @@ def _rounding_dtype(error: np.ndarray, spread: np.ndarray) -> type:
 class MultiLabelDataset:
     """A multi-label data set: dense features ``X`` and a 0/1 label matrix ``Y``.
 
-    ``X`` is coerced to float32 (n_samples, n_features) — or kept float64 where float32 would round a
-    column by more than 1e-4 of its standard deviation (a timestamp, a coordinate: ``features_dtype``) —
+    ``X`` is coerced to float32 (n_samples, n_features) — or float64 (from float64 or integer input) where float32
+    would round a column by more than 1e-4 of its standard deviation (a timestamp, a coordinate: ``features_dtype``) —
     and ``Y`` to uint8 (n_samples, n_labels) holding only 0 and 1. ``binary_features`` is a bool mask over
     the feature columns that is True where the column comes from a 0/1 attribute ({0,1}, {YES,NO}, one-hot
     of a nominal), so that preprocessing can leave those columns unscaled. ``images`` holds (n, 1, H, W)
