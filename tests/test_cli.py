@@ -234,6 +234,20 @@ def test_blank_data_dir_is_mlkd_data(call, tmp_path, monkeypatch):
     assert f"{data / 'flags'} (found)" in _ok(call("datasets", "flags", "--data-dir", " ")).stdout
 
 
+def test_datasets_name_says_a_file_is_altered(call, tmp_path):
+    # a checksum mismatch is said as such ("its files are checksum mismatch" read as if they were absent)
+    data = Path(_env()["MLKD_DATA"])
+    if not (data / "flags").is_dir():
+        pytest.skip(f"MULAN data not found in {data}; set MLKD_DATA")
+    (tmp_path / "flags").mkdir()
+    for name in ("flags-train.arff", "flags-test.arff", "flags.xml"):
+        (tmp_path / "flags" / name).write_bytes((data / "flags" / name).read_bytes())
+    with open(tmp_path / "flags" / "flags-train.arff", "a") as fh:
+        fh.write("% a comment\n")
+    out = _ok(call("datasets", "flags", "--data-dir", tmp_path)).stdout
+    assert "(checksum mismatch)" in out and "a file is altered: its SHA256 differs" in out
+
+
 def test_datasets_name_shows_one_set_from_its_files(call, tmp_path):
     """`mlkd datasets NAME`: what a user checks before a grid — rows, features, label frequencies, labels
     without positives — read from the files (the catalogue alone when they are missing)."""

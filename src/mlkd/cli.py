@@ -944,7 +944,8 @@ def _show_dataset(spec: str, data_dir, directory: Path) -> int:
         more = f", … {train.n_labels - 10} more" if train.n_labels > 10 else ""
         lines.append(("most frequent", shown + more))
     else:
-        lines.append(("", f"its files are {status}: put the MULAN folder {info.folder}/ in {directory} (set "
+        what = "missing" if status == "missing" else "altered: its SHA256 differs from the catalogue's"
+        lines.append(("", f"a file is {what}; put the MULAN folder {info.folder}/ in {directory} (set "
                           "MLKD_DATA=DIR or --data-dir DIR)"))
     width = max(len(k) for k, _ in lines[1:])
     print(lines[0][0] + (f" — {lines[0][1]}" if lines[0][1] else ""))
