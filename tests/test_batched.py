@@ -84,7 +84,16 @@ def test_methods_with_stages_or_per_row_state_are_refused(method, reason):
         fit_seeds(method, X, Y, Xv, Yv, seeds=[0, 1])
 
 
-def test_bad_seeds_are_refused():
+# a float or a numeric string was truncated to another seed (0.5 and 1.7 trained seeds 0 and 1), a bool was a
+# seed, and -1 or 2**63 trained where Trainer.fit refuses the seed
+@pytest.mark.parametrize("seeds", [[1, 1], [], [0.5, 1.7], [1.0], ["0", "1"], "01", [True, False], [-1], [2**63]])
+def test_bad_seeds_are_refused(seeds):
     X, Y, Xv, Yv = _problem()
     with pytest.raises(ValueError, match="distinct integers"):
-        fit_seeds("bce", X, Y, Xv, Yv, seeds=[1, 1])
+        fit_seeds("bce", X, Y, Xv, Yv, seeds=seeds, config=TrainConfig(max_epochs=1))
+
+
+def test_seeds_may_be_numpy_integers():
+    X, Y, _, _ = _problem()
+    fits = fit_seeds("bce", X, Y, seeds=np.arange(2), params={"hidden": 8}, config=TrainConfig(max_epochs=1))
+    assert len(fits) == 2

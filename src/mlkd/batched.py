@@ -27,12 +27,14 @@ import math
 import time
 from collections.abc import Iterable
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from .methods.base import Batch, Method, StepContext, build_method, method_class
 from .trainer import (
+    SEED_RANGE,
     FusedAdamStep,
     TrainConfig,
     TrainResult,
@@ -93,15 +95,20 @@ def fit_seeds(
 
     X : array of shape (n_samples, n_features), float; Y : array of shape (n_samples, n_labels), 0/1;
     X_val, Y_val : the validation pair for early stopping (without it every member runs ``max_epochs``).
+    seeds : distinct integers in [0, 2**63 − 1) (Python or numpy), one member each.
     ``config`` gives the training settings shared by all members; its ``seed`` is ignored (each member
     uses its own seed from ``seeds``). Every member stops early on its own and ends at its best state. A
     history row's ``seconds`` is the wall time of the shared epoch (all members still training). The members
     always use the fused AdamW/Adam kernel (``fused_optimizer=False`` is overridden): a member's numbers match
     its sequential fit in distribution, not bit for bit, either way.
     """
-    seeds = [int(s) for s in seeds]
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise ValueError(f"seeds={seeds!r} is invalid; expected distinct integers, at least one")
+    given = list(seeds)
+    # each seed as TrainConfig checks its seed: int(0.5) or int("1") would train another seed than asked for
+    integers = all(isinstance(s, (int, np.integer)) and not isinstance(s, (bool, np.bool_))
+                   and SEED_RANGE[0] <= s < SEED_RANGE[1] for s in given)
+    if not given or not integers or len({int(s) for s in given}) != len(given):
+        raise ValueError(f"seeds={given!r} is invalid; expected distinct integers in [0, 2**63 - 1), at least one")
+    seeds = [int(s) for s in given]
     method_class(method)
     cfg = config or TrainConfig()
     cfg.validate()
