@@ -75,6 +75,12 @@ def test_under_torchrun_nproc_must_be_the_number_of_processes(monkeypatch):
         monkeypatch.setenv(key, value)
     with pytest.raises(ValueError, match="WORLD_SIZE=2 processes; expected nproc=2"):
         MultiLabelClassifier("bce", max_epochs=1).fit(X, Y)
+    # one process launched: nothing is spawned under torchrun, so nproc=2 trained in that one process
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    with pytest.raises(ValueError, match="WORLD_SIZE=1 processes; expected nproc=1"):
+        MultiLabelClassifier("bce", max_epochs=1, nproc=2).fit(X, Y)
 
 
 def _children(pid: int) -> set[int]:

@@ -79,10 +79,13 @@ def check_distributable(method: Method) -> None:
 
 
 def check_world(nproc: int) -> None:
-    """ValueError when torchrun launched several processes but ``nproc`` is not their number: each rank would
-    otherwise run its own single-process fit and the ranks would race on the outputs."""
-    world = int(os.environ["WORLD_SIZE"]) if launched_by_torchrun() else 1
-    if world > 1 and nproc != world:
+    """ValueError when torchrun launched this process and ``nproc`` is not the number of processes it launched:
+    each rank would otherwise run its own single-process fit and the ranks would race on the outputs, or (one
+    process launched, ``nproc`` > 1) the fit would run in one process, since under torchrun nothing is spawned."""
+    if not launched_by_torchrun():
+        return
+    world = int(os.environ["WORLD_SIZE"])
+    if nproc != world:
         raise ValueError(
             f"nproc={nproc} but torchrun started WORLD_SIZE={world} processes; expected nproc={world} (one "
             "distributed fit), or independent fits launched without torchrun"
