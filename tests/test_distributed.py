@@ -154,3 +154,31 @@ def test_the_rank_that_failed_first_is_the_error_raised():
     method.__class__ = _FailsOnRankOne
     with pytest.raises(ValueError, match=r"^rank 1: the shard of rank 1 is bad$"):
         fit_ddp(method, X, Y, config=TrainConfig(max_epochs=2), nproc=2)
+
+
+class _KilledOnRankOne(BCE):
+    """bce whose second rank is killed (SIGKILL, as the system's out-of-memory killer does): it leaves no error."""
+
+    def step(self, batch, ctx):
+        import os
+        import signal
+
+        import torch.distributed as dist
+
+        if dist.get_rank() == 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().step(batch, ctx)
+
+
+def test_a_killed_rank_is_one_line_of_mlkd_fit_not_a_traceback():
+    # it was a RuntimeError, which 'mlkd fit' shows as a traceback (its one-line errors are ValueError/OSError)
+    from mlkd.distributed import fit_ddp
+    from mlkd.methods import build_method
+    from mlkd.trainer import TrainConfig
+
+    X, Y = linear_problem(n=120)
+    method = build_method("bce", X.shape[1], Y.shape[1], {"hidden": 8})
+    method.__class__ = _KilledOnRankOne
+    with pytest.raises(ChildProcessError, match=r"^rank 1 of the distributed fit ended without an error of its own "
+                                                r"\(process 1 terminated with signal SIGKILL\)"):
+        fit_ddp(method, X, Y, config=TrainConfig(max_epochs=2), nproc=2)

@@ -131,7 +131,8 @@ _RERAISED = {cls.__name__: cls for cls in (ValueError, FloatingPointError, TypeE
 
 def _run_spawned(args, nproc: int, out: Path) -> None:
     """Spawn the ranks and wait for them. A rank's error is raised here as the error the rank raised (its
-    first line, "rank R: ..."); SIGTERM to this process, like Ctrl-C, stops the ranks before it returns."""
+    first line, "rank R: ..."), a rank that ended without one (killed) as a ChildProcessError; SIGTERM to this
+    process, like Ctrl-C, stops the ranks before it returns."""
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _terminated)
@@ -150,9 +151,11 @@ def _run_spawned(args, nproc: int, out: Path) -> None:
         # the rank that failed first (torch's error_index); the others' errors follow from it (a closed peer)
         first = f"error-{exc.error_index}.json"
         errors = sorted(out.glob("error-*.json"), key=lambda e: (e.name != first, e.name))
-        if not errors:
-            raise RuntimeError(f"a training process of the distributed fit failed: {str(exc).strip().splitlines()[0]}"
-                               ) from None
+        if not errors:  # killed by a signal (SIGKILL: often the system's, for lack of memory) or os._exit
+            # ChildProcessError (an OSError): not a bug of the fit's, so 'mlkd fit' says it in one line
+            raise ChildProcessError(f"rank {exc.error_index} of the distributed fit ended without an error of its "
+                                    f"own ({str(exc).strip().splitlines()[0]}); expected every rank to run to the "
+                                    "end: was it killed, for instance by the system for lack of memory?") from None
         info = json.loads(errors[0].read_text())
         raise _RERAISED.get(info["type"], RuntimeError)(f"rank {info['rank']}: {info['message']}") from None
     finally:
