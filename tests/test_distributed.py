@@ -51,11 +51,13 @@ def test_cli_fit_takes_nproc():
     assert build_parser().parse_args(["fit", "emotions", "-m", "bce"]).nproc == 1
 
 
-@pytest.mark.parametrize("method, params", [("c2ae", {}), ("cskd", {}), ("skdtea", {"alignment": "cca"})])
+# labelwise with backbone='cnn' was refused as "keeps per-row state", naming labelwise as the method to use
+@pytest.mark.parametrize("method, params", [("c2ae", {}), ("cskd", {}), ("skdtea", {"alignment": "cca"}),
+                                            ("labelwise", {"backbone": "cnn", "image_shape": "1,4,4"})])
 def test_methods_whose_loss_couples_the_rows_of_a_batch_are_refused(method, params):
     # a shard would compute their batch-level term (a Gram matrix over the batch, partners within the batch)
     # over half the rows: another objective than the single-process fit
-    X, Y = linear_problem(n=60)
+    X, Y = linear_problem(n=60, d=16)
     with pytest.raises(ValueError, match="couples the rows of a batch"):
         MultiLabelClassifier(method, nproc=2, **params).fit(X, Y)
     MultiLabelClassifier("skdtea", nproc=1, alignment="cca", max_epochs=1).fit(X, Y)  # one process is fine

@@ -64,17 +64,18 @@ def check_distributable(method: Method) -> None:
             f"method {method.name!r} trains in several stages (teacher first), which nproc > 1 does not run; "
             "expected a single-stage method such as bce, ls, tea, skdtea, mpvae, tfkd_reg or labelwise, or nproc=1"
         )
-    if any(True for _ in method.buffers()) or cls.on_epoch_end is not Method.on_epoch_end:
-        raise ValueError(
-            f"method {method.name!r} keeps per-row state besides its parameters, which shards of a batch "
-            "cannot share; expected a method whose state is its parameters (such as bce, ls, tea, skdtea, mpvae, "
-            "tfkd_reg, labelwise), or nproc=1"
-        )
+    # the coupling first: a CNN's batch normalisation also keeps buffers, and its error should say what couples
     coupling = method.batch_coupling()
     if coupling:
         raise ValueError(
             f"method {method.name!r} couples the rows of a batch ({coupling}), which a shard of the batch would "
             "compute differently; expected a method whose loss is a mean over rows (bce, ls, tea, skdtea), or nproc=1"
+        )
+    if any(True for _ in method.buffers()) or cls.on_epoch_end is not Method.on_epoch_end:
+        raise ValueError(
+            f"method {method.name!r} keeps per-row state besides its parameters, which shards of a batch "
+            "cannot share; expected a method whose state is its parameters (such as bce, ls, tea, skdtea, mpvae, "
+            "tfkd_reg, labelwise), or nproc=1"
         )
 
 

@@ -112,6 +112,11 @@ class Labelwise(Method):
     def forward(self, x: Tensor) -> Tensor:
         return self.backbone(x).logits
 
+    def batch_coupling(self) -> str | None:
+        if "cnn" in self.config.backbones_in_use():
+            return "the CNN's batch normalisation normalises each channel over the batch's rows"
+        return None
+
     def step(self, batch: Batch, ctx: StepContext) -> StepOutput:
         out = self.backbone(batch.x)
         return StepOutput({"bce": bce_loss(out.logits, batch.y, self.config.bce_reduction)}, out.logits)
