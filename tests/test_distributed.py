@@ -35,6 +35,19 @@ def test_a_bad_process_count_is_refused(nproc):
         MultiLabelClassifier("bce", nproc=nproc, max_epochs=1).fit(X, Y)
 
 
+def test_fit_ddp_takes_a_numpy_process_count_as_the_estimator_does():
+    # fit_ddp refused nproc=np.int64(2) as "invalid; expected an integer ≥ 1"
+    from mlkd.distributed import fit_ddp
+    from mlkd.methods import build_method
+    from mlkd.trainer import TrainConfig
+
+    X, Y = linear_problem(n=60)
+    method = build_method("bce", X.shape[1], Y.shape[1], {"hidden": 8})
+    assert fit_ddp(method, X, Y, config=TrainConfig(max_epochs=1), nproc=np.int64(2)).epochs_run == 1
+    with pytest.raises(ValueError, match="nproc"):
+        fit_ddp(method, X, Y, config=TrainConfig(max_epochs=1), nproc=np.bool_(True))
+
+
 def test_multi_stage_methods_and_checkpointing_are_refused_before_any_work(tmp_path):
     X, Y = linear_problem(n=60)
     with pytest.raises(ValueError, match="several stages"):

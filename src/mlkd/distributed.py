@@ -33,6 +33,7 @@ import tempfile
 import threading
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
@@ -102,8 +103,9 @@ def fit_ddp(method: Method, X, Y, X_val=None, Y_val=None, config: TrainConfig | 
     """
     cfg = config or TrainConfig()
     cfg.validate()
-    if not isinstance(nproc, int) or isinstance(nproc, bool) or nproc < 1:
+    if not isinstance(nproc, (int, np.integer)) or isinstance(nproc, (bool, np.bool_)) or nproc < 1:
         raise ValueError(f"nproc={nproc!r} is invalid; expected an integer ≥ 1")
+    nproc = int(nproc)  # a numpy integer (a grid's value), as MultiLabelClassifier(nproc=...) takes it
     check_distributable(method)
     device = resolve_device(cfg.device)
     check_world(nproc)
