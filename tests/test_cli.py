@@ -761,8 +761,8 @@ def test_a_checkpoint_dir_inside_out_does_not_send_the_model_elsewhere(fitted, c
 
 
 def test_a_torchrun_rank_above_0_leaves_the_new_out_to_rank_0(tmp_path, monkeypatch):
-    # every rank makes --out before the fit; a rank > 0 never saves, and must not remove the folder rank 0
-    # may be saving into at that moment
+    # a rank > 0 never saves: it neither makes --out (on another node it would leave an empty folder) nor removes
+    # it (rank 0 may be saving into it at that moment)
     from mlkd import cli
 
     monkeypatch.setenv("RANK", "1")
@@ -775,7 +775,11 @@ def test_a_torchrun_rank_above_0_leaves_the_new_out_to_rank_0(tmp_path, monkeypa
     assert not is_primary()
     with cli._model_out(tmp_path / "new" / "m"):
         pass
-    assert (tmp_path / "new" / "m").is_dir()
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "shared").mkdir()  # the --out rank 0 made, on the same node
+    with cli._model_out(tmp_path / "shared"):
+        pass
+    assert (tmp_path / "shared").is_dir()
     monkeypatch.setenv("RANK", "0")
     with cli._model_out(tmp_path / "new0" / "m"):
         pass

@@ -777,9 +777,14 @@ class _ModelOut:
 def _model_out(out: Path):
     """Make the model directory ``out`` before any training, so that a place the model could not go fails now
     with the real reason (a dangling symlink, a symlink loop, a file on the way, /proc, no permission); a
-    directory made here is removed again if the command ends without saving into it."""
+    directory made here is removed again if the command ends without saving into it. A torchrun rank > 0 never
+    saves (rank 0 does), so it makes nothing: on a node without rank 0 it would leave an empty folder."""
     from .checkpoint import temporary_file
+    from .distributed import is_primary
 
+    if not is_primary():
+        yield _ModelOut(out)
+        return
     try:
         os.stat(out)
     except OSError as exc:
@@ -815,9 +820,7 @@ def _model_out(out: Path):
     try:
         yield claim
     finally:
-        from .distributed import is_primary
-
-        if not claim.saved and is_primary():  # a torchrun rank > 0 never saves: rank 0 may be saving there now
+        if not claim.saved:
             for folder in made:
                 with contextlib.suppress(OSError):
                     folder.rmdir()  # only if still empty

@@ -107,7 +107,8 @@ class CSKD(BCE):
 
     def batch_coupling(self) -> str | None:
         if self.config.partners == "train":
-            return "each row's partner is drawn from the training rows, which a shard does not hold"
+            return ("each row's partner, drawn from the training rows, joins its row's batch, and a shard would "
+                    "split the two")
         return "each row's partner is drawn from within its batch"
 
     @property
