@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from mlkd.batched import fit_seeds
-from mlkd.methods import build_method
+from mlkd.methods import REGISTRY, build_method
+from mlkd.methods.bce import BCE
 from mlkd.metrics import mean_average_precision
 from mlkd.trainer import TrainConfig, Trainer, fast_mean_average_precision, predict_logits
 
@@ -75,6 +76,28 @@ def test_without_validation_every_member_runs_max_epochs():
     X, Y, _, _ = _problem()
     fits = fit_seeds("bce", X, Y, seeds=[0, 1], params={"hidden": 8}, config=TrainConfig(max_epochs=3))
     assert [r.epochs_run for _, r in fits] == [3, 3]
+
+
+class _BlowsUpOnItsStep(BCE):
+    """BCE plus a finite term whose gradient is NaN (√ at 0 times 0): its step leaves NaN weights behind."""
+
+    name = "blows_up"
+
+    def step(self, batch, ctx):
+        out = super().step(batch, ctx)
+        out.losses["bce"] = out.losses["bce"] + torch.sqrt(out.logits.sum() * 0.0)
+        return out
+
+
+@pytest.mark.parametrize("validation", [True, False])
+def test_a_member_whose_last_update_leaves_nan_predictions_is_reported_not_kept(validation, monkeypatch):
+    monkeypatch.setitem(REGISTRY, _BlowsUpOnItsStep.name, _BlowsUpOnItsStep)
+    X, Y, Xv, Yv = _problem()
+    val = (Xv, Yv) if validation else ()
+    rows = "validation" if validation else "training"
+    with pytest.raises(FloatingPointError, match=rf"\(seed 0\) diverged at epoch 0 .*{rows} rows are NaN"):
+        fit_seeds("blows_up", X, Y, *val, seeds=[0, 1], params={"hidden": 8},
+                  config=TrainConfig(max_epochs=1, batch_size=len(X)))  # one step: its losses are finite
 
 
 @pytest.mark.parametrize("method, reason", [("kdtea", "several stages"), ("pskd", "buffers")])

@@ -87,6 +87,28 @@ def test_divergence_is_reported_with_a_clear_error():
         Trainer(TrainConfig(max_epochs=3)).fit(_Diverging(X.shape[1], Y.shape[1], MethodConfig()), X, Y)
 
 
+class _BlowsUpOnItsStep(_Diverging):
+    """A finite loss whose gradient is NaN (√ at 0 times 0): the step it makes leaves NaN weights behind."""
+
+    name = "blows_up"
+
+    def step(self, batch, ctx):
+        z = self.lin(batch.x)
+        return StepOutput({"bce": F.binary_cross_entropy_with_logits(z, batch.y) + torch.sqrt(z.sum() * 0.0)}, z)
+
+
+@pytest.mark.parametrize("validation", [True, False])
+def test_a_last_update_that_leaves_nan_predictions_is_reported_not_kept(validation):
+    # the epoch's losses are finite (they come before the update), so only the predictions show the divergence;
+    # a NaN model's validation score is meaningless and was kept as the best (or, without validation, as the last)
+    X, Y = linear_problem(n=40)
+    val = (X[30:], Y[30:]) if validation else ()
+    rows = "validation" if validation else "training"
+    m = _BlowsUpOnItsStep(X.shape[1], Y.shape[1], MethodConfig())
+    with pytest.raises(FloatingPointError, match=f"diverged at epoch 0 .*{rows} rows are NaN.*lower 'lr'"):
+        Trainer(TrainConfig(max_epochs=1, batch_size=64)).fit(m, X[:30], Y[:30], *val)
+
+
 class _Lossless(_Diverging):
     name = "lossless"
 

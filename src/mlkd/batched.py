@@ -42,6 +42,7 @@ from .trainer import (
     _improves,
     _make_optimizer,
     _validation_score,
+    check_finite_predictions,
     device_tensors,
     fit_setting,
     keep_freed_memory_for_reuse,
@@ -202,6 +203,8 @@ def _fit(members, seeds, X, Y, X_val, Y_val, cfg: TrainConfig, dev) -> list[tupl
                     f"(loss={row['total']}); expected finite losses: lower 'lr' or check the inputs' scale"
                 )
             if has_val:
+                check_finite_predictions(val_logits[slot], f"batched training of {template.name!r} (seed {seeds[k]})",
+                                         epoch, "validation")
                 score = _validation_score(val_logits[slot], Yv, cfg.monitor)
                 row["val_score"] = score[-1]
                 if _improves(score, best[k], cfg.monitor):
@@ -221,6 +224,13 @@ def _fit(members, seeds, X, Y, X_val, Y_val, cfg: TrainConfig, dev) -> list[tupl
             weights, optimizer = _compact(weights, optimizer, keep, cfg)
             optimizer_step = FusedAdamStep(optimizer)
             active = [active[slot] for slot in keep]
+    if not has_val and results[0].history:  # no validation checked the last update: the models kept are its
+        forward.eval()
+        with torch.no_grad():
+            train_logits = batched_logits([w.detach() for w in weights], X_t)
+        for slot, k in enumerate(active):
+            check_finite_predictions(train_logits[slot], f"batched training of {template.name!r} (seed {seeds[k]})",
+                                     len(results[k].history) - 1, "training")
     for slot, k in enumerate(active):  # no validation: a member ends at its last state
         if best_state[k] is None:
             best_state[k] = member_state(slot)

@@ -371,7 +371,9 @@ class Trainer:
             if has_val:
                 method.eval()
                 with torch.no_grad():
-                    score = _validation_score(predict_logits(method, Xv), Yv, cfg.monitor)
+                    val_logits = predict_logits(method, Xv)
+                check_finite_predictions(val_logits, f"training of {method.name!r}", epoch, "validation")
+                score = _validation_score(val_logits, Yv, cfg.monitor)
                 row["val_score"] = score[-1]
                 if _improves(score, best, cfg.monitor):
                     best, since_best, result.best_epoch = score, 0, epoch
@@ -393,12 +395,26 @@ class Trainer:
             result.best_score = best[-1]
         else:
             result.best_epoch = len(result.history) - 1
+            if result.history:  # no validation checked the last update: the model kept is the one it made
+                check_finite_predictions(predict_logits(method, X_t), f"training of {method.name!r}",
+                                         result.best_epoch, "training")
         method.eval()
         result.epochs_run = len(result.history)
         result.seconds = time.perf_counter() - start
         if stage is not None:
             stage.finish(method, result)
         return result
+
+
+def check_finite_predictions(logits: torch.Tensor, what: str, epoch: int, rows: str) -> None:
+    """FloatingPointError unless ``logits`` (the model's predictions for the ``rows`` rows after ``epoch``) hold no
+    NaN: a step can blow the weights up after the epoch's losses were computed, so the losses alone do not show
+    it, and a NaN prediction's validation score is meaningless (its sorted bits can even beat the best)."""
+    if torch.isnan(logits).any():
+        raise FloatingPointError(
+            f"{what} diverged at epoch {epoch} (its predictions for the {rows} rows are NaN); expected finite "
+            "predictions: lower 'lr' or check the inputs' scale"
+        )
 
 
 def training_step(step, batch: Batch, ctx: StepContext, params, optimizer_step):
