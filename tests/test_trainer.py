@@ -87,6 +87,22 @@ def test_divergence_is_reported_with_a_clear_error():
         Trainer(TrainConfig(max_epochs=3)).fit(_Diverging(X.shape[1], Y.shape[1], MethodConfig()), X, Y)
 
 
+class _DivergingTerm(_Diverging):
+    name = "diverging_term"
+
+    def step(self, batch, ctx):
+        z = self.lin(batch.x)
+        bce = F.binary_cross_entropy_with_logits(z, batch.y)
+        return StepOutput({"bce": bce, "distillation": bce * float("inf")}, z)
+
+
+def test_a_divergence_error_names_the_terms_that_are_not_finite():
+    # a term's own setting (an absurdly small temperature) can be the cause, which lowering 'lr' does not cure
+    X, Y = linear_problem(n=40)
+    with pytest.raises(FloatingPointError, match=r"\(loss=inf; in 'distillation'\); expected finite losses"):
+        Trainer(TrainConfig(max_epochs=1)).fit(_DivergingTerm(X.shape[1], Y.shape[1], MethodConfig()), X, Y)
+
+
 class _BlowsUpOnItsStep(_Diverging):
     """A finite loss whose gradient is NaN (√ at 0 times 0): the step it makes leaves NaN weights behind."""
 

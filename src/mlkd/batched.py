@@ -46,6 +46,7 @@ from .trainer import (
     device_tensors,
     fit_setting,
     keep_freed_memory_for_reuse,
+    non_finite_terms,
     resolve_device,
 )
 
@@ -200,7 +201,8 @@ def _fit(members, seeds, X, Y, X_val, Y_val, cfg: TrainConfig, dev) -> list[tupl
             if not math.isfinite(row["total"]):
                 raise FloatingPointError(
                     f"batched training of {template.name!r} (seed {seeds[k]}) diverged at epoch {epoch} "
-                    f"(loss={row['total']}); expected finite losses: lower 'lr' or check the inputs' scale"
+                    f"(loss={row['total']}{non_finite_terms(row)}); expected finite losses: lower 'lr' or check the "
+                    "inputs' scale"
                 )
             if has_val:
                 check_finite_predictions(val_logits[slot], f"batched training of {template.name!r} (seed {seeds[k]})",

@@ -365,8 +365,8 @@ class Trainer:
             row = {"epoch": epoch, **{k: float(v) / n for k, v in sums.items()}}
             if not math.isfinite(row["total"]):
                 raise FloatingPointError(
-                    f"training of {method.name!r} diverged at epoch {epoch} (loss={row['total']}); "
-                    "expected finite losses: lower 'lr' or check the inputs' scale"
+                    f"training of {method.name!r} diverged at epoch {epoch} (loss={row['total']}"
+                    f"{non_finite_terms(row)}); expected finite losses: lower 'lr' or check the inputs' scale"
                 )
             if has_val:
                 method.eval()
@@ -404,6 +404,13 @@ class Trainer:
         if stage is not None:
             stage.finish(method, result)
         return result
+
+
+def non_finite_terms(row: dict) -> str:
+    """``"; in 'distillation'"``: the loss terms of an epoch's ``row`` that are not finite, for a divergence error
+    (the term points at its own setting, a temperature say, where lowering 'lr' would not help)."""
+    bad = [k for k, v in row.items() if k not in ("epoch", "total") and not math.isfinite(v)]
+    return f"; in {', '.join(map(repr, bad))}" if bad else ""
 
 
 def check_finite_predictions(logits: torch.Tensor, what: str, epoch: int, rows: str) -> None:
