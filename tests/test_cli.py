@@ -234,6 +234,19 @@ def test_blank_data_dir_is_mlkd_data(call, tmp_path, monkeypatch):
     assert f"{data / 'flags'} (found)" in _ok(call("datasets", "flags", "--data-dir", " ")).stdout
 
 
+@pytest.mark.parametrize("blank", ["", " "])
+def test_blank_data_dir_is_mlkd_data_for_bench(call, tmp_path, monkeypatch, blank):
+    # mlkd bench read --data-dir " " as the folder '<cwd>/ ' (every set missing) where the other commands read
+    # $MLKD_DATA
+    data = Path(_env()["MLKD_DATA"])
+    if not (data / "flags").is_dir():
+        pytest.skip(f"MULAN data not found in {data}; set MLKD_DATA")
+    monkeypatch.setenv("MLKD_DATA", str(data))
+    result = _ok(call("bench", tmp_path / "r.db", "-d", "flags", "-m", "bce", "--seeds", "0", "--dry-run",
+                      "--data-dir", blank, cwd=tmp_path))
+    assert "not found" not in result.stderr, result.stderr
+
+
 def test_datasets_name_says_a_file_is_altered(call, tmp_path):
     # a checksum mismatch is said as such ("its files are checksum mismatch" read as if they were absent)
     data = Path(_env()["MLKD_DATA"])

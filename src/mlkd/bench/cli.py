@@ -23,7 +23,7 @@ GRID_EXAMPLE = """\
 
 def add_commands(sub, formatter) -> None:
     """Add ``bench`` and ``report`` to the ``mlkd`` subcommand parser ``sub``."""
-    from ..cli import _nonnegative_float  # mlkd.cli is loaded: it is the caller
+    from ..cli import _data_dir_arg, _nonnegative_float  # mlkd.cli is loaded: it is the caller
     p = sub.add_parser(
         "bench",
         help="run a resumable benchmark grid into an SQLite results database",
@@ -88,7 +88,8 @@ def add_commands(sub, formatter) -> None:
                         "choice). Same threads → the same numbers on any executor")
     p.add_argument("--address", metavar="ADDR",
                    help="Ray cluster to connect to (e.g. auto, ray://head:10001); default: start a local one")
-    p.add_argument("--data-dir", metavar="DIR", help="directory of the MULAN data set folders (default: $MLKD_DATA)")
+    p.add_argument("--data-dir", metavar="DIR", type=_data_dir_arg,
+                   help="directory of the MULAN data set folders (default: $MLKD_DATA)")
     g = p.add_argument_group("interrupted cells (training state: safetensors + JSON, written atomically)")
     g.add_argument("--checkpoint-dir", metavar="DIR",
                    help="where running cells keep their training state, so that a rerun after a kill continues a "
