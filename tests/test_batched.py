@@ -100,6 +100,30 @@ def test_a_member_whose_last_update_leaves_nan_predictions_is_reported_not_kept(
                   config=TrainConfig(max_epochs=1, batch_size=len(X)))  # one step: its losses are finite
 
 
+class _CountsPredictionRows(BCE):
+    """BCE that records how many rows each prediction (an eval-mode forward) holds."""
+
+    name = "counts_prediction_rows"
+    rows: list = []
+
+    def forward(self, x):
+        if not self.training:
+            type(self).rows.append(x.shape[0])
+        return super().forward(x)
+
+
+def test_the_final_check_without_validation_predicts_in_bounded_chunks(monkeypatch):
+    # all training rows through all members at once held K × n × labels (× embed_dim for label embeddings):
+    # on delicious, gigabytes more than the fit needed, at its very end; predict_logits bounds a pass at 8192 rows
+    monkeypatch.setitem(REGISTRY, _CountsPredictionRows.name, _CountsPredictionRows)
+    monkeypatch.setattr(_CountsPredictionRows, "rows", [])
+    X, Y = linear_problem(n=9000, seed=2)
+    fits = fit_seeds("counts_prediction_rows", X, Y, seeds=[0, 1], params={"hidden": 4},
+                     config=TrainConfig(max_epochs=1, batch_size=len(X)))
+    assert len(fits) == 2 and sum(_CountsPredictionRows.rows) == len(X)
+    assert 2 * max(_CountsPredictionRows.rows) <= 8192
+
+
 @pytest.mark.parametrize("method, reason", [("kdtea", "several stages"), ("pskd", "buffers")])
 def test_methods_with_stages_or_per_row_state_are_refused(method, reason):
     X, Y, Xv, Yv = _problem()

@@ -34,6 +34,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from .methods.base import Batch, Method, StepContext, build_method, method_class
 from .trainer import (
+    PREDICT_ROWS,
     SEED_RANGE,
     FusedAdamStep,
     TrainConfig,
@@ -47,6 +48,7 @@ from .trainer import (
     fit_setting,
     keep_freed_memory_for_reuse,
     non_finite_terms,
+    predictions_diverged,
     resolve_device,
 )
 
@@ -228,11 +230,18 @@ def _fit(members, seeds, X, Y, X_val, Y_val, cfg: TrainConfig, dev) -> list[tupl
             active = [active[slot] for slot in keep]
     if not has_val and results[0].history:  # no validation checked the last update: the models kept are its
         forward.eval()
+        final = [w.detach() for w in weights]
+        # in chunks of at most PREDICT_ROWS rows over all members, as predict_logits: all the training rows at
+        # once would hold every member's activations for them (label embeddings: K × n × labels × embed_dim)
+        rows = max(1, PREDICT_ROWS // len(active))
+        nan = torch.zeros(len(active), dtype=torch.bool, device=dev)
         with torch.no_grad():
-            train_logits = batched_logits([w.detach() for w in weights], X_t)
+            for begin in range(0, n, rows):
+                nan |= torch.isnan(batched_logits(final, X_t[begin : begin + rows])).flatten(1).any(1)
         for slot, k in enumerate(active):
-            check_finite_predictions(train_logits[slot], f"batched training of {template.name!r} (seed {seeds[k]})",
-                                     len(results[k].history) - 1, "training")
+            if nan[slot]:
+                raise predictions_diverged(f"batched training of {template.name!r} (seed {seeds[k]})",
+                                           len(results[k].history) - 1, "training")
     for slot, k in enumerate(active):  # no validation: a member ends at its last state
         if best_state[k] is None:
             best_state[k] = member_state(slot)

@@ -418,10 +418,15 @@ def check_finite_predictions(logits: torch.Tensor, what: str, epoch: int, rows: 
     NaN: a step can blow the weights up after the epoch's losses were computed, so the losses alone do not show
     it, and a NaN prediction's validation score is meaningless (its sorted bits can even beat the best)."""
     if torch.isnan(logits).any():
-        raise FloatingPointError(
-            f"{what} diverged at epoch {epoch} (its predictions for the {rows} rows are NaN); expected finite "
-            "predictions: lower 'lr' or check the inputs' scale"
-        )
+        raise predictions_diverged(what, epoch, rows)
+
+
+def predictions_diverged(what: str, epoch: int, rows: str) -> FloatingPointError:
+    """The error of ``check_finite_predictions``."""
+    return FloatingPointError(
+        f"{what} diverged at epoch {epoch} (its predictions for the {rows} rows are NaN); expected finite "
+        "predictions: lower 'lr' or check the inputs' scale"
+    )
 
 
 def training_step(step, batch: Batch, ctx: StepContext, params, optimizer_step):
@@ -535,8 +540,12 @@ def device_tensors(X, Y, X_val, Y_val, dev):
     return put(X), put(Y), (put(X_val) if has_val else None), (put(Y_val) if has_val else None)
 
 
+#: Rows ``predict_logits`` runs through a model at once, to bound its activations' memory.
+PREDICT_ROWS = 8192
+
+
 @torch.no_grad()
-def predict_logits(method: Method, X, batch_size: int = 8192) -> torch.Tensor:
+def predict_logits(method: Method, X, batch_size: int = PREDICT_ROWS) -> torch.Tensor:
     """Prediction logits in eval mode, batched to bound memory; returns a tensor on the method's device."""
     method.eval()
     dev = next(method.parameters()).device
