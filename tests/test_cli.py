@@ -799,6 +799,23 @@ def test_a_torchrun_rank_above_0_leaves_the_new_out_to_rank_0(tmp_path, monkeypa
     assert not (tmp_path / "new0").exists()  # rank 0 (or a plain run) that did not save removes what it made
 
 
+def test_a_torchrun_rank_above_0_ignores_what_its_node_holds_at_out(tmp_path, monkeypatch):
+    # a rank > 0 never saves: another run's model in --out on its node (no shared file system) refused the fit
+    # there, while rank 0, whose --out was free, waited for it
+    from mlkd import cli
+
+    held = tmp_path / "m"
+    held.mkdir()
+    (held / "model.safetensors").write_bytes(b"another run's")
+    for key, value in {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "MASTER_ADDR": "127.0.0.1",
+                       "MASTER_PORT": "29500"}.items():
+        monkeypatch.setenv(key, value)
+    cli._check_model_out(held, force=False)
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(ValueError, match="exists and is not empty"):
+        cli._check_model_out(held, force=False)
+
+
 def test_two_fits_into_one_out_at_once_lose_no_model(fitted, tmp_path):
     root, _, _, _ = fitted
     fit = ["fit", root / "tiny-train.arff", "--method", "bce", "--n-labels", "3", *TINY, "--quiet", "--out", "m"]

@@ -718,10 +718,12 @@ def _check_writable_target(path: Path, what: str, replace_file: bool = False) ->
 
 def _check_model_out(out: Path, force: bool) -> None:
     """Refuse a model ``--out`` that is a file, or a directory holding anything without ``--force``, naming what
-    it holds (hidden temporary files of a killed save do not count)."""
+    it holds (hidden temporary files of a killed save do not count). Not on a torchrun rank > 0, which never saves:
+    what its node holds there (another run's model, on a node without rank 0) is not where the model goes."""
+    from .distributed import is_primary
     from .io import listed, model_dir_entries
 
-    if out.is_dir() and not force:
+    if out.is_dir() and not force and is_primary():
         held = model_dir_entries(out)
         if held:
             raise ValueError(f"model directory {out} exists and is not empty (holds {listed(held)}); pass --force to "
