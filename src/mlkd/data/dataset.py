@@ -24,8 +24,13 @@ def features_dtype(X: np.ndarray) -> type:
     ``FLOAT32_TOLERANCE`` of its standard deviation (or overflow it): then float64, which the estimator
     standardises in float64. Integers wider than 16 bits are judged as float64 (float32 holds them exactly only
     up to 2**24: integer timestamps would collapse)."""
-    if X.dtype.kind in "iu" and X.dtype.itemsize > 2:
-        X = X.astype(np.float64)
+    if X.dtype.kind in "iu" and X.dtype.itemsize > 2 and X.size:
+        # float32 holds every integer up to 2**24 exactly: only the columns beyond are judged, so that counts and
+        # 0/1 columns cost no float64 copies of the whole matrix
+        wide = X.max(axis=0) > 2**24
+        if X.dtype.kind == "i":
+            wide |= X.min(axis=0) < -(2**24)
+        X = X[:, wide].astype(np.float64)
     if X.dtype != np.float64 or X.size == 0:
         return np.float32
     with np.errstate(over="ignore", invalid="ignore"):
