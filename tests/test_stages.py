@@ -90,3 +90,35 @@ def test_teacher_is_attached_only_while_its_student_trains():
     out = run_stages([Stage("t", "bce", SMALL), Stage("s", "kdtea", SMALL, teacher="t")], X, Y, config=BASE)
     assert out["s"].model.teacher is None
     assert all(p.requires_grad for p in out["t"].model.parameters())  # unfrozen again once it has taught
+
+
+@pytest.mark.parametrize(
+    ("stages", "match"),
+    [
+        # a teacher the method never reads would train a plain model the user took for a distilled one
+        ([Stage("t", "bce", SMALL), Stage("s", "bce", SMALL, teacher="t")], "method 'bce' does not use a teacher"),
+        # BAN distils from the previous generation's MLP: a TEA has none (was an AttributeError after 't' trained)
+        ([Stage("t", "tea", SMALL), Stage("s", "ban", {**SMALL, "generations": 2}, teacher="t")],
+         "method 'ban' cannot learn from teacher 't' \\(method 'tea'\\)"),
+        # an ensemble copies its teacher's MLP: another width was a RuntimeError after 't' trained, another
+        # activation an ensemble whose copied generation computed what its teacher never did
+        ([Stage("t", "bce", {"hidden": 16}), Stage("s", "ban", {**SMALL, "generations": 2, "ensemble": True},
+                                                   teacher="t")], "'hidden'=16; expected 8"),
+        ([Stage("t", "bce", {**SMALL, "activation": "relu"}),
+          Stage("s", "ban", {**SMALL, "generations": 2, "ensemble": True}, teacher="t")], "'activation'='relu'"),
+        ([Stage("t", "bce", SMALL), Stage("s", "ban", {**SMALL, "generations": 3, "ensemble": True}, teacher="t")],
+         "needs a teacher holding 2 generation"),
+        # LED needs the teacher's label-wise embeddings (was an AttributeError after 't' trained)
+        ([Stage("t", "bce", SMALL), Stage("s", "distill", {**SMALL, "embed_dim": 4}, teacher="t")],
+         "feature_loss='led' needs a teacher with label-wise embeddings"),
+    ],
+)
+def test_a_teacher_its_student_cannot_learn_from_fails_before_anything_trains(monkeypatch, stages, match):
+    test_bad_stage_lists_fail_before_anything_trains(monkeypatch, stages, match)
+
+
+def test_distill_learns_logits_from_a_teacher_without_label_wise_embeddings():
+    stages = [Stage("t", "bce", SMALL),
+              Stage("s", "distill", {**SMALL, "embed_dim": 4, "feature_loss": "none"}, teacher="t")]
+    out = run_stages(stages, X, Y, config=BASE)
+    assert "mld" in out["s"].result.history[0]

@@ -33,7 +33,8 @@ class Stage:
     name : unique within the list; later stages refer to it.
     method : a registered method name; params : its parameters (``mlkd.methods.config_fields``).
     train : ``TrainConfig`` fields overriding the run's base config for this stage only.
-    teacher : an earlier stage whose trained model is attached frozen (eval mode, no grad, not saved).
+    teacher : an earlier stage whose trained model is attached frozen (eval mode, no grad, not saved); only for a
+        method that learns from one (``needs_teacher``), and one it can learn from (``Method.teacher_problem``).
     init_from : an earlier stage whose weights are copied into this stage's fresh model (same architecture).
     fit : False for a stage whose model is used as built, untrained (e.g. a method that loads a saved model).
     derived : True for a stage a method's ``stages()`` made from its own, already checked config (the estimator
@@ -75,7 +76,7 @@ def check_stages(stages: list[Stage], n_features: int, n_labels: int, base: Trai
     """Validate a whole stage list before anything trains, so a typo in the last stage costs nothing."""
     if not stages:
         raise ValueError("got an empty stage list; expected at least one Stage")
-    seen: set[str] = set()
+    seen: dict[str, Stage] = {}
     for stage in stages:
         if not isinstance(stage, Stage):
             raise ValueError(f"got {stage!r}; expected mlkd.stages.Stage objects")
@@ -91,12 +92,22 @@ def check_stages(stages: list[Stage], n_features: int, n_labels: int, base: Trai
         cls = method_class(stage.method)
         if cls.needs_teacher and stage.teacher is None:
             raise ValueError(f"stage {stage.name!r}: method {stage.method!r} needs a teacher; set teacher=<stage>")
+        if not cls.needs_teacher and stage.teacher is not None:  # it would train as if there were none
+            raise ValueError(f"stage {stage.name!r}: method {stage.method!r} does not use a teacher; expected "
+                             "teacher=None, or a method that learns from one")
         config = make_config(stage.method, stage.params)
         config.validate(n_features, n_labels)
         if not stage.derived:
             config.validate_new(n_features, n_labels)
+        if stage.teacher is not None:
+            teacher = seen[stage.teacher]
+            problem = cls.teacher_problem(config, method_class(teacher.method), make_config(teacher.method,
+                                                                                           teacher.params))
+            if problem:
+                raise ValueError(f"stage {stage.name!r}: method {stage.method!r} cannot learn from teacher "
+                                 f"{teacher.name!r} (method {teacher.method!r}): {problem}")
         stage_train_config(stage, base)
-        seen.add(stage.name)
+        seen[stage.name] = stage
 
 
 def run_stages(

@@ -75,6 +75,22 @@ class BAN(BCE):
         ]
         return gens
 
+    @classmethod
+    def teacher_problem(cls, config: BANConfig, teacher: type[Method], teacher_config) -> str | None:
+        if not issubclass(teacher, BCE):  # step reads the previous generation's MLP, ``teacher.net``
+            return "BAN's teacher is the previous generation, a BCE-MLP method ('bce', 'ban', …)"
+        if not config.ensemble:
+            return None
+        held = 1 + (teacher_config.generations - 1 if issubclass(teacher, BAN) and teacher_config.ensemble else 0)
+        if held != config.generations - 1:
+            return (f"a {config.generations}-generation ensemble needs a teacher holding {config.generations - 1} "
+                    f"generation(s); got {held} (train it through BAN.stages)")
+        for name in ("hidden", "depth", "activation"):  # the ensemble runs copies of the teacher's MLP as its own
+            if getattr(teacher_config, name) != getattr(config, name):
+                return (f"the ensemble copies the teacher's network, whose {name!r}={getattr(teacher_config, name)!r}; "
+                        f"expected {getattr(config, name)!r} like this generation's")
+        return None
+
     def forward(self, x: Tensor) -> Tensor:
         if not self.config.ensemble:
             return self.net(x)

@@ -128,6 +128,12 @@ class Method(nn.Module):
     #: True for a method whose ``step`` reads a frozen teacher; the stage runner then requires ``teacher=``.
     needs_teacher: ClassVar[bool] = False
 
+    @classmethod
+    def teacher_problem(cls, config: MethodConfig, teacher: type[Method], teacher_config: MethodConfig) -> str | None:
+        """Why a ``teacher`` model (its method class and config) cannot teach this method with ``config``, or None
+        when it can; ``mlkd.stages.check_stages`` asks it for every stage with a teacher, before anything trains."""
+        return None
+
     def batch_coupling(self) -> str | None:
         """What couples this method's loss across the rows of a batch (a term computed over the whole batch,
         partners drawn within it), or None when the loss is a mean of per-row terms. Data-parallel training

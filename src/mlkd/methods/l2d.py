@@ -218,11 +218,28 @@ class Distill(Labelwise):
             teacher = Stage("teacher", Labelwise.name, config.teacher_params(), train=train)
         return [teacher, Stage("student", cls.name, dataclasses.asdict(config), teacher="teacher")]
 
+    @classmethod
+    def teacher_problem(cls, config: DistillConfig, teacher: type[Method], teacher_config) -> str | None:
+        if hasattr(teacher, "outputs"):  # 'labelwise', 'distill', 'pretrained' (which checks its saved model)
+            return None
+        for param in ("feature_loss", "extra_feature_loss"):
+            name = getattr(config, param)
+            if name == "led":
+                return ("feature_loss='led' needs a teacher with label-wise embeddings; expected a 'labelwise' or "
+                        "'distill' teacher, or feature_loss='none'")
+            if name in POOLED_FEATURE_LOSSES:
+                return (f"{param}={name!r} needs a teacher with pooled features; expected a 'labelwise' or "
+                        f"'distill' teacher, or {param}='none'")
+        return None
+
     def teacher_outputs(self, x: Tensor) -> ModelOutput:
-        """The frozen teacher's ``ModelOutput`` for x, under no_grad."""
+        """The frozen teacher's ``ModelOutput`` for x, under no_grad (its logits alone for a teacher without
+        label-wise outputs, e.g. a plain 'bce' model: enough for the logit losses)."""
         if self.teacher is None:
             self.teacher_output(x)  # raises the base class's "needs a trained teacher" error
         with torch.no_grad():
+            if not hasattr(self.teacher, "outputs"):
+                return ModelOutput(self.teacher(x))
             return self.teacher.outputs(x)
 
     def step(self, batch: Batch, ctx: StepContext) -> StepOutput:
