@@ -231,6 +231,19 @@ def test_leftovers_of_interrupted_writes_are_removed_and_a_users_own_temporary_f
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(theirs)
 
 
+def test_a_users_copy_of_a_checkpoint_file_beside_it_is_kept_when_the_fit_moves_on(tmp_path, interrupt_after):
+    params = dict(hidden=8, max_epochs=5, patience=5, batch_size=32, checkpoint_dir=tmp_path)
+    restore = interrupt_after("stage0", 2)
+    with pytest.raises(_Interrupt):
+        MultiLabelClassifier("bce", **params).fit(X, Y)
+    restore()
+    backup = tmp_path / "stage0.e000002.bak.safetensors"  # a user's backup, named like the file it copies
+    backup.write_bytes((tmp_path / "stage0.e000002.safetensors").read_bytes())
+    MultiLabelClassifier("bce", resume=True, **params).fit(X, Y)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "checkpoint.json", "stage0.done.json", "stage0.done.safetensors", backup.name]
+
+
 def test_resume_on_an_empty_directory_starts_a_fresh_fit_and_a_finished_fit_is_not_retrained(tmp_path, monkeypatch):
     params = dict(hidden=8, max_epochs=5, batch_size=32, checkpoint_dir=tmp_path / "new", resume=True)
     first = MultiLabelClassifier("skdtea", **params).fit(X, Y)

@@ -526,8 +526,11 @@ class StageCheckpoint:
         self._last_save = time.perf_counter()
 
     def _remove_progress_tensors(self, keep: str | None) -> None:
+        """Remove this stage's earlier epoch tensors: names as ``save`` writes them only, never a user's file that
+        the glob also matches (a backup copy such as ``stage0.e000004.bak.safetensors``)."""
+        ours = re.compile(rf"^{re.escape(self.name)}\.e\d+\.safetensors$")
         for old in self.directory.glob(f"{self.name}.e*.safetensors"):
-            if old.name != keep:
+            if old.name != keep and ours.match(old.name):
                 old.unlink(missing_ok=True)
 
 
