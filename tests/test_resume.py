@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -242,6 +243,24 @@ def test_a_users_copy_of_a_checkpoint_file_beside_it_is_kept_when_the_fit_moves_
     MultiLabelClassifier("bce", resume=True, **params).fit(X, Y)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "checkpoint.json", "stage0.done.json", "stage0.done.safetensors", backup.name]
+
+
+@pytest.mark.parametrize("method, stage", [("bce", "stage0"), ("kdtea", "stage1")])
+def test_a_resume_on_another_thread_count_warns_that_its_model_is_not_bit_identical(tmp_path, interrupt_after,
+                                                                                   method, stage):
+    # float rounding depends on the thread count: the resumed model would silently match neither whole fit
+    params = dict(hidden=8, teacher_hidden=8, max_epochs=4, patience=4, batch_size=32, checkpoint_dir=tmp_path)
+    params = {k: v for k, v in params.items() if k != "teacher_hidden" or method == "kdtea"}
+    restore = interrupt_after(stage, 2)  # kdtea: the teacher (1 thread) finished, the student did not
+    with pytest.raises(_Interrupt):
+        MultiLabelClassifier(method, num_threads=1, **params).fit(X, Y)
+    restore()
+    with pytest.warns(UserWarning, match=r"written by a fit on 1 CPU thread\(s\) and this one runs on 2: .*"
+                                         r"not bit-identical.*--threads 1"):
+        MultiLabelClassifier(method, num_threads=2, resume=True, **params).fit(X, Y)
+    with warnings.catch_warnings():  # a finished fit trains nothing: the same model on any thread count
+        warnings.simplefilter("error")
+        MultiLabelClassifier(method, num_threads=1, resume=True, **params).fit(X, Y)
 
 
 def test_resume_on_an_empty_directory_starts_a_fresh_fit_and_a_finished_fit_is_not_retrained(tmp_path, monkeypatch):

@@ -11,9 +11,9 @@ such as "kdtea" has several)::
 Tensors (weights, the best state so far, non-persistent buffers, optimizer state flattened to
 ``optim.<param>.<key>``, RNG states as uint8 tensors: torch's CPU generator, CUDA's when used, the trainer's
 shuffle and method generators) go to safetensors; everything else (epoch, early-stopping score and
-patience counter, history, optimizer hyper-parameters, the stage fingerprint, the tensors file's SHA256)
-to JSON. Every file is written to a temporary name, flushed and renamed: the stage JSON, renamed last,
-is the commit point, so a kill at any moment leaves the previous checkpoint intact.
+patience counter, history, optimizer hyper-parameters, the stage fingerprint, the tensors file's SHA256,
+the CPU thread count) to JSON. Every file is written to a temporary name, flushed and renamed: the stage
+JSON, renamed last, is the commit point, so a kill at any moment leaves the previous checkpoint intact.
 
 Resuming restores a finished stage without training it and continues an unfinished one from its last
 checkpoint; a checkpoint of another configuration or other data is refused with a ValueError.
@@ -30,6 +30,7 @@ import os
 import re
 import tempfile
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,9 @@ from safetensors.torch import save as safetensors_bytes
 FORMAT = "mlkd-checkpoint"
 FORMAT_VERSION = 1
 MANIFEST = "checkpoint.json"
-#: Training settings that change speed or display, never the numbers: not part of a fingerprint.
+#: Training settings not part of a fingerprint: ``progress`` changes the display only; ``num_threads`` changes
+#: float rounding, so a resume on another thread count (another machine's cores) goes on with a warning that its
+#: model is not bit-identical (each stage record keeps the count it was written with).
 _NOT_FINGERPRINTED = ("progress", "num_threads")
 _PICKLE_MAGIC = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")  # pickle protocols 2-5 (torch.save: zip)
 
@@ -396,6 +399,8 @@ class Checkpointer:
         self.min_seconds = float(min_seconds)
         self.restored_seconds = 0.0
         self._next_stage = 0
+        self._other_threads: tuple[int, Path] | None = None  # (count, record) of a record written on other threads
+        self._warned_threads = False
         manifest = self.directory / MANIFEST
         existing = manifest.exists() or any(_STAGE_FILE.match(p.name) for p in self.directory.iterdir())
         if existing and not self.resume:
@@ -427,6 +432,17 @@ class Checkpointer:
         self._next_stage += 1
         return StageCheckpoint(self, index, method.name, fingerprint(stage_config, X, Y, X_val, Y_val), device)
 
+    def _warn_other_threads(self) -> None:
+        """Before a stage trains: a warning, once, if what it continues was trained on another CPU thread count."""
+        if self._other_threads is None or self._warned_threads:
+            return
+        self._warned_threads = True
+        threads, path = self._other_threads
+        warnings.warn(f"checkpoint {path} was written by a fit on {threads} CPU thread(s) and this one runs on "
+                      f"{torch.get_num_threads()}: it resumes, but float rounding depends on the thread count, so its "
+                      f"model is not bit-identical to an uninterrupted fit's; expected num_threads={threads} "
+                      f"(--threads {threads}) for that", stacklevel=2)
+
 
 def _upgraded(saved: dict, upgrade, where: Path) -> dict:
     """``upgrade(saved)``: a fingerprint an earlier mlkd wrote, in today's form (one already in it unchanged)."""
@@ -450,11 +466,15 @@ class StageCheckpoint:
 
     def _header(self, kind: str) -> dict:
         return {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind, "stage": self.name,
-                "method": self.method, "fingerprint": self.fingerprint}
+                "method": self.method, "fingerprint": self.fingerprint, "num_threads": torch.get_num_threads()}
 
     def _read(self, path: Path) -> dict:
         record = _read_json(path)
         _check_fingerprint(record.get("fingerprint"), self.fingerprint, path)
+        threads = record.get("num_threads")  # absent in records of earlier mlkd versions
+        if (self.device.type == "cpu" and isinstance(threads, int) and not isinstance(threads, bool)
+                and threads != torch.get_num_threads()):
+            self.owner._other_threads = (threads, path)
         return record
 
     # -- a finished stage ------------------------------------------------------------------------------
@@ -485,11 +505,12 @@ class StageCheckpoint:
     # -- a stage in progress ---------------------------------------------------------------------------
     def restore(self, method, optimizer, generators) -> LoopState | None:
         """Load the last checkpoint of this stage into the modules and generators; None if there is none."""
-        if not self.record.exists():
+        record = self._read(self.record) if self.record.exists() else None
+        self.owner._warn_other_threads()  # this stage trains on what stages and epochs of other threads made
+        if record is None:
             return None
         from .trainer import TrainResult
 
-        record = self._read(self.record)
         path = self.record
         tensors = _read_tensors(self.directory / str(record.get("tensors")), record.get("tensors_sha256"))
         _load_module(method, tensors, path)

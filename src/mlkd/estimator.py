@@ -97,8 +97,9 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
         minute to a kill and a short one only writes its final weights); the final model does not depend on it.
     resume : bool, default=False
         Continue the fit checkpointed in ``checkpoint_dir`` (finished stages are not retrained): the final
-        model is bit-identical on CPU to an uninterrupted fit's. A checkpoint of another configuration or
-        other data is refused; an empty directory starts a fresh fit.
+        model is bit-identical on CPU to an uninterrupted fit's on the same ``num_threads`` (another goes on
+        with a warning). A checkpoint of another configuration or other data is refused; an empty directory
+        starts a fresh fit.
     nproc : int ≥ 1, default=1
         Processes for one fit: above 1, DistributedDataParallel over ``nproc`` spawned processes (gloo on
         CPU, NCCL on GPU), each taking a disjoint shard of every batch of ``batch_size`` rows
