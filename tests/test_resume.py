@@ -263,6 +263,21 @@ def test_a_resume_on_another_thread_count_warns_that_its_model_is_not_bit_identi
         MultiLabelClassifier(method, num_threads=1, resume=True, **params).fit(X, Y)
 
 
+def test_a_checkpoint_directory_made_read_only_mid_fit_is_one_error_naming_the_checkpoint_file(tmp_path,
+                                                                                            monkeypatch):
+    mkstemp = ckpt.tempfile.mkstemp
+
+    def read_only_for_stage_files(*args, prefix="", **kwargs):  # the directory probe and manifest were written
+        if prefix.startswith(".stage"):
+            raise PermissionError(13, "Permission denied", str(tmp_path / f"{prefix}x1.tmp"))
+        return mkstemp(*args, prefix=prefix, **kwargs)
+
+    monkeypatch.setattr(ckpt.tempfile, "mkstemp", read_only_for_stage_files)
+    with pytest.raises(ValueError, match=r"^cannot write checkpoint file .*stage0\.e000001\.safetensors: Permission "
+                                         r"denied; expected a writable checkpoint directory$"):
+        MultiLabelClassifier("bce", hidden=8, max_epochs=3, checkpoint_dir=tmp_path).fit(X, Y)
+
+
 def test_resume_on_an_empty_directory_starts_a_fresh_fit_and_a_finished_fit_is_not_retrained(tmp_path, monkeypatch):
     params = dict(hidden=8, max_epochs=5, batch_size=32, checkpoint_dir=tmp_path / "new", resume=True)
     first = MultiLabelClassifier("skdtea", **params).fit(X, Y)

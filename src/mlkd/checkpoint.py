@@ -194,8 +194,9 @@ def temporary_file(path: Path) -> str:
 
 def _atomic_write(path: Path, write) -> None:
     """``write(tmp_path)``, fsync, rename over ``path``: readers see the old file or the new one, never half."""
-    tmp = temporary_file(path)
+    tmp = None
     try:
+        tmp = temporary_file(path)  # in the try: a directory made read-only (or full) mid-fit fails here first
         write(tmp)  # bytes written into the file temporary_file made: its permissions stay
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
@@ -204,7 +205,7 @@ def _atomic_write(path: Path, write) -> None:
         raise ValueError(f"cannot write checkpoint file {path}: {exc.strerror or exc}; expected a writable "
                          "checkpoint directory") from None
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
 
 
