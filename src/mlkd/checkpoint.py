@@ -236,7 +236,8 @@ def _read_json(path: Path) -> dict:
         obj = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"checkpoint file {path} is not valid JSON ({exc}); the checkpoint is corrupted "
-                         "(delete the checkpoint directory to start over)") from None
+                         "(remove its checkpoint files — checkpoint.json and the stage* files — to start over)"
+                         ) from None
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise ValueError(f"{path} is not an mlkd checkpoint file (format field {FORMAT!r} missing)")
     version = obj.get("format_version")
@@ -253,14 +254,15 @@ def _read_tensors(path: Path, sha256: str | None) -> dict[str, torch.Tensor]:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise ValueError(f"checkpoint tensors {path} are missing; the checkpoint is corrupted (delete the "
-                         "checkpoint directory to start over)") from None
+        raise ValueError(f"checkpoint tensors {path} are missing; the checkpoint is corrupted (remove its "
+                         "checkpoint files — checkpoint.json and the stage* files — to start over)") from None
     except OSError as exc:
         raise ValueError(f"cannot read checkpoint tensors {path}: {exc.strerror or exc}") from None
     refuse_pickle(path, raw[:16])
     if sha256 is not None and hashlib.sha256(raw).hexdigest() != sha256:
         raise ValueError(f"checkpoint tensors {path} do not match the SHA256 their JSON recorded; the "
-                         "checkpoint is corrupted (delete the checkpoint directory to start over)")
+                         "checkpoint is corrupted (remove its checkpoint files — checkpoint.json and the stage* "
+                         "files — to start over)")
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
