@@ -112,6 +112,18 @@ def test_c2ae_architecture_is_the_official_one():
     assert isinstance(m.feature_encoder[0][1], torch.nn.LeakyReLU) and m.feature_encoder[0][1].negative_slope == 0.1
 
 
+def test_c2ae_refuses_a_fit_whose_decoder_would_never_train(tmp_path):
+    # its decoder learns from the ranking loss alone: one label (no positive/negative pairs) or alpha=0 fitted a
+    # decoder left at its random weights, near-constant scores, without a word
+    X, Y = linear_problem(n=60, d=6, L=4)
+    with pytest.raises(ValueError, match="needs at least 2 labels"):
+        C2AEClassifier(hidden=8, max_epochs=1).fit(X, Y[:, 0])
+    with pytest.raises(ValueError, match="'alpha'=0.0 turns off the ranking loss"):
+        C2AEClassifier(hidden=8, max_epochs=1, alpha=0.0).fit(X, Y)
+    clf = C2AEClassifier(hidden=8, max_epochs=1).fit(X, Y[:, :2])  # two labels: pairs exist
+    assert load_model(clf.save(tmp_path / "m")).n_labels_ == 2
+
+
 def test_official_optimiser_preset_is_rmsprop_with_exponential_decay(monkeypatch):
     import mlkd.trainer as trainer
 

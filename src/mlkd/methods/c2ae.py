@@ -101,6 +101,17 @@ class C2AEConfig(MethodConfig):
         check_range("alpha", self.alpha, 0.0, 1e6)
         check_range("lambda_ortho", self.lambda_ortho, 0.0, 1e6)
 
+    def validate_new(self, n_features: int, n_labels: int) -> None:
+        # F_d learns from the ranking loss alone: without it the fit predicts through a decoder left at its
+        # random initial weights (near-constant scores), silently
+        if n_labels < 2:
+            raise ValueError(f"method 'c2ae' needs at least 2 labels, got {n_labels}: its decoder learns only from the "
+                             "ranking loss between a row's positive and negative labels, which is 0 with one label; "
+                             "expected a method with a likelihood for one label (bce, skdtea, mpvae)")
+        if self.alpha == 0:
+            raise ValueError("parameter 'alpha'=0.0 turns off the ranking loss, the only loss that trains c2ae's "
+                             "decoder (it would predict through its random initial weights); expected alpha > 0")
+
     def latent_dim(self, n_labels: int) -> int:
         return self.latent if self.latent is not None else max(1, round(0.8 * n_labels))
 
