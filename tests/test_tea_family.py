@@ -246,6 +246,16 @@ def test_kdtea_student_loss_bce_is_the_literal_formula_and_the_default_keeps_its
     assert config_identity(make_config("kdtea", {"student_loss": "bce"}))["student_loss"] == "bce"
 
 
+def test_kdtea_student_loss_bce_refuses_alpha_whose_label_branch_never_trains():
+    # with alpha > 0 the "literal" student trained on (1−α)·y + α·σ(t/τ) from an untrained label branch, not BCE(s, y)
+    with pytest.raises(ValueError, match="student_loss='bce'.*never trains that branch"):
+        build_method("kdtea", 6, 4, {"hidden": 8, "student_loss": "bce", "alpha": 0.5})
+    X, Y = linear_problem(n=60, d=6, L=4)
+    with pytest.raises(ValueError, match="expected alpha=0 with student_loss='bce'"):
+        KDTEAClassifier(hidden=8, teacher_hidden=8, max_epochs=1, student_loss="bce", alpha=0.5).fit(X, Y)
+    build_method("kdtea", 6, 4, {"hidden": 8, "alpha": 0.5})  # the whole TEA loss trains the branch: accepted
+
+
 def test_kdtea_teacher_is_frozen_in_eval_mode_and_not_saved():
     teacher = build_method("tea", 6, 4, {"hidden": 16}, seed=1)
     student = build_method("kdtea", 6, 4, {"hidden": 8}, seed=0)

@@ -6,7 +6,8 @@ Two stages (``KDTEA.stages``): "teacher" trains the repo's TEA (method "tea") wi
 frozen teacher's prediction logits for the same x (MSE instead of KL is the paper's stated point; β = 1).
 The student's TEA terms are the teacher's (BCE(s, y), label reconstruction, L2 latent alignment) by default
 (``student_loss="tea"``: our reading of "a small TEA student"); ``student_loss="bce"`` is METHODS.md's formula
-taken literally, L = BCE(s, y) + β·MSE(σ(s), σ(t)), which leaves the student's label branch untrained.
+taken literally, L = BCE(s, y) + β·MSE(σ(s), σ(t)), which leaves the student's label branch untrained (so it
+refuses alpha > 0, which would mix that branch's outputs into the targets).
 Only the student is the fitted model: the teacher is not part of its state_dict or its saved file.
 """
 
@@ -34,6 +35,15 @@ class KDTEAConfig(TEAConfig):
         check_range("teacher_hidden", self.teacher_hidden, 1, 1 << 20)
         check_range("beta", self.beta, 0.0, 1e6)
         check_choice("student_loss", self.student_loss, ("tea", "bce"))
+
+    def validate_new(self, n_features: int, n_labels: int) -> None:
+        super().validate_new(n_features, n_labels)
+        # "bce" drops the reconstruction term, so the label branch whose σ(t/τ) alpha mixes into the targets
+        # never learns: the student's BCE would be against half-random targets, not BCE(s, y)
+        if self.student_loss == "bce" and self.alpha > 0:
+            raise ValueError(f"parameter 'alpha'={self.alpha!r} mixes the label branch's outputs into the student's "
+                             "targets, but student_loss='bce' (L = BCE(s, y) + β·MSE) never trains that branch; "
+                             "expected alpha=0 with student_loss='bce', or student_loss='tea'")
 
 
 @register
