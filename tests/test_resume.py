@@ -263,6 +263,24 @@ def test_a_resume_on_another_thread_count_warns_that_its_model_is_not_bit_identi
         MultiLabelClassifier(method, num_threads=1, resume=True, **params).fit(X, Y)
 
 
+@pytest.mark.parametrize("threads", [2, 1])
+def test_a_checkpoint_already_resumed_on_another_thread_count_warns_on_every_count(tmp_path, interrupt_after, threads):
+    # 2 epochs on 1 thread, 2 on 2 threads: the second run's record matches no uninterrupted fit, also resumed on the 2
+    # threads it was written with (that resume was silent) or the first run's 1 (then advised to resume on 2)
+    params = dict(hidden=8, max_epochs=6, patience=6, batch_size=32, checkpoint_dir=tmp_path)
+    restore = interrupt_after("stage0", 2)
+    with pytest.raises(_Interrupt):
+        MultiLabelClassifier("bce", num_threads=1, **params).fit(X, Y)
+    restore()
+    restore = interrupt_after("stage0", 4)
+    with pytest.warns(UserWarning, match="written by a fit on 1 CPU thread"), pytest.raises(_Interrupt):
+        MultiLabelClassifier("bce", num_threads=2, resume=True, **params).fit(X, Y)
+    restore()
+    with pytest.warns(UserWarning, match=r"already resumed on another CPU thread count: .*not bit-identical to an "
+                                         r"uninterrupted fit's on any count; expected an empty checkpoint directory"):
+        MultiLabelClassifier("bce", num_threads=threads, resume=True, **params).fit(X, Y)
+
+
 def test_a_checkpoint_directory_made_read_only_mid_fit_is_one_error_naming_the_checkpoint_file(tmp_path,
                                                                                             monkeypatch):
     mkstemp = ckpt.tempfile.mkstemp

@@ -402,7 +402,9 @@ class Checkpointer:
         self.min_seconds = float(min_seconds)
         self.restored_seconds = 0.0
         self._next_stage = 0
-        self._other_threads: tuple[int, Path] | None = None  # (count, record) of a record written on other threads
+        # (count, record, mixed) of a record trained on another thread count than its stage runs on now (mixed: by a
+        # fit that had itself resumed such a record, so that no thread count reproduces it)
+        self._other_threads: tuple[int, Path, bool] | None = None
         self._warned_threads = False
         manifest = self.directory / MANIFEST
         existing = manifest.exists() or any(_STAGE_FILE.match(p.name) for p in self.directory.iterdir())
@@ -440,7 +442,13 @@ class Checkpointer:
         if self._other_threads is None or self._warned_threads:
             return
         self._warned_threads = True
-        threads, path = self._other_threads
+        threads, path, mixed = self._other_threads
+        if mixed:
+            warnings.warn(f"checkpoint {path} holds training already resumed on another CPU thread count: it resumes, "
+                          "but float rounding depends on the thread count, so its model is not bit-identical to an "
+                          "uninterrupted fit's on any count; expected an empty checkpoint directory (a fresh fit) for "
+                          "that", stacklevel=2)
+            return
         warnings.warn(f"checkpoint {path} was written by a fit on {threads} CPU thread(s) and this one runs on "
                       f"{torch.get_num_threads()}: it resumes, but float rounding depends on the thread count, so its "
                       f"model is not bit-identical to an uninterrupted fit's; expected num_threads={threads} "
@@ -468,16 +476,20 @@ class StageCheckpoint:
         self.done_record = self.directory / f"{self.name}.done.json"
 
     def _header(self, kind: str) -> dict:
+        # mixed_threads: this fit continues training done on another thread count, so the record's state matches
+        # no uninterrupted fit, also for a later resume on the count it was written with (that one warns too)
+        mixed = {"mixed_threads": True} if self.owner._other_threads is not None else {}
         return {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind, "stage": self.name,
-                "method": self.method, "fingerprint": self.fingerprint, "num_threads": torch.get_num_threads()}
+                "method": self.method, "fingerprint": self.fingerprint, "num_threads": torch.get_num_threads(), **mixed}
 
     def _read(self, path: Path) -> dict:
         record = _read_json(path)
         _check_fingerprint(record.get("fingerprint"), self.fingerprint, path)
         threads = record.get("num_threads")  # absent in records of earlier mlkd versions
-        if (self.device.type == "cpu" and isinstance(threads, int) and not isinstance(threads, bool)
-                and threads != torch.get_num_threads()):
-            self.owner._other_threads = (threads, path)
+        other = isinstance(threads, int) and not isinstance(threads, bool) and threads != torch.get_num_threads()
+        mixed = record.get("mixed_threads") is True
+        if self.device.type == "cpu" and (other or mixed):
+            self.owner._other_threads = (threads, path, mixed)
         return record
 
     # -- a finished stage ------------------------------------------------------------------------------
