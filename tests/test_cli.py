@@ -652,6 +652,14 @@ def test_distill_help_says_a_labelwise_teacher_must_be_fitted_larger_to_compress
     assert "mlkd fit -m labelwise" in teacher and "compresses nothing" in teacher and "--param hidden=" in teacher
 
 
+def test_resume_help_says_the_same_model_needs_the_same_threads(call):
+    # a resume on another --threads goes on with a warning: its model is not the uninterrupted fit's
+    for command in ("fit", "distill"):
+        text = " ".join(_ok(call(command, "--help")).stdout.split())
+        resume = text[text.index("--resume continue"):]
+        assert "uninterrupted fit on the same --threads; another goes on with a warning" in resume, command
+
+
 # -- found by the audit of a hostile user (audit 7) ------------------------------------------------------------
 def _no_fit(monkeypatch):
     """Fail the test if a fit starts: a bad --out must be refused before any training."""

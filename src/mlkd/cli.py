@@ -516,7 +516,8 @@ def _add_checkpoint_options(p, state: str = "the training state") -> None:
                    help="also at least S seconds between checkpoints (default: 0; needs --checkpoint-dir)")
     g.add_argument("--resume", action="store_true",
                    help="continue the fit checkpointed in --checkpoint-dir (same final model as an uninterrupted "
-                        "fit); refused if DIR holds another configuration's or data's checkpoint")
+                        "fit on the same --threads; another goes on with a warning); refused if DIR holds another "
+                        "configuration's or data's checkpoint")
 
 
 def _check_checkpoint_options(args) -> dict:
