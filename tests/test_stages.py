@@ -99,7 +99,8 @@ def test_teacher_is_attached_only_while_its_student_trains():
         ([Stage("t", "bce", SMALL), Stage("s", "bce", SMALL, teacher="t")], "method 'bce' does not use a teacher"),
         # BAN distils from the previous generation's MLP: a TEA has none (was an AttributeError after 't' trained)
         ([Stage("t", "tea", SMALL), Stage("s", "ban", {**SMALL, "generations": 2}, teacher="t")],
-         "method 'ban' cannot learn from teacher 't' \\(method 'tea'\\)"),
+         "method 'ban' cannot learn from teacher 't' \\(method 'tea'\\): .*; expected a teacher of a BCE-MLP method "
+         "\\(ban, bce, .*\\)$"),
         # an ensemble copies its teacher's MLP: another width was a RuntimeError after 't' trained, another
         # activation an ensemble whose copied generation computed what its teacher never did
         ([Stage("t", "bce", {"hidden": 16}), Stage("s", "ban", {**SMALL, "generations": 2, "ensemble": True},

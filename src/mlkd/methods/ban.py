@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from ..nn import MLP
 from ._kd import KD_REDUCTIONS, backbone_params, binary_kl, inert_kd_params, kd_factor
-from .base import Batch, Method, StepContext, StepOutput, check_choice, check_range, register
+from .base import REGISTRY, Batch, Method, StepContext, StepOutput, check_choice, check_range, register
 from .bce import BCE, MLPConfig
 
 
@@ -78,7 +78,8 @@ class BAN(BCE):
     @classmethod
     def teacher_problem(cls, config: BANConfig, teacher: type[Method], teacher_config) -> str | None:
         if not issubclass(teacher, BCE):  # step reads the previous generation's MLP, ``teacher.net``
-            return "BAN's teacher is the previous generation, a BCE-MLP method ('bce', 'ban', …)"
+            mlps = ", ".join(sorted(name for name, method in REGISTRY.items() if issubclass(method, BCE)))
+            return f"BAN distils from the previous generation's MLP; expected a teacher of a BCE-MLP method ({mlps})"
         if not config.ensemble:
             return None
         held = 1 + (teacher_config.generations - 1 if issubclass(teacher, BAN) and teacher_config.ensemble else 0)
