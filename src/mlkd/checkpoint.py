@@ -48,6 +48,10 @@ MANIFEST = "checkpoint.json"
 #: float rounding, so a resume on another thread count (another machine's cores) goes on with a warning that its
 #: model is not bit-identical (each stage record keeps the count it was written with).
 _NOT_FINGERPRINTED = ("progress", "num_threads")
+#: How to start over from a corrupted checkpoint: the files mlkd wrote, not a user's own beside them (a backup copy
+#: such as stage0.e000004.bak.safetensors is kept, as the checkpoint's own clean-up keeps it).
+START_OVER = ("remove the files mlkd wrote there to start over: checkpoint.json, stageK.json, stageK.done.json, "
+              "stageK.done.safetensors, stageK.eNNNNNN.safetensors")
 _PICKLE_MAGIC = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")  # pickle protocols 2-5 (torch.save: zip)
 
 
@@ -236,8 +240,7 @@ def _read_json(path: Path) -> dict:
         obj = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"checkpoint file {path} is not valid JSON ({exc}); the checkpoint is corrupted "
-                         "(remove its checkpoint files — checkpoint.json and the stage* files — to start over)"
-                         ) from None
+                         f"({START_OVER})") from None
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise ValueError(f"{path} is not an mlkd checkpoint file (format field {FORMAT!r} missing)")
     version = obj.get("format_version")
@@ -254,15 +257,13 @@ def _read_tensors(path: Path, sha256: str | None) -> dict[str, torch.Tensor]:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise ValueError(f"checkpoint tensors {path} are missing; the checkpoint is corrupted (remove its "
-                         "checkpoint files — checkpoint.json and the stage* files — to start over)") from None
+        raise ValueError(f"checkpoint tensors {path} are missing; the checkpoint is corrupted ({START_OVER})") from None
     except OSError as exc:
         raise ValueError(f"cannot read checkpoint tensors {path}: {exc.strerror or exc}") from None
     refuse_pickle(path, raw[:16])
     if sha256 is not None and hashlib.sha256(raw).hexdigest() != sha256:
         raise ValueError(f"checkpoint tensors {path} do not match the SHA256 their JSON recorded; the "
-                         "checkpoint is corrupted (remove its checkpoint files — checkpoint.json and the stage* "
-                         "files — to start over)")
+                         f"checkpoint is corrupted ({START_OVER})")
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
