@@ -553,3 +553,13 @@ def test_means_that_print_the_same_are_both_bold(tmp_path):
     tables = (make_report(db, tmp_path / "r", metrics=["mAP"], figures=False).out / "tables.md").read_text()
     row = next(line for line in tables.split("## mAP")[1].splitlines() if line.startswith("| emotions"))
     assert row.count("**0.441 ± 0.000**") == 2, row
+
+
+
+def test_cd_diagram_grows_to_hold_a_long_label(tmp_path):
+    from mlkd.bench.report import cd_diagram
+
+    ranks, short, long = [1.2, 2.0, 3.0, 3.8], ["a", "b", "c", "d"], ["cskd:kd_reduction=mean,t2_scaling=true", *"bcd"]
+    # the labels were placed at a fixed spot left of the axis: a long one ran off the image
+    assert png_size(cd_diagram(long, ranks, 1.0, tmp_path / "long.png"))[0] > \
+        png_size(cd_diagram(short, ranks, 1.0, tmp_path / "short.png"))[0] + 150

@@ -760,9 +760,9 @@ def _write_text(path: Path, text: str) -> None:
     _replace_atomically(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
-def _save(fig, path: Path) -> None:
+def _save(fig, path: Path, **options) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    _replace_atomically(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    _replace_atomically(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png", **options))
 
 
 def cd_diagram(names: list[str], avg_ranks, cd: float | None, path, title: str = "") -> Path:
@@ -811,7 +811,9 @@ def cd_diagram(names: list[str], avg_ranks, cd: float | None, path, title: str =
                     ha="right" if side == "left" else "left", fontsize=9)
     if title:
         ax.set_title(title, fontsize=10)
-    _save(fig, path)
+    # the labels sit outside the rank axis at a fixed place: a long one (ls:epsilon=0.3,hidden=8) ran off the
+    # figure's edge, so the saved image grows to hold every label
+    _save(fig, path, bbox_inches="tight", pad_inches=0.1)
     return path
 
 
