@@ -7,6 +7,7 @@ import re
 import sqlite3
 import struct
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -555,6 +556,21 @@ def test_means_that_print_the_same_are_both_bold(tmp_path):
     assert row.count("**0.441 ± 0.000**") == 2, row
 
 
+@pytest.fixture
+def drawn(monkeypatch):
+    """The figures report's drawing functions make, by file name, instead of PNG files."""
+    import mlkd.bench.report
+
+    figures = {}
+    monkeypatch.setattr(mlkd.bench.report, "_save", lambda fig, path, **options: figures.__setitem__(path.name, fig))
+    return figures
+
+
+def _cell(label, dataset="emotions", noise="none", seed=0, monitor="mAP", **values):
+    history = [{"epoch": e, "total": 1.0 / (e + 1), "val_score": 0.5 + 0.1 * e, "seconds": 0.1} for e in range(3)]
+    return {"label": label, "method": label, "config_hash": label, "dataset": dataset, "noise": noise, "seed": seed,
+            "config": {"train": {"monitor": monitor}}, "history": history, "best_epoch": 2, **values}
+
 
 def test_cd_diagram_grows_to_hold_a_long_label(tmp_path):
     from mlkd.bench.report import cd_diagram
@@ -563,3 +579,77 @@ def test_cd_diagram_grows_to_hold_a_long_label(tmp_path):
     # the labels were placed at a fixed spot left of the axis: a long one ran off the image
     assert png_size(cd_diagram(long, ranks, 1.0, tmp_path / "long.png"))[0] > \
         png_size(cd_diagram(short, ranks, 1.0, tmp_path / "short.png"))[0] + 150
+
+
+def test_eighteen_methods_look_different_and_alike_in_every_figure(drawn):
+    from mlkd.bench.report import _Table, bar_chart, curves_overview
+
+    names = [f"m{j}" for j in range(18)]
+    table = _Table([_cell(n, mAP_tuned=0.5 + 0.01 * j) for j, n in enumerate(names)])
+    bar_chart(table, "emotions", Path("bars.png"), ["mAP_tuned"])
+    bars = {c.get_label(): (c.patches[0].get_facecolor(), c.patches[0].get_hatch())
+            for c in drawn["bars.png"].axes[0].containers if hasattr(c, "patches")}
+    assert len(set(bars.values())) == 18, bars  # matplotlib's 10 colours came round again: m0 was m10
+    curves_overview([table.first_seed("emotions", n) for n in names[5:]], table, Path("c.png"), "emotions")
+    lines = {ln.get_label(): (ln.get_color(), ln.get_linestyle()) for ln in drawn["c.png"].axes[1].get_lines()
+             if not ln.get_label().startswith("_")}
+    assert len(set(lines.values())) == 13
+    from matplotlib.colors import to_rgba
+
+    for name in names[5:]:  # a method without curves (m0-m4 here) no longer shifts the others' colours
+        assert to_rgba(lines[name][0]) == bars[name][0] and (lines[name][1] == "-") == (bars[name][1] is None)
+
+
+def test_figures_of_noisy_cells_say_their_noise(drawn, tmp_path):
+    from mlkd.bench.report import cell_curve, soft_target_heatmap
+
+    examples = {"rows": [0, 1], "labels": [0, 1], "y": [[0, 1], [1, 0]], "soft_targets": [[0.2, 0.8], [0.7, 0.1]]}
+    row = _cell("skdtea", noise="symmetric:0.2", examples=examples)
+    cell_curve(row, "skdtea", Path("curve.png"))
+    soft_target_heatmap(row, "skdtea", Path("heat.png"))
+    assert drawn["curve.png"].axes[0].get_title() == "emotions [symmetric:0.2] · skdtea · seed 0"
+    assert drawn["heat.png"].get_suptitle() == "emotions [symmetric:0.2] · skdtea · seed 0"
+    rows = [_cell(m, dataset=d, noise=noise, seed=s, mAP_tuned=0.5, examples=examples if m == "skdtea" else None,
+                  fit_seconds=1.0, mlkd_version="0.1.0", torch_version=None, python_version=None)
+            for m in ("bce", "skdtea") for d in ("emotions", "yeast") for noise in ("none", "symmetric:0.2")
+            for s in (0, 1)]
+    import mlkd.bench.report
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(mlkd.bench.report, "load_results", lambda path: [dict(r, key=f"{i:016x}", aliases=[])
+                                                                     for i, r in enumerate(rows)])
+        index = make_report(tmp_path / "r.db", tmp_path / "r", metrics=["mAP"], curves=["method=skdtea,seed=0"]) \
+            .index.read_text()
+    # a clean and a noisy cell's figures were linked under the same words
+    assert "- [emotions [symmetric:0.2] · skdtea · seed 0](" in index and "- [emotions · skdtea · seed 0](" in index
+    assert "![emotions [symmetric:0.2] skdtea](" in index
+
+
+def test_validation_curves_name_the_score_a_cell_stopped_on(drawn):
+    from mlkd.bench.report import _Table, cell_curve, curves_overview
+
+    loss = _cell("ls", monitor="loss")
+    cell_curve(loss, "ls", Path("one.png"))
+    assert drawn["one.png"].axes[1].get_ylabel() == "validation −BCE"  # its val_score is −BCE, not mAP
+    table = _Table([_cell("bce"), loss])
+    curves_overview(table.rows, table, Path("both.png"), "emotions")
+    ax = drawn["both.png"].axes[1]
+    assert ax.get_ylabel() == "validation mAP or −BCE"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["bce", "ls (−BCE)"]
+    curves_overview([table.rows[0]], table, Path("map.png"), "emotions")
+    assert drawn["map.png"].axes[1].get_ylabel() == "validation mAP"
+
+
+def test_bars_mark_a_missing_value_and_show_each_metrics_direction(drawn):
+    from mlkd.bench.report import _Table, bar_chart
+
+    table = _Table([_cell("bce", hamming_loss_tuned=0.1, mAP_tuned=0.6),
+                    _cell("ls", hamming_loss_tuned=0.2, mAP_tuned=math.nan)])
+    bar_chart(table, "emotions", Path("b.png"), ["hamming_loss_tuned"])
+    bar_chart(table, "emotions", Path("m.png"), ["mAP_tuned"])
+    assert [t.get_text() for t in drawn["b.png"].axes[0].get_xticklabels()] == ["Hamming loss @tuned ↓"]
+    ax = drawn["m.png"].axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["mAP ↑"]
+    ls_bar = next(c for c in ax.containers if c.get_label() == "ls").patches[0]
+    marks = [t for t in ax.texts if t.get_text() == "no value"]  # an absent bar reads as a score of 0
+    assert len(marks) == 1 and marks[0].get_position()[0] == pytest.approx(ls_bar.get_x() + ls_bar.get_width() / 2)

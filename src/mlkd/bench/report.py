@@ -684,7 +684,7 @@ def _index_md(table, report, db_path, bars, overview, cell_curves, heatmaps, fil
     lines += [f"![{d} curves]({_rel(p, out)})" for d, p in overview.items()] + [""]
     if cell_curves:
         lines += ["### Chosen cells (every loss term)", ""]
-        lines += [f"- [{r['dataset']} · {table.name(r)} · seed {r['seed']}]({_rel(p, out)})" for r, p in cell_curves]
+        lines += [f"- [{_block(r)} · {table.name(r)} · seed {r['seed']}]({_rel(p, out)})" for r, p in cell_curves]
         lines += [""]
     elif not filters:
         lines += ["Pass `--curves dataset=NAME,method=NAME,seed=N` for one figure per chosen cell with every loss "
@@ -695,7 +695,7 @@ def _index_md(table, report, db_path, bars, overview, cell_curves, heatmaps, fil
     if heatmaps:
         lines += ["A few validation rows (lowest seed): the 0/1 labels, the soft targets the prediction branch "
                   "trained on, the teacher's probabilities and the model's predicted probabilities.", ""]
-        lines += [f"![{r['dataset']} {table.name(r)}]({_rel(p, out)})" for r, p in heatmaps] + [""]
+        lines += [f"![{_block(r)} {table.name(r)}]({_rel(p, out)})" for r, p in heatmaps] + [""]
     else:
         lines += ["No method of this grid records soft targets (skdtea does).", ""]
     return "\n".join(lines)
@@ -760,6 +760,14 @@ def _write_text(path: Path, text: str) -> None:
     _replace_atomically(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
+def _method_style(j: int) -> dict:
+    """Colour and pattern of the ``j``-th method, the same in every figure: matplotlib's 10 colours, then the
+    same colours dashed (lines) or hatched (bars) for methods 11-20 and so on, so that no two methods of an
+    18-method grid look alike."""
+    return {"color": f"C{j % 10}", "linestyle": ("-", "--", ":", "-.")[j // 10 % 4],
+            "hatch": (None, "//", "..", "xx")[j // 10 % 4]}
+
+
 def _save(fig, path: Path, **options) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     _replace_atomically(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png", **options))
@@ -821,7 +829,8 @@ def bar_chart(table: _Table, dataset: str, path: Path, columns: Iterable[str] = 
     """Grouped bars: a few metrics (x) × methods (bars), mean ± std over seeds."""
     columns = [c for c in BAR_METRICS if c in set(columns)] or [c for c in columns][:5]
     columns = [c for c in columns if any(table.mean_std(dataset, m, c)[2] for m in table.methods)]
-    names = {v.column: v.name for v in metric_variants()}
+    # the direction on each metric, as tables.md's headings: --metrics can bring losses (↓) beside scores (↑)
+    names = {v.column: f"{v.name} {'↑' if v.higher_is_better else '↓'}" for v in metric_variants()}
     k = len(table.methods)
     fig = _figure(max(6.0, 1.2 * len(columns) + 0.25 * k * len(columns)), 3.6)
     ax = fig.add_subplot()
@@ -829,8 +838,13 @@ def bar_chart(table: _Table, dataset: str, path: Path, columns: Iterable[str] = 
     xs = np.arange(len(columns))
     for j, method in enumerate(table.methods):
         ms = [table.mean_std(dataset, method, c) for c in columns]
-        ax.bar(xs + (j - (k - 1) / 2) * width, [m for m, _, _ in ms], width, yerr=[s for _, s, _ in ms],
-               capsize=2, label=method)
+        style = _method_style(j)
+        at = xs + (j - (k - 1) / 2) * width
+        ax.bar(at, [m for m, _, _ in ms], width, yerr=[s for _, s, _ in ms],
+               capsize=2, label=method, color=style["color"], hatch=style["hatch"], edgecolor="white", linewidth=0)
+        for x, (_, _, n) in zip(at, ms, strict=True):
+            if n == 0:  # no bar would read as a score of 0
+                ax.text(x, 0, "no value", rotation=90, ha="center", va="bottom", fontsize=6, color="0.4")
     ax.set_xticks(xs, [names[c] for c in columns], fontsize=8)
     ax.set_ylim(bottom=0)
     ax.set_ylabel("test score")
@@ -843,20 +857,30 @@ def bar_chart(table: _Table, dataset: str, path: Path, columns: Iterable[str] = 
 def curves_overview(cells: list[dict], table: _Table, path: Path, dataset: str) -> Path:
     fig = _figure(9.0, 3.4)
     loss_ax, val_ax = fig.subplots(1, 2)
+    scores = sorted({_score_name(row) for row in cells})
     for row in cells:
         hist = row["history"]
         epochs = [h["epoch"] + 1 for h in hist]
-        line = loss_ax.plot(epochs, [h.get("total") for h in hist], label=table.name(row))[0]
-        val_ax.plot(epochs, [h.get("val_score") for h in hist], color=line.get_color(), label=table.name(row))
+        style = _method_style(table.methods.index(table.name(row)))  # as in the bar charts, whoever lacks curves
+        tagged = len(scores) > 1 and _score_name(row) != "mAP"  # one axis, two scores: say which line is which
+        line = {"color": style["color"], "linestyle": style["linestyle"],
+                "label": table.name(row) + (f" ({_score_name(row)})" if tagged else "")}
+        loss_ax.plot(epochs, [h.get("total") for h in hist], **line)
+        val_ax.plot(epochs, [h.get("val_score") for h in hist], **line)
         best = row["best_epoch"]
         if 0 <= best < len(hist):
-            val_ax.plot([best + 1], [hist[best].get("val_score")], "o", color=line.get_color(), ms=4)
+            val_ax.plot([best + 1], [hist[best].get("val_score")], "o", color=style["color"], ms=4)
     loss_ax.set(xlabel="epoch", ylabel="training loss (total)", title=f"{dataset}: training loss")
-    val_ax.set(xlabel="epoch", ylabel="validation mAP", title="validation score (dot: kept epoch)")
+    val_ax.set(xlabel="epoch", ylabel=f"validation {' or '.join(scores)}", title="validation score (dot: kept epoch)")
     val_ax.legend(fontsize=7)
     _integer_epochs(loss_ax, val_ax)
     _save(fig, path)
     return path
+
+
+def _score_name(row: dict) -> str:
+    """What a cell's per-epoch ``val_score`` is: validation mAP, or −BCE for a method trained with monitor=loss."""
+    return "mAP" if _monitor(row) == "mAP" else "−BCE"
 
 
 def cell_curve(row: dict, name: str, path: Path) -> Path:
@@ -868,12 +892,12 @@ def cell_curve(row: dict, name: str, path: Path) -> Path:
     loss_ax, val_ax = fig.subplots(1, 2)
     for term in terms:
         loss_ax.plot(epochs, [h.get(term) for h in hist], label=term, lw=2 if term == "total" else 1)
-    loss_ax.set(xlabel="epoch", ylabel="loss", title=f"{row['dataset']} · {name} · seed {row['seed']}")
+    loss_ax.set(xlabel="epoch", ylabel="loss", title=f"{_block(row)} · {name} · seed {row['seed']}")
     loss_ax.legend(fontsize=7)
     val_ax.plot(epochs, [h.get("val_score") for h in hist], color="C3")
     if 0 <= row["best_epoch"] < len(hist):
         val_ax.axvline(row["best_epoch"] + 1, color="0.6", ls="--", lw=1)
-    val_ax.set(xlabel="epoch", ylabel="validation mAP", title="validation score (dashed: kept epoch)")
+    val_ax.set(xlabel="epoch", ylabel=f"validation {_score_name(row)}", title="validation score (dashed: kept epoch)")
     _integer_epochs(loss_ax, val_ax)
     _save(fig, path)
     return path
@@ -898,7 +922,7 @@ def soft_target_heatmap(row: dict, name: str, path: Path) -> Path:
     axes[0].set_yticks(range(n_rows), [str(i) for i in ex["rows"]], fontsize=7)
     axes[0].set_ylabel("validation row")
     fig.colorbar(image, ax=list(axes), shrink=0.8)
-    fig.suptitle(f"{row['dataset']} · {name} · seed {row['seed']}", fontsize=10)
+    fig.suptitle(f"{_block(row)} · {name} · seed {row['seed']}", fontsize=10)
     _save(fig, path)
     return path
 
