@@ -101,6 +101,23 @@ def test_skdtea_separate_decoder_is_not_trained_by_student_loss():
     assert _grad_norm(m.teacher_decoder) == 0 and _grad_norm(m.decoder) > 0
 
 
+def test_skdtea_refuses_alpha_from_a_label_branch_that_nothing_trains():
+    # with lambda_rec=0 and a detached teacher only the alignment into a shared decoder trains the label branch;
+    # without it, q = (1−α)·y + α·σ(t/τ) mixed the outputs of an untrained F_e (or teacher head) into the targets
+    for params in ({}, {"shared_decoder": False}, {"alignment": "l2", "shared_decoder": False},
+                   {"alignment": "l2", "lambda_align": 0.0}):
+        with pytest.raises(ValueError, match=r"^parameter 'alpha'=0.5 mixes the label branch's outputs into the "
+                                             r"targets, but with lambda_rec=0.0 .*; expected lambda_rec > 0"):
+            build_method("skdtea", 6, 4, {"hidden": 8, "lambda_rec": 0.0, **params})
+    with pytest.raises(ValueError, match="with lambda_rec=0.0"):  # KD-TEA's student with its whole TEA loss too
+        build_method("kdtea", 6, 4, {"hidden": 8, "lambda_rec": 0.0, "alpha": 0.5, "alignment": None})
+    build_method("kdtea", 6, 4, {"hidden": 8, "lambda_rec": 0.0, "alpha": 0.5})  # its L2 alignment trains F_e
+    for params in ({"alpha": 0.0}, {"detach_teacher": False}, {"alignment": "l2"}, {"alignment": "cca"}):
+        build_method("skdtea", 6, 4, {"hidden": 8, "lambda_rec": 0.0, **params})  # the branch trains, or is unused
+    build_method("tea", 6, 4, {"hidden": 8, "lambda_rec": 0.0})  # TEA's alpha is 0
+    assert build_method("skdtea", 6, 4, {"lambda_rec": 0.0}, derived=True).config.lambda_rec == 0  # a saved model
+
+
 def test_skdtea_teacher_input_x_plus_y_feeds_features_to_target_encoder():
     m = build_method("skdtea", 6, 4, {"teacher_input": "x+y", "hidden": 16}, seed=0)
     assert m.target_encoder[0].in_features == 6 + 4

@@ -48,6 +48,15 @@ class SKDTEAConfig(MethodConfig):
         check_range("lambda_align", self.lambda_align, 0.0, 1e6)
         check_range("warmup", self.warmup, 0, 1 << 30)
 
+    def validate_new(self, n_features: int, n_labels: int) -> None:
+        # alpha mixes the label branch's σ(t/τ) into the targets; with lambda_rec=0 and a detached teacher only the
+        # alignment (F_e pulled to F_x's codes, into the shared decoder) trains that branch: else it stays at random
+        trained_by_alignment = self.alignment is not None and self.lambda_align > 0 and self.shared_decoder
+        if self.alpha > 0 and self.lambda_rec == 0 and self.detach_teacher and not trained_by_alignment:
+            raise ValueError(f"parameter 'alpha'={self.alpha!r} mixes the label branch's outputs into the targets, but "
+                             f"with lambda_rec={self.lambda_rec!r} nothing trains that branch (its reconstruction "
+                             "term is off and the teacher detached); expected lambda_rec > 0, or alpha=0")
+
     def latent_dim(self, n_labels: int) -> int:
         return self.latent if self.latent is not None else max(4, round(0.8 * n_labels))
 
