@@ -125,7 +125,7 @@ def flat_keys(config: dict, prefix: str = "") -> dict:
 
 def _check_fingerprint(saved: dict, current: dict, where: Path) -> None:
     if not isinstance(saved, dict):
-        raise ValueError(f"{where} has no valid fingerprint; the checkpoint is corrupted (delete it to start over)")
+        raise ValueError(f"{where} has no valid fingerprint; the checkpoint is corrupted ({START_OVER})")
     refuse = f"checkpoint {where} was written by a different fit"
     expected = "expected the interrupted fit's configuration and data, or an empty checkpoint directory"
     if saved.get("config_hash") != current["config_hash"]:
