@@ -653,3 +653,11 @@ def test_bars_mark_a_missing_value_and_show_each_metrics_direction(drawn):
     ls_bar = next(c for c in ax.containers if c.get_label() == "ls").patches[0]
     marks = [t for t in ax.texts if t.get_text() == "no value"]  # an absent bar reads as a score of 0
     assert len(marks) == 1 and marks[0].get_position()[0] == pytest.approx(ls_bar.get_x() + ls_bar.get_width() / 2)
+
+
+def test_the_regenerate_line_of_a_report_without_figures_says_the_command_draws_them(fixture_db, tmp_path):
+    # the command line has no flag for make_report's figures=False: the line must not pass for the same report
+    plain = make_report(fixture_db, tmp_path / "a", metrics=["mAP"], figures=False).index.read_text()
+    assert "(this report was made without figures, `make_report(..., figures=False)`; the command draws them)" in plain
+    drawn = make_report(fixture_db, tmp_path / "b", metrics=["mAP"]).index.read_text()
+    assert "made without figures" not in drawn

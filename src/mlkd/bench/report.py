@@ -605,7 +605,8 @@ def _index_md(table, report, db_path, bars, overview, cell_curves, heatmaps, fil
                        for r in rows} - {""})
     lines = [
         "# Benchmark report", "", MARKER, "",
-        f"Regenerate: `{report.command}`",
+        f"Regenerate: `{report.command}`" + ("" if figures else " (this report was made without figures, "
+                                                 "`make_report(..., figures=False)`; the command draws them)"),
         "",
         f"- results: `{db_path}` — {len(rows)} cells: {len(table.datasets)} data sets × {len(table.methods)} "
         f"methods × seeds {_seed_text(table.seeds)}"
