@@ -112,6 +112,9 @@ def test_skdtea_refuses_alpha_from_a_label_branch_that_nothing_trains():
     with pytest.raises(ValueError, match="with lambda_rec=0.0"):  # KD-TEA's student with its whole TEA loss too
         build_method("kdtea", 6, 4, {"hidden": 8, "lambda_rec": 0.0, "alpha": 0.5, "alignment": None})
     build_method("kdtea", 6, 4, {"hidden": 8, "lambda_rec": 0.0, "alpha": 0.5})  # its L2 alignment trains F_e
+    with pytest.raises(ValueError, match="student_loss='bce'"):  # not "expected lambda_rec > 0", which cannot help
+        build_method("kdtea", 6, 4, {"hidden": 8, "lambda_rec": 0.0, "alpha": 0.5, "alignment": None,
+                                     "student_loss": "bce"})
     for params in ({"alpha": 0.0}, {"detach_teacher": False}, {"alignment": "l2"}, {"alignment": "cca"}):
         build_method("skdtea", 6, 4, {"hidden": 8, "lambda_rec": 0.0, **params})  # the branch trains, or is unused
     build_method("tea", 6, 4, {"hidden": 8, "lambda_rec": 0.0})  # TEA's alpha is 0

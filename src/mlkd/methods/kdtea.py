@@ -37,13 +37,14 @@ class KDTEAConfig(TEAConfig):
         check_choice("student_loss", self.student_loss, ("tea", "bce"))
 
     def validate_new(self, n_features: int, n_labels: int) -> None:
-        super().validate_new(n_features, n_labels)
         # "bce" drops the reconstruction term, so the label branch whose σ(t/τ) alpha mixes into the targets
         # never learns: the student's BCE would be against half-random targets, not BCE(s, y)
         if self.student_loss == "bce" and self.alpha > 0:
             raise ValueError(f"parameter 'alpha'={self.alpha!r} mixes the label branch's outputs into the student's "
                              "targets, but student_loss='bce' (L = BCE(s, y) + β·MSE) never trains that branch; "
                              "expected alpha=0 with student_loss='bce', or student_loss='tea'")
+        # after the check above: SKDTEA's advice (lambda_rec > 0) does not help a student_loss='bce' student
+        super().validate_new(n_features, n_labels)
 
 
 @register
