@@ -191,6 +191,32 @@ def test_saving_a_model_twice_writes_the_same_bytes(model_dir, tmp_path):
         assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes()
 
 
+def _no_fingerprint(record, directory):
+    record["fingerprint"] = "?"
+
+
+def _format_version_text(record, directory):
+    record["format_version"] = "1"
+
+
+def _tensors_unchecked_and_cut(record, directory):
+    del record["tensors_sha256"]  # so that the safetensors reader itself meets the cut file
+    tensors = directory / record["tensors"]
+    tensors.write_bytes(tensors.read_bytes()[:20])
+
+
+@pytest.mark.parametrize("corrupt", [_no_fingerprint, _format_version_text, _tensors_unchecked_and_cut])
+def test_every_corrupted_checkpoint_says_which_files_to_remove(interrupted_checkpoint, tmp_path, corrupt):
+    directory = _copy(interrupted_checkpoint, tmp_path / "ckpt")
+    record = json.loads((directory / "stage0.json").read_text())
+    corrupt(record, directory)
+    (directory / "stage0.json").write_text(json.dumps(record))
+    # two of them said only "the checkpoint is corrupted", not what to do about it
+    with pytest.raises(ValueError, match=r"the checkpoint is corrupted \(remove the files mlkd wrote there to start "
+                                         r"over: checkpoint.json, stageK.json"):
+        MultiLabelClassifier("skdtea", checkpoint_dir=directory, resume=True, **TINY).fit(X, Y)
+
+
 def test_a_checkpoint_from_a_newer_mlkd_is_refused(interrupted_checkpoint, tmp_path):
     directory = _copy(interrupted_checkpoint, tmp_path / "ckpt")
     record = json.loads((directory / "stage0.json").read_text())

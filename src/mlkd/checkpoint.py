@@ -245,7 +245,8 @@ def _read_json(path: Path) -> dict:
         raise ValueError(f"{path} is not an mlkd checkpoint file (format field {FORMAT!r} missing)")
     version = obj.get("format_version")
     if not isinstance(version, int) or isinstance(version, bool):
-        raise ValueError(f"{path} has an invalid format_version {version!r}; the checkpoint is corrupted")
+        raise ValueError(f"{path} has an invalid format_version {version!r}; the checkpoint is corrupted "
+                         f"({START_OVER})")
     if version > FORMAT_VERSION:
         raise ValueError(f"{path} has checkpoint format version {version}, newer than this mlkd reads "
                          f"(≤ {FORMAT_VERSION}); upgrade mlkd to resume it")
@@ -268,7 +269,7 @@ def _read_tensors(path: Path, sha256: str | None) -> dict[str, torch.Tensor]:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise ValueError(f"checkpoint tensors {path} are not a valid safetensors file ({exc}); the checkpoint "
-                         "is corrupted") from None
+                         f"is corrupted ({START_OVER})") from None
 
 
 def _write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> str:
