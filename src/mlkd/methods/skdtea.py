@@ -55,7 +55,8 @@ class SKDTEAConfig(MethodConfig):
         if self.alpha > 0 and self.lambda_rec == 0 and self.detach_teacher and not trained_by_alignment:
             raise ValueError(f"parameter 'alpha'={self.alpha!r} mixes the label branch's outputs into the targets, but "
                              f"with lambda_rec={self.lambda_rec!r} nothing trains that branch (its reconstruction "
-                             "term is off and the teacher detached); expected lambda_rec > 0, or alpha=0")
+                             "term is off and the teacher detached); expected lambda_rec > 0, alpha=0, "
+                             "detach_teacher=False, or an alignment (lambda_align > 0) into the shared decoder")
 
     def latent_dim(self, n_labels: int) -> int:
         return self.latent if self.latent is not None else max(4, round(0.8 * n_labels))
