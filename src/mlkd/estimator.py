@@ -71,8 +71,10 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
         cells were fitted with, reproducing them bit for bit.
     validation_fraction : float, default=1/6
         Share of the training rows held out (iterative-stratified, fixed split) for early stopping and
-        threshold tuning when ``fit`` is not given ``X_val``/``Y_val``. The share is approximate: iterative
-        stratification places rows by their labels (0.155–0.177 of the MULAN training sets at 1/6).
+        threshold tuning when ``fit`` is not given ``X_val``/``Y_val``; a float in (0, 0.5]. The share is
+        approximate: iterative stratification places rows by their labels (0.155–0.177 of the MULAN training
+        sets at 1/6). Below ``MIN_ROWS_FOR_VALIDATION`` (12) training rows nothing is held out: a warning, no
+        early stopping, and a tuned ``threshold`` gives ``threshold_`` 0.5 (one float, also "tuned-per-label").
     threshold : "tuned", "tuned-per-label" or float, default="tuned"
         Decision threshold on probabilities: one global threshold maximising validation example-F1,
         per-label thresholds maximising each label's validation F1, or a fixed value in (0, 1).
@@ -111,6 +113,11 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
     ----------
     model_ : torch.nn.Module — the trained method; threshold_ : float or ndarray of shape (n_labels,);
     n_features_in_, n_labels_, label_names_, history_ (one dict per epoch), best_epoch_;
+    classes_ : one ``array([0, 1])`` per label (scikit-learn's multi-output convention), or for a 1-D binary y
+    its two classes, as is ``binary_classes_`` (None for a label matrix); feature_names_in_ : ndarray of str —
+    X's column names, only when fit was given a DataFrame whose column names are all strings (scikit-learn's
+    rule); scaler_ : ``mlkd.preprocessing.FeatureScaler`` — the feature standardisation fitted on the training
+    rows, applied by predict; column_names_ : the data file's columns, set by ``mlkd fit`` only;
     stage_results_ : dict of stage name → TrainResult (a multi-stage method such as "kdtea" trains its
     teacher first; history_ is the last stage's); stage_models_ : dict of stage name → trained model (every
     round of "multiround", every generation of "ban"). Only the last stage's model (``model_``) is saved.

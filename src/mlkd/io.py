@@ -475,7 +475,14 @@ def _finish_interrupted_save(path) -> dict | None:
 
 
 def load_model(path):
-    """Load a model directory written by ``save_model``; reads tensors with safetensors only."""
+    """Load a model directory written by ``save_model``; reads tensors with safetensors only.
+
+    Returns a fitted estimator of the class that was saved (``MultiLabelClassifier`` or a class bound to one
+    method) with ``model_``, ``scaler_``, ``threshold_``, ``classes_``, ``binary_classes_``, ``label_names_``,
+    ``n_features_in_``, ``n_labels_``, ``history_``, ``best_epoch_``, ``source_models_`` and, where saved,
+    ``feature_names_in_`` and ``column_names_``. What describes only the fit that ran is not saved:
+    ``stage_results_``, ``stage_models_`` (only the last stage's model is saved) and ``resumed_seconds_`` are absent.
+    """
     from . import estimator as estimators
 
     config = _finish_interrupted_save(path) or read_config(path)
