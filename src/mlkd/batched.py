@@ -102,9 +102,10 @@ def fit_seeds(
     seeds : distinct integers in [0, 2**63 − 1) (Python or numpy), one member each.
     ``config`` gives the training settings shared by all members; its ``seed`` is ignored (each member
     uses its own seed from ``seeds``). Every member stops early on its own and ends at its best state. A
-    history row's ``seconds`` is the wall time of the shared epoch (all members still training). The members
-    always use the fused AdamW/Adam kernel (``fused_optimizer=False`` is overridden): a member's numbers match
-    its sequential fit in distribution, not bit for bit, either way.
+    history row's ``seconds`` is the wall time of the shared epoch (all members still training). With
+    ``optimizer`` "adam" or "adamw" the members always use the fused kernel (``fused_optimizer=False`` is
+    overridden; "rmsprop" is torch's RMSprop): a member's numbers match its sequential fit in distribution, not
+    bit for bit, either way.
     """
     given = list(seeds)
     # each seed as TrainConfig checks its seed: int(0.5) or int("1") would train another seed than asked for
