@@ -4,7 +4,6 @@ import inspect
 import re
 
 import numpy as np
-import pandas as pd
 import pytest
 
 import mlkd
@@ -53,6 +52,7 @@ def test_bound_classes_take_their_methods_parameters_at_their_defaults(name):
 
 
 def test_every_fitted_attribute_is_documented(tmp_path):
+    pd = pytest.importorskip("pandas")
     X, Y = linear_problem(n=60, d=4, L=3)
     X = pd.DataFrame(X, columns=[f"f{j}" for j in range(X.shape[1])])  # feature_names_in_ too
     clf = MultiLabelClassifier("bce", hidden=8, max_epochs=2).fit(X, Y)
