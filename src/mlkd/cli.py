@@ -164,7 +164,8 @@ def _method_list(text: str) -> list[str]:
     return names
 
 
-DATA_HELP = "a data set name (see 'mlkd datasets') or a path to a multi-label ARFF file (.arff, .arff.gz, .arff.bz2)"
+DATA_HELP = ("a data set name (see 'mlkd datasets') or a path to a multi-label ARFF file (.arff, .arff.gz, .arff.bz2, "
+             ".arff.xz)")
 
 
 def _add_label_options(p: argparse.ArgumentParser, default_note: str, unlabelled: bool = False) -> None:
