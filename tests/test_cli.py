@@ -438,6 +438,9 @@ def bad_inputs(fitted, tmp_path):
             ["emotions"],
         ),
         "unknown method": ([*fit, "--method", "no-such-method"], ["no-such-method", "skdtea"]),
+        # an OverflowError traceback, and a segmentation fault (OpenMP cannot start 100000 threads)
+        "epochs beyond any fit": ([*fit, "--method", "bce", "--max-epochs", "9" * 20], ["max_epochs", "2**30"]),
+        "threads beyond any machine": ([*fit, "--method", "bce", "--threads", "100000"], ["num_threads", "1024"]),
         "bad --param syntax": ([*fit, "--method", "bce", "--param", "hidden"], ["KEY=VALUE"]),
         "unknown parameter": ([*fit, "--method", "bce", "--param", "nope=1"], ["nope", "hidden"]),
         "misspelt parameter": ([*fit, "--method", "bce", "--param", "weight_decy=0.1"],

@@ -27,6 +27,9 @@ from .nn import fused_mlp_training
 
 #: Seeds a fit accepts: what torch and numpy both take, with room for the offsets later stages and ranks add.
 SEED_RANGE = (0, 2**63 - 1)
+#: The most CPU threads a fit asks torch for: far more than any machine's cores, and far fewer than the thousands
+#: at which OpenMP fails to start them and the process dies (``--threads 100000`` was a segmentation fault).
+MAX_THREADS = 1024
 
 
 @dataclass
@@ -64,7 +67,10 @@ class TrainConfig:
             return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
 
         checks = [
-            ("max_epochs", integer(self.max_epochs) and self.max_epochs >= 1, "an integer ≥ 1"),
+            # the bound of the epoch-count method parameters (ramp_epochs, teacher_max_epochs): one beyond
+            # sys.maxsize was an OverflowError traceback (the epoch loop's len())
+            ("max_epochs", integer(self.max_epochs) and 1 <= self.max_epochs <= 1 << 30,
+             "an integer ≥ 1 (and at most 2**30)"),
             ("batch_size", integer(self.batch_size) and self.batch_size >= 1, "an integer ≥ 1"),
             ("lr", real(self.lr) and 0 < self.lr < 10, "a float in (0, 10)"),
             ("weight_decay", real(self.weight_decay) and 0 <= self.weight_decay < 10, "a float in [0, 10)"),
@@ -77,8 +83,9 @@ class TrainConfig:
              "an integer in [0, 2**63 - 1)"),
             ("device", isinstance(self.device, (str, torch.device)),
              "'auto', 'cpu', 'cuda', 'cuda:N' or a torch.device"),
-            ("num_threads", self.num_threads is None or (integer(self.num_threads) and self.num_threads >= 1),
-             "None or an integer ≥ 1"),
+            ("num_threads", self.num_threads is None or (integer(self.num_threads)
+                                                         and 1 <= self.num_threads <= MAX_THREADS),
+             f"None or an integer in [1, {MAX_THREADS}]"),
             ("fused_optimizer", isinstance(self.fused_optimizer, bool), "True or False"),
             ("fused_mlp", isinstance(self.fused_mlp, bool), "True or False"),
         ]
