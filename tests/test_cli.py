@@ -438,6 +438,10 @@ def bad_inputs(fitted, tmp_path):
             ["emotions"],
         ),
         "unknown method": ([*fit, "--method", "no-such-method"], ["no-such-method", "skdtea"]),
+        "misspelt method": ([*fit, "--method", "skd_tea"], ["'skd_tea': did you mean 'skdtea'?"]),
+        "method in capitals": ([*fit, "--method", "SKDTEA"], ["'SKDTEA': did you mean 'skdtea'?"]),
+        "misspelt data set": (["fit", "emotion", "--method", "bce"], ["'emotion': did you mean 'emotions'?"]),
+        "demo misspelt method": (["demo", "--methods", "bce,lss"], ["'lss': did you mean 'ls'?"]),
         # an OverflowError traceback, and a segmentation fault (OpenMP cannot start 100000 threads)
         "epochs beyond any fit": ([*fit, "--method", "bce", "--max-epochs", "9" * 20], ["max_epochs", "2**30"]),
         "threads beyond any machine": ([*fit, "--method", "bce", "--threads", "100000"], ["num_threads", "1024"]),

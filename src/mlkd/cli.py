@@ -566,11 +566,13 @@ def _is_arff_path(spec: str) -> bool:
 
 def _check_dataset_name(spec: str, allow_path: bool = True) -> str:
     from . import data as mlkd_data
+    from .methods.base import did_you_mean
 
     name = _dataset_name(spec)
     if name is None:
         also = " or a path to an .arff file" if allow_path else ""
-        raise ValueError(f"unknown data set {spec!r}; expected one of {', '.join(mlkd_data.DATASET_NAMES)}{also}")
+        raise ValueError(f"unknown data set {spec!r}; expected one of {', '.join(mlkd_data.DATASET_NAMES)}{also}"
+                         + did_you_mean([spec.strip().lower()], mlkd_data.DATASET_NAMES))
     return name
 
 

@@ -208,7 +208,8 @@ def register(cls: type[Method]) -> type[Method]:
 
 def method_class(name: str) -> type[Method]:
     if name not in REGISTRY:
-        raise ValueError(f"unknown method {name!r}; expected one of: {', '.join(sorted(REGISTRY))}")
+        close = did_you_mean([name], sorted(REGISTRY)) if isinstance(name, str) else ""
+        raise ValueError(f"unknown method {name!r}; expected one of: {', '.join(sorted(REGISTRY))}{close}")
     return REGISTRY[name]
 
 
@@ -289,7 +290,9 @@ def did_you_mean(unknown, candidates, shown: dict[str, str] | None = None) -> st
     hints = []
     for name in unknown:
         close = SAME_MEANING.get(name)
-        if close not in candidates:
+        if close not in candidates:  # the same name in other letter case (SKDTEA), else the closest spelling
+            close = next((c for c in candidates if c.lower() == name.lower()), None)
+        if close is None:
             close = next(iter(difflib.get_close_matches(name, candidates, n=1)), None)
         if close is not None:
             hints.append(f"{name!r}: did you mean {shown.get(close, repr(close))}?")
