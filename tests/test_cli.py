@@ -522,11 +522,12 @@ def test_fit_trains_with_the_threads_asked_for_and_evaluate_says_how_the_thresho
     root, _, test, _ = fitted
     arff = root / "tiny-train.arff"
     out = tmp_path / "m"
-    _ok(call("fit", arff, "-m", "bce", "--n-labels", "3", *TINY, "--threads", "2", "--threshold", "0.3", "-q",
-             "-o", out))
+    summary = _ok(call("fit", arff, "-m", "bce", "--n-labels", "3", *TINY, "--threads", "2", "--threshold", "0.001",
+                       "-q", "-o", out)).stdout
     assert json.loads((out / "config.json").read_text())["params"]["num_threads"] == 2
+    assert "threshold 0.001 (fixed)" in summary  # not rounded to "0.00"
     footer = _ok(call("evaluate", out, test)).stdout
-    assert "fixed at fit time" in footer and "tuned on validation" not in footer
+    assert "fixed at fit time" in footer and "tuned on validation" not in footer and "threshold 0.001," in footer
 
 
 def test_report_never_overwrites_files_it_did_not_write(call, tmp_path, mulan_dir):

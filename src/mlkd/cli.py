@@ -836,8 +836,9 @@ def _threshold_text(threshold) -> str:
     import numpy as np
 
     t = np.asarray(threshold, dtype=float)
-    if t.ndim == 0:
-        return f"{float(t):.2f}"
+    if t.ndim == 0:  # a tuned one is on the 0.01 grid; a fixed --threshold 0.001 is not "0.00", nor 0.999999 "1.00"
+        text = f"{float(t):.2f}"
+        return text if float(text) == float(t) else repr(float(t))
     return f"per-label (mean {t.mean():.2f}, range {t.min():.2f}-{t.max():.2f})"
 
 
