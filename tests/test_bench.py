@@ -205,6 +205,7 @@ def test_noise_axis_is_canonical_and_trains_on_noisy_labels_with_clean_test(mula
     (["-d", "emotions", "-m", "bce", "-p", "device=tpu"], "device='tpu' is invalid"),
     (["-d", "emotions", "-m", "bce:hidden=8", "-m", "{bad"], "bad method spec"),
     (["-d", "emotions", "-m", "bce", "--checkpoint-seconds", "-1"], "expected a number >= 0"),
+    (["-d", "emotions", "-m", "bce", "--threads", "100000"], "expected a thread count in [1, 1024]"),
     (["-d", "emotions", "-m", "bce", "--no-checkpoints", "--checkpoint-dir", "ck"], "contradict each other"),
     (["-d", "emotions", "-m", "distill:teacher_dir=no/such/run", "--dry-run"], "/no/such/run does not exist"),
     (["-d", "digits-ml", "-m", "labelwise:backbone=cnn", "-p", "activation=tanh"], "'activation'='tanh' applies to "

@@ -83,7 +83,7 @@ def add_commands(sub, formatter) -> None:
     p.add_argument("--jobs", "-j", type=_positive_int, metavar="N",
                    help="parallel workers: processes or the CPUs of a local Ray instance (default: 1, sequential; "
                         "with --executor process or ray: one per core)")
-    p.add_argument("--threads", type=_positive_int, metavar="N",
+    p.add_argument("--threads", type=_thread_count, metavar="N",
                    help="torch threads per worker (default: cores // jobs, at least 1; sequential: torch's "
                         "choice). Same threads → the same numbers on any executor")
     p.add_argument("--address", metavar="ADDR",
@@ -148,6 +148,16 @@ def add_commands(sub, formatter) -> None:
                    help="also write tuned.md: per data set, each method's config with the best mean validation "
                         "score (PROTOCOL.md §8; test metrics are never used to choose)")
     p.set_defaults(func=cmd_report)
+
+
+def _thread_count(text: str) -> int:
+    """--threads: a fit's bound (TrainConfig's MAX_THREADS); OpenMP dies starting thousands (a segmentation fault)."""
+    from ..trainer import MAX_THREADS
+
+    value = _positive_int(text)
+    if value > MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"{text!r}; expected a thread count in [1, {MAX_THREADS}]")
+    return value
 
 
 def _positive_int(text: str) -> int:
