@@ -169,6 +169,14 @@ def best_mean(means, higher_is_better: bool) -> float:
     return float(np.nanmax(a) if higher_is_better else np.nanmin(a))
 
 
+def require_cuda(ap) -> None:
+    """``--run`` of a GPU benchmark: an argparse error unless torch sees a CUDA GPU here."""
+    import torch
+
+    if not torch.cuda.is_available():
+        ap.error("--run needs a CUDA GPU; this machine has none (run without --run to rebuild the report)")
+
+
 def replace_block(name: str, body: str, path: Path = BENCHMARKS_MD) -> None:
     """Rewrite the block between ``<!-- name:start -->`` and ``<!-- name:end -->`` (appended if absent)."""
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"

@@ -18,7 +18,7 @@ import sqlite3
 import subprocess
 import sys
 
-from common import REFERENCE_PARAMS, ROOT, replace_block
+from common import REFERENCE_PARAMS, ROOT, replace_block, require_cuda
 
 GPU_DB = ROOT / "benchmarks" / "results" / "gpu.db"
 CPU_DB = ROOT / "benchmarks" / "results" / "selfkd.db"
@@ -70,10 +70,7 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=1, help="cells at once on the one GPU (default 1: clean timings)")
     args = ap.parse_args()
     if args.run:
-        import torch
-
-        if not torch.cuda.is_available():
-            ap.error("--run needs a CUDA GPU; this machine has none (run without --run to rebuild the report)")
+        require_cuda(ap)
         cmd = [sys.executable, "-m", "mlkd", "bench", str(GPU_DB), "-d", ",".join(DATASETS),
                *(a for m in METHODS for a in ("-m", m)), "--seeds", "0", "--param", "device=cuda", *REFERENCE_PARAMS,
                "--jobs", str(args.jobs), "--threads", "1", "--no-checkpoints"]

@@ -28,7 +28,7 @@ import time
 
 import numpy as np
 
-from common import ROOT, replace_block
+from common import ROOT, replace_block, require_cuda
 
 RESULTS = ROOT / "benchmarks" / "results" / "gpu_speed.json"
 EPOCH_ROWS = [(ds, m, bs) for ds in ("yeast", "delicious") for m in ("bce", "skdtea") for bs in (64, 512)]
@@ -175,10 +175,7 @@ def main() -> int:
     ap.add_argument("--members", type=int, default=8, help="seeds per batched fit (default 8)")
     args = ap.parse_args()
     if args.run:
-        import torch
-
-        if not torch.cuda.is_available():
-            ap.error("--run needs a CUDA GPU; this machine has none (run without --run to rebuild the report)")
+        require_cuda(ap)
         RESULTS.write_text(json.dumps(measure(args.repeats, args.members), indent=1) + "\n")
     if not RESULTS.exists():
         ap.error(f"{RESULTS} does not exist; expected the GPU figures (make them with --run on a GPU machine)")
