@@ -27,7 +27,7 @@ from .checkpoint import Checkpointer, check_directory, check_seconds, checkpoint
 from .data.dataset import first_repeated
 from .data.splits import validation_split
 from .distributed import check_distributable, check_world, fit_ddp
-from .io import absolute_model_dirs, check_saved_model_columns, saved_model_ids, short_repr
+from .io import absolute_model_dirs, check_saved_model_columns, saved_model_ids, short_repr, unnamed
 from .methods import build_method, config_fields, method_class
 from .methods.base import ADDED_PARAMS, config_identity, did_you_mean, make_config
 from .preprocessing import FeatureScaler
@@ -683,7 +683,7 @@ def _check_label_order(Y, names: list[str], what: str) -> None:
     if not hasattr(Y, "columns"):
         return
     columns = _column_names(Y.columns)
-    if columns == [str(j) for j in range(len(columns))]:  # pandas' default column numbers (pd.DataFrame(Y)): no names
+    if unnamed(columns):  # pandas' default column numbers (pd.DataFrame(Y)) or label_0 …: they name no label
         return
     at = {name: i for i, name in enumerate(names)}
     for j, name in enumerate(columns):

@@ -587,20 +587,25 @@ def saved_model_id(path) -> str:
     return "sha256:" + file_sha256(weights)[:32]
 
 
-def saved_model_ids(method: str, params: dict, label: str | None = None) -> dict[str, str]:
-    """``{parameter: saved_model_id(path)}`` for each ``MODEL_DIR_PARAMS`` parameter of ``method`` that
-    ``params`` sets; a model that cannot be read is one error naming the parameter and ``label``."""
-    ids: dict[str, str] = {}
+def _each_saved_model(method: str, params: dict, read, label: str | None = None):
+    """``(parameter, path, read(path))`` for each ``MODEL_DIR_PARAMS`` parameter of ``method`` that ``params`` sets;
+    a model that cannot be read is one error naming the parameter and ``label``."""
     for name in MODEL_DIR_PARAMS:
         path = params.get(name)
         if path is None or not str(path).strip() or name not in config_fields(method):  # '' is the method's error
             continue
         try:
-            ids[name] = saved_model_id(path)
+            value = read(path)
         except (ValueError, OSError) as exc:
             message = f"{name} of method {label or method!r}: {exc}"
             raise (ModelFileNotFoundError if isinstance(exc, FileNotFoundError) else ValueError)(message) from None
-    return ids
+        yield name, path, value
+
+
+def saved_model_ids(method: str, params: dict, label: str | None = None) -> dict[str, str]:
+    """``{parameter: saved_model_id(path)}`` for each ``MODEL_DIR_PARAMS`` parameter of ``method`` that
+    ``params`` sets; a model that cannot be read is one error naming the parameter and ``label``."""
+    return {name: save_id for name, _, save_id in _each_saved_model(method, params, saved_model_id, label)}
 
 
 def check_saved_model_columns(method: str, params: dict, label_names, feature_names=None) -> None:
@@ -609,20 +614,13 @@ def check_saved_model_columns(method: str, params: dict, label_names, feature_na
     in another order, would be read column by column as if they matched. A side that has no names (``label_0`` …,
     pandas' default ``0``, ``1`` …, a fit on an array without column names) is not compared, nor lists of other
     lengths (the method's own check says how many it expected)."""
-    for name in MODEL_DIR_PARAMS:
-        path = params.get(name)
-        if path is None or not str(path).strip() or name not in config_fields(method):
-            continue
-        try:  # as saved_model_ids reads it: a save killed between its two renames is finished, not refused
-            saved = _finish_interrupted_save(path) or read_config(path)
-        except (ValueError, OSError) as exc:
-            message = f"{name} of method {method!r}: {exc}"
-            raise (ModelFileNotFoundError if isinstance(exc, FileNotFoundError) else ValueError)(message) from None
+    # read as saved_model_ids reads it: a save killed between its two renames is finished, not refused
+    for name, path, saved in _each_saved_model(method, params, lambda p: _finish_interrupted_save(p) or read_config(p)):
         for what, ours, theirs in (("labels", label_names, saved.get("label_names")),
                                    ("feature columns", feature_names,
                                     saved.get("feature_names") or saved.get("column_names"))):
             ours, theirs = [str(n) for n in ours] if ours is not None else [], list(theirs or [])
-            if not ours or len(ours) != len(theirs) or ours == theirs or _unnamed(ours) or _unnamed(theirs):
+            if not ours or len(ours) != len(theirs) or ours == theirs or unnamed(ours) or unnamed(theirs):
                 continue
             how = "the same " + what + " in another order" if sorted(ours) == sorted(theirs) else "other " + what
             at = next(i for i, (a, b) in enumerate(zip(ours, theirs, strict=True)) if a != b)
@@ -631,7 +629,7 @@ def check_saved_model_columns(method: str, params: dict, label_names, feature_na
                 f"{ours[at]!r} here); expected data with the model's {what}, in its order ({short_repr(theirs)})")
 
 
-def _unnamed(names: list[str]) -> bool:
+def unnamed(names: list[str]) -> bool:
     """Whether ``names`` name nothing: the ``label_0`` … the estimator gives labels that were not named, or the
     ``0``, ``1`` … of a DataFrame made from an array (pandas' default columns)."""
     return names in ([f"label_{i}" for i in range(len(names))], [str(i) for i in range(len(names))])

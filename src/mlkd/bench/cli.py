@@ -23,7 +23,7 @@ GRID_EXAMPLE = """\
 
 def add_commands(sub, formatter) -> None:
     """Add ``bench`` and ``report`` to the ``mlkd`` subcommand parser ``sub``."""
-    from ..cli import _data_dir_arg, _nonnegative_float  # mlkd.cli is loaded: it is the caller
+    from ..cli import _data_dir_arg, _nonnegative_float, _positive_int  # mlkd.cli is loaded: it is the caller
     p = sub.add_parser(
         "bench",
         help="run a resumable benchmark grid into an SQLite results database",
@@ -152,21 +152,12 @@ def add_commands(sub, formatter) -> None:
 
 def _thread_count(text: str) -> int:
     """--threads: a fit's bound (TrainConfig's MAX_THREADS); OpenMP dies starting thousands (a segmentation fault)."""
+    from ..cli import _positive_int
     from ..trainer import MAX_THREADS
 
     value = _positive_int(text)
     if value > MAX_THREADS:
         raise argparse.ArgumentTypeError(f"{text!r}; expected a thread count in [1, {MAX_THREADS}]")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}; expected a positive integer")
     return value
 
 
