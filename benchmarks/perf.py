@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from common import ROOT, replace_block
+from mlkd.bench.runner import cpu_model
 
 RESULTS = ROOT / "benchmarks" / "perf.json"
 ORDER = ["flops", "breakdown", "dataloader", "equivalence", "fastpath", "batched", "memory", "allocator", "peers",
@@ -884,7 +885,8 @@ def render(results: dict) -> str:
         if name not in results:
             continue
         r = results[name]
-        head += ["", f"**{TITLES[name]}** — `{r['command']}`, {r['when']}, load {r['load_before']} → "
+        cpu = f", CPU {r['cpu']}" if r.get("cpu") else ""  # sections before 2026-12-04 did not record it
+        head += ["", f"**{TITLES[name]}** — `{r['command']}`, {r['when']}{cpu}, load {r['load_before']} → "
                      f"{r['load_after']}, {r['seconds']:.0f} s", "", r["markdown"]]
     return "\n".join(head)
 
@@ -927,7 +929,7 @@ def main():
             kept = f"; its figures of {results[name]['when']} stay" if name in results else ""
             print(f"{name}: skipped, {why}{kept}", flush=True)
             continue
-        results[name] = {"markdown": markdown, "load_before": before, "load_after": load(),
+        results[name] = {"markdown": markdown, "load_before": before, "load_after": load(), "cpu": cpu_model(),
                          "seconds": time.perf_counter() - t0, "when": time.strftime("%Y-%m-%d %H:%M"),
                          "command": re.sub(r"\s+", " ", f"benchmarks/perf.py --only {name} {argv}").strip()}
         if not args.no_write:

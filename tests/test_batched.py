@@ -8,7 +8,7 @@ from mlkd.batched import fit_seeds
 from mlkd.methods import REGISTRY, build_method
 from mlkd.methods.bce import BCE
 from mlkd.metrics import mean_average_precision
-from mlkd.trainer import TrainConfig, Trainer, fast_mean_average_precision, predict_logits
+from mlkd.trainer import TrainConfig, Trainer, _validation_score, fast_mean_average_precision, predict_logits
 
 from .helpers import linear_problem
 
@@ -122,6 +122,22 @@ def test_the_final_check_without_validation_predicts_in_bounded_chunks(monkeypat
                      config=TrainConfig(max_epochs=1, batch_size=len(X)))
     assert len(fits) == 2 and sum(_CountsPredictionRows.rows) == len(X)
     assert 2 * max(_CountsPredictionRows.rows) <= 8192
+
+
+def test_the_validation_pass_predicts_in_bounded_chunks(monkeypatch):
+    # each epoch's validation forward held every member's activations for all validation rows at once; it is
+    # now bounded as predict_logits bounds a pass (8192 rows over all members) and scores the same rows
+    monkeypatch.setitem(REGISTRY, _CountsPredictionRows.name, _CountsPredictionRows)
+    monkeypatch.setattr(_CountsPredictionRows, "rows", [])
+    X, Y = linear_problem(n=200, seed=2)
+    Xv, Yv = linear_problem(n=9000, seed=3)
+    fits = fit_seeds("counts_prediction_rows", X, Y, Xv, Yv, seeds=[0, 1], params={"hidden": 4},
+                     config=TrainConfig(max_epochs=1, batch_size=len(X)))
+    assert sum(_CountsPredictionRows.rows) == len(Xv) and 2 * max(_CountsPredictionRows.rows) <= 8192
+    for model, result in fits:  # the chunks' scores are the whole validation set's, member by member
+        logits = predict_logits(model, torch.as_tensor(Xv))
+        expected = _validation_score(logits, torch.as_tensor(Yv, dtype=torch.float32), "mAP")[-1]
+        assert result.best_score == pytest.approx(expected, abs=1e-6)
 
 
 @pytest.mark.parametrize("method, reason", [("kdtea", "several stages"), ("pskd", "buffers")])

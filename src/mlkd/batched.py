@@ -166,6 +166,12 @@ def _fit(members, seeds, X, Y, X_val, Y_val, cfg: TrainConfig, dev) -> list[tupl
     batched_losses = vmap(losses_of, in_dims=(0, 0, 0, 0, None), randomness="different")
     batched_logits = vmap(logits_of, in_dims=(0, None))
 
+    def chunks_of(rows_in: Tensor, members: int):
+        """``rows_in`` in chunks of at most PREDICT_ROWS rows over all ``members``, as predict_logits: all the rows
+        at once would hold every member's activations for them (label embeddings: K × n × labels × embed_dim)."""
+        rows = max(1, PREDICT_ROWS // members)
+        return (rows_in[begin : begin + rows] for begin in range(0, rows_in.shape[0], rows))
+
     active = list(range(K))  # member positions still training, in stack order
     results = [TrainResult() for _ in range(K)]
     best = [(-math.inf,)] * K
@@ -196,7 +202,8 @@ def _fit(members, seeds, X, Y, X_val, Y_val, cfg: TrainConfig, dev) -> list[tupl
         if has_val:
             forward.eval()
             with torch.no_grad():
-                val_logits = batched_logits([w.detach() for w in weights], Xv)
+                current = [w.detach() for w in weights]
+                val_logits = torch.cat([batched_logits(current, chunk) for chunk in chunks_of(Xv, len(active))], dim=1)
         seconds = time.perf_counter() - t0
         stopped = []
         for slot, k in enumerate(active):
@@ -232,13 +239,10 @@ def _fit(members, seeds, X, Y, X_val, Y_val, cfg: TrainConfig, dev) -> list[tupl
     if not has_val and results[0].history:  # no validation checked the last update: the models kept are its
         forward.eval()
         final = [w.detach() for w in weights]
-        # in chunks of at most PREDICT_ROWS rows over all members, as predict_logits: all the training rows at
-        # once would hold every member's activations for them (label embeddings: K × n × labels × embed_dim)
-        rows = max(1, PREDICT_ROWS // len(active))
         nan = torch.zeros(len(active), dtype=torch.bool, device=dev)
         with torch.no_grad():
-            for begin in range(0, n, rows):
-                nan |= torch.isnan(batched_logits(final, X_t[begin : begin + rows])).flatten(1).any(1)
+            for chunk in chunks_of(X_t, len(active)):
+                nan |= torch.isnan(batched_logits(final, chunk)).flatten(1).any(1)
         for slot, k in enumerate(active):
             if nan[slot]:
                 raise predictions_diverged(f"batched training of {template.name!r} (seed {seeds[k]})",
