@@ -270,13 +270,16 @@ def test_datasets_name_shows_one_set_from_its_files(call, tmp_path):
     import numpy as np
 
     from mlkd.data import load_dataset
+    from mlkd.preprocessing import binary_columns
 
     bench = load_dataset("medical", data_dir=data)
     positives = bench.train.Y.sum(axis=0)
     out = _ok(call("datasets", "Medical", "--data-dir", data)).stdout
     assert out.startswith("medical — text")
     assert f"{data / 'medical'} (found)" in out and "333 train, 645 test" in out
-    assert f"1449 ({int(bench.train.binary_features.sum())} binary" in out
+    assert f"1449 ({int(binary_columns(bench.train.X).sum())} hold only 0/1 in train" in out
+    if (data / "flags").is_dir():  # 33 binary attributes and 2 counts whose training values are all 0/1
+        assert "43 (35 hold only 0/1 in train" in _ok(call("datasets", "flags", "--data-dir", data)).stdout
     assert f"min 0, median {int(np.median(positives))}, max {positives.max()} of 333" in out
     assert f"{int((positives == 0).sum())} label(s) in train, {int((bench.test.Y.sum(axis=0) == 0).sum())} in test" \
         in out

@@ -930,11 +930,15 @@ def _show_dataset(spec: str, data_dir, directory: Path) -> int:
     if status in ("found", "embedded"):
         bench = mlkd_data.load_dataset(name, data_dir=data_dir)
         train, test = bench.train, bench.test
-        binary = 0 if train.binary_features is None else int(np.count_nonzero(train.binary_features))
+        # what a fit on the training split leaves unscaled (PROTOCOL §3): every column holding only 0 and 1 there,
+        # binary attributes and numeric ones alike (flags: 2 counts whose training values are all 0/1)
+        from .preprocessing import binary_columns
+
+        binary = int(np.count_nonzero(binary_columns(train.X)))
         lines += [
             ("rows", f"{train.n_samples} train, {test.n_samples} test"),
-            ("features", f"{train.n_features} ({binary} binary: left 0/1; the others standardised with training "
-                         "statistics)"),
+            ("features", f"{train.n_features} ({binary} hold only 0/1 in train: left as they are; the others "
+                         "standardised with training statistics)"),
             ("labels", f"{train.n_labels}; labels per row {train.cardinality:.2f} in train, {test.cardinality:.2f} "
                        f"in test (density {train.cardinality / max(train.n_labels, 1):.3f})"),
         ]
