@@ -273,24 +273,29 @@ def test_killed_run_resumes_without_duplicates_losses_or_redone_cells(tmp_path, 
     assert "6 cells: 6 done, 0 to run" in capsys.readouterr().out
 
 
-def test_a_cell_killed_mid_fit_continues_from_its_checkpoint_to_the_uninterrupted_numbers(tmp_path, mulan_dir,
-                                                                                          monkeypatch, capsys):
-    db, root = tmp_path / "results.db", tmp_path / "results.checkpoints"
-    argv = ["bench", str(db), "-d", "emotions", "-m", "kdtea", "--seeds", "0", "-p", "hidden=16",
-            "-p", "teacher_hidden=32", "-p", "max_epochs=40", "-p", "patience=40", "--threads", "1", "--quiet",
-            "--checkpoint-seconds", "0"]
+def _kill_once_the_student_checkpointed(argv, root, mulan_dir) -> None:
+    """Run ``mlkd bench argv`` (a kdtea cell) and SIGKILL it once its student stage (1) has checkpointed."""
     env = {**os.environ, "MLKD_DATA": str(mulan_dir), "PYTHONPATH": str(REPO / "src")}
     proc = subprocess.Popen([sys.executable, "-m", "mlkd", *argv], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
-    # kill once the student (stage 1) has checkpointed: the teacher finished, the student is half-way
     while proc.poll() is None and time.monotonic() < deadline and not list(root.glob("*/stage1.json")):
         time.sleep(0.02)
     if proc.poll() is None:
         os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
-    assert not _rows(db) and list(root.glob("*/stage0.done.json"))
+    assert list(root.glob("*/stage0.done.json")) and list(root.glob("*/stage1.json"))
+
+
+def test_a_cell_killed_mid_fit_continues_from_its_checkpoint_to_the_uninterrupted_numbers(tmp_path, mulan_dir,
+                                                                                          monkeypatch, capsys):
+    db, root = tmp_path / "results.db", tmp_path / "results.checkpoints"
+    argv = ["bench", str(db), "-d", "emotions", "-m", "kdtea", "--seeds", "0", "-p", "hidden=16",
+            "-p", "teacher_hidden=32", "-p", "max_epochs=40", "-p", "patience=40", "--threads", "1", "--quiet",
+            "--checkpoint-seconds", "0"]
+    _kill_once_the_student_checkpointed(argv, root, mulan_dir)  # the teacher finished, the student is half-way
+    assert not _rows(db)
 
     monkeypatch.setenv("MLKD_DATA", str(mulan_dir))
     assert main([*argv, "--dry-run"]) == 0
@@ -309,6 +314,54 @@ def test_a_cell_killed_mid_fit_continues_from_its_checkpoint_to_the_uninterrupte
     assert [{k: v for k, v in row.items() if k != "seconds"} for row in resumed["history"]] == strip
     # fit_seconds counts the training the killed run did too, not only the rerun's part
     assert resumed["fit_seconds"] >= sum(row["seconds"] for row in resumed["history"])
+
+
+def test_a_cell_killed_on_one_thread_count_continues_on_it_under_another_and_a_mixed_one_is_named(
+        tmp_path, mulan_dir, monkeypatch, capsys):
+    """--threads (or --jobs) changed between the killed run and the rerun: the cell continues on the count its
+    checkpoint was trained on, so its row is the uninterrupted fit's on that count, bit for bit; a checkpoint
+    already trained on two counts (an earlier mlkd resumed it silently) cannot be, and its row, the run's
+    summary and mlkd report say so."""
+    from mlkd.bench.report import make_report
+
+    db, root = tmp_path / "results.db", tmp_path / "results.checkpoints"
+    params = {"hidden": 16, "teacher_hidden": 32, "max_epochs": 40, "patience": 40}
+    argv = ["bench", str(db), "-d", "emotions", "-m", "kdtea", "--seeds", "0",
+            *(a for k, v in params.items() for a in ("-p", f"{k}={v}")), "--quiet", "--checkpoint-seconds", "0"]
+    _kill_once_the_student_checkpointed([*argv, "--threads", "1"], root, mulan_dir)
+    (folder,) = root.iterdir()
+    shutil.copytree(folder, tmp_path / "saved" / folder.name)
+
+    monkeypatch.setenv("MLKD_DATA", str(mulan_dir))
+    assert main([*argv, "--threads", "2"]) == 0
+    assert "continue from a checkpoint, on the thread count it was trained on" in capsys.readouterr().err
+    assert torch.get_num_threads() == 2  # the worker's own count is back once the cell is written
+    with ResultsDB(db) as store:
+        (resumed,) = store.rows()
+    assert (resumed["threads"], resumed["fit_threads"]) == (1, "1")
+    cell = _grid(str(mulan_dir), datasets=["emotions"], methods=["kdtea"], seeds=[0], params=params).cells()[0]
+    (_, whole), = SequentialExecutor(threads=1).run([cell])  # no checkpoints, never interrupted, on 1 thread
+    assert {k: resumed[k] for k in COMPARED} == {k: whole[k] for k in COMPARED}
+    assert whole["fit_threads"] == "1"
+
+    # the same killed state, its student record rewritten as a resume on 2 threads by an earlier mlkd would have
+    mixed_db = tmp_path / "mixed.db"
+    shutil.copytree(tmp_path / "saved", tmp_path / "mixed.checkpoints")
+    record = tmp_path / "mixed.checkpoints" / folder.name / "stage1.json"
+    record.write_text(json.dumps({**json.loads(record.read_text()), "num_threads": 2}))
+    assert main([*(str(mixed_db) if a == str(db) else a for a in argv), "--threads", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "1 resumed a checkpoint trained on other CPU thread counts" in err
+    assert "emotions kdtea seed 0 (threads 1,2)" in err
+    with ResultsDB(mixed_db) as store:
+        (row,) = store.rows()
+    assert (row["threads"], row["fit_threads"]) == (2, "1,2")
+    report = make_report(mixed_db, tmp_path / "report", figures=False)
+    for text in (report.index.read_text(), (report.out / "tables.md").read_text()):
+        assert "1 cell(s) resumed a checkpoint on another CPU thread count" in text
+        assert "emotions · `kdtea` · seed 0 (threads 1,2)" in text
+    # a clean resume is not named
+    assert "resumed a checkpoint" not in make_report(db, tmp_path / "clean", figures=False).index.read_text()
 
 
 def _children(pid: int) -> list[int]:
@@ -527,6 +580,22 @@ def test_a_finished_cell_is_in_the_database_file_itself_while_the_grid_still_run
         con.close()
 
 
+def test_a_database_from_before_fit_threads_gets_the_column_and_keeps_its_rows(tmp_path):
+    path = make_results_db(tmp_path / "old.db", datasets=("yeast",), methods=("bce",), seeds=(0, 1))
+    con = sqlite3.connect(path)
+    con.execute("ALTER TABLE results DROP COLUMN fit_threads")  # as an earlier mlkd wrote it
+    con.commit()
+    con.close()
+    with ResultsDB(path) as db:  # a reader leaves it as it is
+        old = db.rows()
+        assert len(old) == 2 and "fit_threads" not in old[0]
+    with ResultsDB(path, create=True) as db:  # the writer, e.g. mlkd bench continuing the grid
+        assert db.insert({**old[0], "key": "0" * 16, "seed": 2, "fit_threads": "1,2"})
+        rows = db.rows()
+    assert [r["fit_threads"] for r in rows] == [None, None, "1,2"]
+    assert [{k: v for k, v in r.items() if k != "fit_threads"} for r in rows[:2]] == old
+
+
 # -- rows --------------------------------------------------------------------------------------------
 def test_row_holds_protocol_numbers_history_and_soft_targets(sequential_rows):
     rows = list(sequential_rows.values())
@@ -542,6 +611,7 @@ def test_row_holds_protocol_numbers_history_and_soft_targets(sequential_rows):
                                       abs=2e-4)
     assert next(r for r in rows if r["method"] == "bce")["examples"] is None
     assert {r["threads"] for r in rows} == {1} and rows[0]["mlkd_version"] and rows[0]["python_version"]
+    assert {r["fit_threads"] for r in rows} == {"1"}  # trained on one count: an uninterrupted fit's numbers
     # the CPU model is recorded: kernels (and so the last bits of every number) depend on it
     assert cpu_model() in rows[0]["machine"] and rows[0]["machine"].endswith(f"{os.cpu_count()} cpu")
     cpuinfo = Path("/proc/cpuinfo")

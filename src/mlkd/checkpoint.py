@@ -370,6 +370,33 @@ _STAGE_FILE = re.compile(r"^stage\d+(\.done)?\.json$")
 _STAGE_TENSORS = re.compile(r"^stage\d+\.(done|e\d+)\.safetensors$")
 
 
+def recorded_threads(directory) -> tuple[set[int], bool]:
+    """``(counts, unknown)``: the CPU thread counts the training kept in a checkpoint directory was done on, from
+    its stage records. ``unknown``: some of it was done on a count no record names (a record of an mlkd before
+    records kept the count, or one whose training was already resumed on another count: ``mixed_threads``).
+    A directory without stage records gives ``(set(), False)``; an unreadable record is skipped (resuming it
+    refuses it with the reason)."""
+    counts: set[int] = set()
+    unknown = False
+    folder = Path(directory)
+    if not folder.is_dir():
+        return counts, unknown
+    for path in folder.iterdir():
+        if not _STAGE_FILE.match(path.name):
+            continue
+        try:
+            record = _read_json(path)
+        except ValueError:
+            continue
+        threads = record.get("num_threads")
+        if isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1:
+            counts.add(threads)
+        else:
+            unknown = True
+        unknown = unknown or record.get("mixed_threads") is True
+    return counts, unknown
+
+
 def _own_temporary(name: str) -> bool:
     """Whether ``name`` is a temporary file a checkpoint write makes (``.{file}.{random}.tmp`` for the manifest
     or a stage file, ``.probe.{random}.tmp``): only those are removed as leftovers, never a user's own file."""

@@ -38,7 +38,9 @@ def add_commands(sub, formatter) -> None:
             "already in RESULTS.db, so a killed run resumes where it stopped, and a changed default or a\n"
             "teacher fitted again into its folder is a new cell. A cell that was running when the run was\n"
             "killed continues from its last checkpoint (at most --checkpoint-seconds old) to the numbers of\n"
-            "an uninterrupted fit.\n"
+            "an uninterrupted fit, on the thread count the checkpoint was trained on (whatever --jobs and\n"
+            "--threads say now); a row records it (threads, fit_threads), and a cell that an earlier mlkd\n"
+            "resumed on another count is named at the end of the run and by mlkd report.\n"
             "Cells that fail are listed in RESULTS.db's failures table and retried next time."
         ),
         formatter_class=formatter,
@@ -85,7 +87,8 @@ def add_commands(sub, formatter) -> None:
                         "with --executor process or ray: one per core)")
     p.add_argument("--threads", type=_thread_count, metavar="N",
                    help="torch threads per worker (default: cores // jobs, at least 1; sequential: torch's "
-                        "choice). Same threads → the same numbers on any executor")
+                        "choice). Same threads → the same numbers on any executor; a cell continued from a checkpoint "
+                        "runs on the count the checkpoint was trained on")
     p.add_argument("--address", metavar="ADDR",
                    help="Ray cluster to connect to (e.g. auto, ray://head:10001); default: start a local one")
     p.add_argument("--data-dir", metavar="DIR", type=_data_dir_arg,

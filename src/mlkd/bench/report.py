@@ -27,7 +27,7 @@ import numpy as np
 
 from ..metrics import CONVENTIONS, METRICS
 from . import stats
-from .store import ResultsDB
+from .store import ResultsDB, mixed_threads
 
 MARKER = "<!-- written by mlkd report -->"
 #: Metrics drawn in the per-data-set bar charts.
@@ -523,7 +523,8 @@ def _tables_md(table: _Table, db_path: Path, variants: list[Variant], command: s
              "`@0.5`: threshold 0.5; `@tuned`: one global threshold maximising validation example-F1 "
              f"(PROTOCOL.md §4). Ranking metrics use the scores only. {CONVENTIONS} ↑ higher is better, ↓ lower is "
              "better.\n",
-             *([_configs_text(table) + "\n"] if table.config_diffs else [])]
+             *([_configs_text(table) + "\n"] if table.config_diffs else []),
+             *(line[2:] + "\n" for line in _mixed_threads_text(table))]
     for variant in variants:
         arrow = "↑" if variant.higher_is_better else "↓"
         parts.append(f"## {variant.name} {arrow}\n\n{_metric_table(table, variant)}\n")
@@ -588,6 +589,21 @@ def _unfinished_text(table: _Table, limit: int = 20) -> list[str]:
             "method has no cell is left out of the ranks and tests."]
 
 
+def _mixed_threads_text(table: _Table, limit: int = 20) -> list[str]:
+    """The line naming cells whose training ran on several CPU thread counts (a checkpoint resumed on another
+    count: ``fit_threads``), whose numbers no uninterrupted fit gives; none when there are none."""
+    mixed = [r for r in table.rows if mixed_threads(r)]
+    if not mixed:
+        return []
+    named = "; ".join(f"{_block(r)} · `{table.name(r)}` · seed {r['seed']} (threads {r['fit_threads']})"
+                      for r in mixed[:limit])
+    more = f"; and {len(mixed) - limit} more" if len(mixed) > limit else ""
+    return [f"- **{len(mixed)} cell(s) resumed a checkpoint on another CPU thread count**, so their numbers are "
+            "not those of any uninterrupted fit (float rounding depends on the thread count; `fit_threads` column, "
+            f"`?`: a count the checkpoint did not record): "
+            f"{named}{more}."]
+
+
 def _unfinished_index_md(command: str, figures: list[str]) -> str:
     """The index.md of a report still being written (or interrupted): the command that finishes it and the
     figures it draws."""
@@ -613,6 +629,7 @@ def _index_md(table, report, db_path, bars, overview, cell_curves, heatmaps, fil
         + (" — fewer than the 3 seeds a cell needs by PROTOCOL.md §6: indicative only" if len(table.seeds) < 3
            else ""),
         *_unfinished_text(table),
+        *_mixed_threads_text(table),
         f"- data sets: {', '.join(table.datasets)}",
         f"- methods: {', '.join(f'`{m}`' for m in table.methods)}",
         *([f"- {_configs_text(table)}"] if table.config_diffs else []),

@@ -12,7 +12,7 @@ from pathlib import Path
 from .executors import make_executor
 from .grid import Cell
 from .runner import CellDone, QueuedCell, cell_checkpoint_dir, has_checkpoint
-from .store import ResultsDB
+from .store import ResultsDB, mixed_threads
 
 
 @dataclass
@@ -20,13 +20,16 @@ class GridRun:
     """What a ``run_grid`` call did: cells in the grid, already done before, written now, failed now; and cells
     another run (a second ``mlkd bench`` on the database) finished while this one ran: not fitted here again, or,
     when the other run wrote the cell while this one was fitting it too, fitted here and its row left out (the
-    first row is kept). Every cell of the grid is one of skipped, written, done elsewhere, failed."""
+    first row is kept). Every cell of the grid is one of skipped, written, done elsewhere, failed.
+    ``mixed_threads``: written cells whose training ran on several CPU thread counts (a checkpoint an earlier
+    mlkd resumed on another count), with their ``fit_threads``: no uninterrupted fit gives their numbers."""
 
     total: int
     skipped: int
     written: int = 0
     done_elsewhere: int = 0
     failed: list[tuple[Cell, str]] = field(default_factory=list)
+    mixed_threads: list[tuple[Cell, str]] = field(default_factory=list)
     seconds: float = 0.0
 
 
@@ -53,7 +56,8 @@ def run_grid(cells: list[Cell], db_path, executor=None, progress: bool = False, 
     Re-running the same call after an interruption (even SIGKILL) runs only the cells still missing.
     With ``checkpoints`` (a folder, e.g. ``checkpoint_root(db_path)``) each running cell also saves its
     training state there at least ``checkpoint_seconds`` apart, and a rerun continues a killed cell from
-    it to the same numbers; a cell's state is deleted once its row is written.
+    it to the same numbers (on the thread count the state was trained on, whatever the executor's); a cell's
+    state is deleted once its row is written.
     A cell that raises is recorded in the ``failures`` table and retried by the next run; the others go on.
     ``log`` (e.g. ``print``) receives one line before and after the run.
     """
@@ -76,7 +80,9 @@ def run_grid(cells: list[Cell], db_path, executor=None, progress: bool = False, 
             if log:
                 resuming = sum(has_checkpoint(c) for c in todo)
                 log(f"{summary.total} cells: {summary.skipped} already done in {db.path}, {len(todo)} to run "
-                    f"({executor.name} executor)" + (f"; {resuming} continue from a checkpoint" if resuming else ""))
+                    f"({executor.name} executor)"
+                    + (f"; {resuming} continue from a checkpoint, on the thread count it was trained on"
+                       if resuming else ""))
             bar = tqdm(total=len(todo), desc="cells", unit="cell", disable=not progress or not todo, dynamic_ncols=True)
             queued = [QueuedCell.of(c, db.path.resolve()) for c in todo]  # each checks the database at its turn
             given = {id(q): c for q, c in zip(queued, todo, strict=True)}
@@ -93,6 +99,8 @@ def run_grid(cells: list[Cell], db_path, executor=None, progress: bool = False, 
                     else:
                         written = db.insert(outcome)
                         summary.written += written
+                        if written and mixed_threads(outcome):
+                            summary.mixed_threads.append((cell, outcome["fit_threads"]))
                         if not written:  # another run wrote it meanwhile, perhaps under another name
                             summary.done_elsewhere += 1
                         db.add_aliases(_names(cell))
@@ -108,12 +116,23 @@ def run_grid(cells: list[Cell], db_path, executor=None, progress: bool = False, 
                     + (f"; {summary.done_elsewhere} finished by another run meanwhile"
                        if summary.done_elsewhere else "")
                     + (f"; {len(summary.failed)} failed (see its failures table; a rerun retries them)"
-                       if summary.failed else ""))
+                       if summary.failed else "")
+                    + _mixed_text(summary.mixed_threads))
     finally:
         if checkpoints is not None:  # also when the database is refused: no empty folder left behind
             with contextlib.suppress(OSError):
                 Path(root).rmdir()  # only if no cell left state behind
     return summary
+
+
+def _mixed_text(mixed: list[tuple[Cell, str]], limit: int = 5) -> str:
+    """The summary's clause naming cells resumed across thread counts (empty when there are none)."""
+    if not mixed:
+        return ""
+    named = "; ".join(f"{c.dataset} {c.label} seed {c.seed} (threads {t})" for c, t in mixed[:limit])
+    more = f"; and {len(mixed) - limit} more" if len(mixed) > limit else ""
+    return (f"; {len(mixed)} resumed a checkpoint trained on other CPU thread counts, so no uninterrupted fit gives "
+            f"their numbers (column fit_threads; mlkd report names them): {named}{more}")
 
 
 def _now() -> str:

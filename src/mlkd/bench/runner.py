@@ -16,6 +16,7 @@ import numpy as np
 
 from ..estimator import SPLIT_SEED
 from .grid import PROTOCOL, Cell, parse_noise, saved_model_ids
+from .store import fit_threads_text
 
 #: How many validation rows / labels the soft-target heat map keeps (the row stays small).
 EXAMPLE_ROWS = 8
@@ -65,8 +66,11 @@ def _skip_if_finished(cell: Cell) -> None:
 def run_cell(cell: Cell, threads: int | None = None) -> dict:
     """Fit ``cell`` and evaluate it on the test split once; returns a results row (see ``store.COLUMNS``).
 
-    ``threads`` sets ``torch.set_num_threads`` first (None leaves it alone). A ``QueuedCell`` that another
-    run finished meanwhile raises ``CellDone`` instead of being fitted again.
+    ``threads`` sets ``torch.set_num_threads`` first (None leaves it alone). A cell that continues a killed
+    run's checkpoint runs on the thread count that checkpoint was trained on instead (and the count is set back
+    afterwards), so its numbers are an uninterrupted fit's on that count, bit for bit; the row's ``threads`` is
+    the count the cell ran on and ``fit_threads`` every count its training ran on (see ``store.fit_threads_text``).
+    A ``QueuedCell`` that another run finished meanwhile raises ``CellDone`` instead of being fitted again.
     """
     import torch
 
@@ -84,7 +88,7 @@ def run_cell(cell: Cell, threads: int | None = None) -> dict:
     X, Y = data.train.X, data.train.Y
     # The split is fixed: seeds change initialisation and batch order only (PROTOCOL.md §2, §6).
     tr, va = validation_split(Y, fraction=PROTOCOL["validation_fraction"], seed=SPLIT_SEED)
-    # num_threads=None: the fit keeps the thread count the executor set for this worker
+    # num_threads=None: the fit keeps the thread count the executor set for this worker (or a checkpoint's, below)
     # Label noise hits the training and validation labels (seeded by the cell's seed); test labels stay clean.
     noise_kind, noise_rate = parse_noise(cell.noise)
     # With a checkpoint folder the fit saves its state as it goes and picks up a killed run's state:
@@ -94,46 +98,67 @@ def run_cell(cell: Cell, threads: int | None = None) -> dict:
     clf = MultiLabelClassifier(cell.method, random_state=cell.seed, threshold=PROTOCOL["threshold"],
                                num_threads=None, label_noise_kind=noise_kind, label_noise_rate=noise_rate,
                                **checkpoints, **cell.train, **cell.params)
-    with warnings.catch_warnings(), cell_lock(cell):
-        _skip_if_finished(cell)  # a run fitting the same cell held the lock until it finished
-        warnings.simplefilter("ignore")  # constant-label warnings of small sets repeat for every cell
+    worker_threads = torch.get_num_threads()
+    try:  # the whole cell (fit, test predictions, examples) on one count: the worker's, or a checkpoint's
+        with warnings.catch_warnings(), cell_lock(cell):
+            _skip_if_finished(cell)  # a run fitting the same cell held the lock until it finished
+            fit_threads = _continue_on_recorded_threads(cell)
+            warnings.simplefilter("ignore")  # constant-label warnings of small sets repeat for every cell
+            start = time.perf_counter()
+            clf.fit(X[tr], Y[tr], X[va], Y[va])
+            fit_seconds = time.perf_counter() - start + clf.resumed_seconds_
         start = time.perf_counter()
-        clf.fit(X[tr], Y[tr], X[va], Y[va])
-        fit_seconds = time.perf_counter() - start + clf.resumed_seconds_
-    start = time.perf_counter()
-    scores = clf.predict_proba(data.test.X)  # the test split, touched once
-    predict_seconds = time.perf_counter() - start
-    row = {
-        "key": cell.key,
-        "dataset": cell.dataset,
-        "method": cell.method,
-        "label": cell.label,
-        "config": cell.config,
-        "config_hash": cell.config_hash,
-        "seed": cell.seed,
-        "noise": cell.noise,
-        "threshold": float(np.mean(clf.threshold_)),
-        "val_score": clf.history_[clf.best_epoch_].get("val_score"),
-        "epochs_run": len(clf.history_),
-        "best_epoch": int(clf.best_epoch_),
-        "fit_seconds": fit_seconds,
-        "predict_seconds": predict_seconds,
-        "n_train": len(tr),
-        "n_val": len(va),
-        "n_test": data.test.n_samples,
-        "threads": torch.get_num_threads(),
-        "device": str(resolve_device(clf.device)),
-        "mlkd_version": __version__,
-        "torch_version": torch.__version__,
-        "python_version": platform.python_version(),
-        "machine": machine_description(),
-        "history": clf.history_,
-        "examples": soft_target_examples(clf, X[va], Y[va], data.train.label_names),
-    }
+        scores = clf.predict_proba(data.test.X)  # the test split, touched once
+        predict_seconds = time.perf_counter() - start
+        row = {
+            "key": cell.key,
+            "dataset": cell.dataset,
+            "method": cell.method,
+            "label": cell.label,
+            "config": cell.config,
+            "config_hash": cell.config_hash,
+            "seed": cell.seed,
+            "noise": cell.noise,
+            "threshold": float(np.mean(clf.threshold_)),
+            "val_score": clf.history_[clf.best_epoch_].get("val_score"),
+            "epochs_run": len(clf.history_),
+            "best_epoch": int(clf.best_epoch_),
+            "fit_seconds": fit_seconds,
+            "predict_seconds": predict_seconds,
+            "n_train": len(tr),
+            "n_val": len(va),
+            "n_test": data.test.n_samples,
+            "threads": torch.get_num_threads(),
+            "fit_threads": fit_threads,
+            "device": str(resolve_device(clf.device)),
+            "mlkd_version": __version__,
+            "torch_version": torch.__version__,
+            "python_version": platform.python_version(),
+            "machine": machine_description(),
+            "history": clf.history_,
+            "examples": soft_target_examples(clf, X[va], Y[va], data.train.label_names),
+        }
+    finally:
+        torch.set_num_threads(worker_threads)
     for suffix, threshold in (("05", 0.5), ("tuned", clf.threshold_)):
         row.update({f"{k}_{suffix}": v for k, v in evaluate(data.test.Y, scores, threshold).items()})
     row["timestamp"] = datetime.now(timezone.utc).isoformat(timespec="microseconds")
     return row
+
+
+def _continue_on_recorded_threads(cell: Cell) -> str:
+    """Set the thread count for ``cell``'s fit and return its ``fit_threads``: a checkpoint trained on one
+    count is continued on that count (else a changed --jobs or --threads would give numbers matching no
+    uninterrupted fit); one already trained on several, or on an unrecorded count, continues on the worker's
+    count, and the row says so. Called under the cell's lock: no other worker writes its checkpoint meanwhile."""
+    import torch
+
+    from ..checkpoint import recorded_threads
+
+    counts, unknown = recorded_threads(cell_checkpoint_dir(cell)) if cell.checkpoint_dir else (set(), False)
+    if len(counts) == 1 and not unknown:
+        torch.set_num_threads(next(iter(counts)))
+    return fit_threads_text(counts | {torch.get_num_threads()}, unknown)
 
 
 def check_saved_models(cell: Cell) -> None:

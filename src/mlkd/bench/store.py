@@ -45,7 +45,10 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("n_train", "INTEGER", "training rows (after the validation hold-out)"),
     ("n_val", "INTEGER", "validation rows"),
     ("n_test", "INTEGER", "test rows"),
-    ("threads", "INTEGER", "torch CPU threads of the worker"),
+    ("threads", "INTEGER", "torch CPU threads the cell ran on (a resumed cell: those its checkpoint was trained on)"),
+    ("fit_threads", "TEXT", "every thread count the fit's training ran on, e.g. '4'; several ('1,4'; '?' for one "
+     "a checkpoint did not record): resumed across thread counts, so no uninterrupted fit gives its numbers; NULL: "
+     "written before mlkd recorded it"),
     ("device", "TEXT", "torch device the cell trained on"),
     ("mlkd_version", "TEXT", ""),
     ("torch_version", "TEXT", ""),
@@ -56,6 +59,8 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("examples", "TEXT", "JSON: a few validation rows' ground truth vs soft targets (methods that make them)"),
 )
 COLUMN_NAMES: tuple[str, ...] = tuple(c[0] for c in COLUMNS)
+#: Columns added after databases were first written (nullable): a writer adds them to an older database.
+ADDED_COLUMNS: tuple[str, ...] = ("fit_threads",)
 _NOT_MLKD = "expected a results database written by 'mlkd bench'"
 
 
@@ -118,6 +123,10 @@ class ResultsDB:
             for statement in _schema_sql().split(";\n"):
                 if statement.strip():
                     self.conn.execute(statement)
+            have = {r[1] for r in self.conn.execute("PRAGMA table_info(results)")}
+            for name, kind, _ in COLUMNS:
+                if name in ADDED_COLUMNS and name not in have:  # an older database: its rows read NULL there
+                    self.conn.execute(f"ALTER TABLE results ADD COLUMN {name} {kind}")
             self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('application', ?)", (APPLICATION,))
             self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
@@ -203,6 +212,20 @@ class ResultsDB:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def fit_threads_text(counts, unknown: bool = False) -> str:
+    """A row's ``fit_threads``: the CPU thread counts its training ran on, ascending and comma-separated, "?"
+    first for training done on a count no checkpoint record names. One count ("4"): the numbers of an
+    uninterrupted fit on it; more than one entry ("1,4", "?,4"): training resumed across thread counts,
+    whose numbers no uninterrupted fit gives (float rounding depends on the count)."""
+    return ",".join(["?"] * bool(unknown) + [str(n) for n in sorted(set(counts))])
+
+
+def mixed_threads(row: dict) -> bool:
+    """Whether a results row's training ran on more than one CPU thread count (``fit_threads``; rows written
+    before mlkd recorded it are not known to)."""
+    return "," in str(row.get("fit_threads") or "")
 
 
 def _check_readable(path: Path) -> None:
