@@ -631,6 +631,31 @@ def test_distilled_cell_shows_the_soft_targets_of_its_teacher_stage(mulan_dir, r
         assert all(q == y or q == 0.5 for y, q in zip(y_row, q_row, strict=True))
 
 
+def test_a_noisy_cells_soft_targets_are_made_from_the_noisy_labels_it_was_given_and_keep_the_clean_ones(mulan_dir):
+    """The heat map of a label-noise cell: soft targets as training made them (from noisy labels), the noisy labels
+    the fit was given beside the clean ones, not soft targets of clean labels it never saw."""
+    import numpy as np
+
+    from mlkd import MultiLabelClassifier
+    from mlkd.data import load_dataset, validation_split
+    from mlkd.estimator import SPLIT_SEED
+
+    cell = _grid(str(mulan_dir), methods=["skdtea:alpha=0.3"], seeds=[0], noise=["symmetric:0.3"]).cells()[0]
+    [(_, row)] = list(SequentialExecutor(threads=1).run([cell]))
+    assert not isinstance(row, BaseException), row
+    ex = row["examples"]
+    Y = load_dataset("flags", data_dir=str(mulan_dir)).train.Y
+    tr, va = validation_split(Y, fraction=1 / 6, seed=SPLIT_SEED)
+    given = MultiLabelClassifier("skdtea", label_noise_kind="symmetric", label_noise_rate=0.3)._corrupt_labels(
+        Y[tr], Y[va], cell.seed)[1]  # the validation labels the cell's fit was given
+    assert ex["y"] == Y[va][ex["rows"]][:, ex["labels"]].astype(int).tolist()  # the clean ones
+    assert ex["y_noisy"] == given[ex["rows"]][:, ex["labels"]].astype(int).tolist() != ex["y"]
+    for y_row, q_row, t_row in zip(ex["y_noisy"], ex["soft_targets"], ex["teacher_probs"], strict=True):
+        assert q_row == pytest.approx([0.7 * y + 0.3 * t for y, t in zip(y_row, t_row, strict=True)], abs=2e-4)
+    assert not np.allclose(np.asarray(ex["soft_targets"]),
+                           0.7 * np.asarray(ex["y"]) + 0.3 * np.asarray(ex["teacher_probs"]), atol=2e-4)
+
+
 def _check_same(rows, sequential_rows):
     rows = [r for r in rows if not isinstance(r, BaseException) or pytest.fail(repr(r))]
     assert {r["key"] for r in rows} == set(sequential_rows)

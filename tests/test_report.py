@@ -625,6 +625,49 @@ def test_figures_of_noisy_cells_say_their_noise(drawn, tmp_path):
     assert "![emotions [symmetric:0.2] skdtea](" in index
 
 
+def test_a_noisy_cells_heat_map_names_the_clean_and_the_noisy_labels_it_shows(drawn, tmp_path):
+    """A label-noise cell trained on noisy labels: its heat map must not call the clean validation labels the
+    ground truth it learnt from. A row that kept the noisy labels shows them; an older one says what it lacks."""
+    from mlkd.bench.report import soft_target_heatmap
+
+    clean = {"rows": [0, 1], "labels": [0, 1], "y": [[0, 1], [1, 0]], "soft_targets": [[0.2, 0.8], [0.7, 0.1]],
+             "teacher_probs": [[0.6, 0.4], [0.3, 0.2]]}
+    noisy = {**clean, "y_noisy": [[1, 1], [1, 0]]}
+
+    def titles(row, name):
+        soft_target_heatmap(row, "skdtea", Path(name))
+        return [ax.get_title() for ax in drawn[name].axes if ax.get_title()]
+
+    assert titles(_cell("skdtea", examples=clean), "clean.png") == [
+        "labels y", "soft targets q", "teacher σ(t/τ)"]
+    assert titles(_cell("skdtea", noise="symmetric:0.2", examples=noisy), "noisy.png") == [
+        "clean labels y\n(never given to the fit)", "noisy labels ỹ\n(given to the fit)", "soft targets q\n(from ỹ)",
+        "teacher σ(t/τ)"]
+    noisy_axes = [ax for ax in drawn["noisy.png"].axes if ax.get_title()]
+    assert noisy_axes[1].get_images()[0].get_array().tolist() == noisy["y_noisy"]
+    assert titles(_cell("skdtea", noise="symmetric:0.2", examples=clean), "older.png") == [
+        "clean labels y\n(it trained on noisy ones)", "soft targets q\n(from clean y, not as trained)",
+        "teacher σ(t/τ)"]
+
+    rows = [_cell("skdtea", dataset=d, noise=noise, seed=s, mAP_tuned=0.5, examples=ex, fit_seconds=1.0,
+                  mlkd_version="0.1.0", torch_version=None, python_version=None)
+            for d, noise, ex in (("emotions", "none", clean), ("emotions", "symmetric:0.2", noisy),
+                                 ("yeast", "none", clean), ("yeast", "symmetric:0.2", clean)) for s in (0, 1)]
+    import mlkd.bench.report
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(mlkd.bench.report, "load_results", lambda path: [dict(r, key=f"{i:016x}", aliases=[])
+                                                                     for i, r in enumerate(rows)])
+        index = make_report(tmp_path / "r.db", tmp_path / "r", metrics=["mAP"]).index.read_text()
+    assert "ground truth" not in index
+    assert ("emotions [symmetric:0.2]: trained on labels with symmetric:0.2 noise; the panels show its clean "
+            "validation labels (never given to the fit), the noisy ones it was given") in index
+    assert ("yeast [symmetric:0.2]: trained on labels with symmetric:0.2 noise, but this cell was written before "
+            "mlkd kept the noisy labels: the panels show its clean validation labels and soft targets made from "
+            "them, not the targets it trained on.") in index
+    assert index.count("trained on labels with") == 2  # the clean cells get no such words
+
+
 def test_validation_curves_name_the_score_a_cell_stopped_on(drawn):
     from mlkd.bench.report import _Table, cell_curve, curves_overview
 

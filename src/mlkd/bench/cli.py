@@ -121,7 +121,8 @@ def add_commands(sub, formatter) -> None:
             "  tuned.md   (--tune-on-validation) per data set, each method's config with the best mean\n"
             "             validation score, in a separate table (PROTOCOL.md §8)\n"
             "  figures/   CD diagrams, per-data-set metric bar charts, training curves, and for methods with\n"
-            "             soft targets (skdtea) heat maps of soft targets vs ground truth on a few examples\n"
+            "             soft targets (skdtea) heat maps of soft targets vs the labels on a few validation rows\n"
+            "             (a label-noise cell: its clean labels and the noisy ones its fit was given)\n"
             "A grid with fewer than 2 methods or data sets gets its tables; index.md says why there is no test."
         ),
         formatter_class=formatter,

@@ -709,11 +709,15 @@ def _index_md(table, report, db_path, bars, overview, cell_curves, heatmaps, fil
                   "term.", ""]
     else:
         lines += ["No cell matched the `--curves` filter(s).", ""]
-    lines += ["## Soft targets vs ground truth", ""]
+    lines += ["## Soft targets vs labels", ""]
     if heatmaps:
         lines += ["A few validation rows (lowest seed): the 0/1 labels, the soft targets the prediction branch "
-                  "trained on, the teacher's probabilities and the model's predicted probabilities.", ""]
-        lines += [f"![{_block(r)} {table.name(r)}]({_rel(p, out)})" for r, p in heatmaps] + [""]
+                  "trains on (made from those labels, as in training), the teacher's probabilities and the model's "
+                  "predicted probabilities. A cell with label noise shows its clean labels and the noisy ones its "
+                  "fit was given.", ""]
+        for r, p in heatmaps:
+            note = _heatmap_note(r)
+            lines += [f"![{_block(r)} {table.name(r)}]({_rel(p, out)})", *([note] if note else []), ""]
     else:
         lines += ["No method of this grid records soft targets (skdtea does).", ""]
     return "\n".join(lines)
@@ -922,9 +926,14 @@ def cell_curve(row: dict, name: str, path: Path) -> Path:
 
 
 def soft_target_heatmap(row: dict, name: str, path: Path) -> Path:
-    """Heat maps over (validation rows × labels): ground truth, soft targets, teacher and predicted probabilities."""
+    """Heat maps over (validation rows × labels): the labels, soft targets, teacher and predicted probabilities.
+
+    A label-noise cell trained on noisy labels: its clean validation labels are named so, beside the noisy ones
+    the fit was given (``y_noisy``) from which its soft targets were made; a row written before mlkd kept them
+    says that its soft targets were made from the clean labels (not what the cell trained on).
+    """
     ex = row["examples"]
-    panels = [("ground truth y", ex["y"]), ("soft targets q", ex["soft_targets"])]
+    panels = _label_panels(row)
     panels += [(t, ex[k]) for k, t in (("teacher_probs", "teacher σ(t/τ)"), ("probabilities", "prediction σ(s)"))
                if k in ex]
     n_rows, n_labels = np.asarray(ex["y"]).shape
@@ -943,6 +952,32 @@ def soft_target_heatmap(row: dict, name: str, path: Path) -> Path:
     fig.suptitle(f"{_block(row)} · {name} · seed {row['seed']}", fontsize=10)
     _save(fig, path)
     return path
+
+
+def _label_panels(row: dict) -> list[tuple[str, list]]:
+    """The heat map's label and soft-target panels (title, values): what each shows, for clean and noisy cells."""
+    ex = row["examples"]
+    if (row.get("noise") or "none") == "none":
+        return [("labels y", ex["y"]), ("soft targets q", ex["soft_targets"])]
+    if "y_noisy" in ex:
+        return [("clean labels y\n(never given to the fit)", ex["y"]),
+                ("noisy labels ỹ\n(given to the fit)", ex["y_noisy"]), ("soft targets q\n(from ỹ)", ex["soft_targets"])]
+    # written before mlkd kept the noisy labels: the step was given the clean ones
+    return [("clean labels y\n(it trained on noisy ones)", ex["y"]),
+            ("soft targets q\n(from clean y, not as trained)", ex["soft_targets"])]
+
+
+def _heatmap_note(row: dict) -> str:
+    """index.md's words under a noisy cell's heat map (empty for a clean one)."""
+    if (row.get("noise") or "none") == "none":
+        return ""
+    if "y_noisy" in row["examples"]:
+        return (f"{_block(row)}: trained on labels with {row['noise']} noise; the panels show its clean validation "
+                "labels (never given to the fit), the noisy ones it was given (training and validation labels are "
+                "corrupted alike) and the soft targets made from those.")
+    return (f"{_block(row)}: trained on labels with {row['noise']} noise, but this cell was written before mlkd kept "
+            "the noisy labels: the panels show its clean validation labels and soft targets made from them, not the "
+            "targets it trained on.")
 
 
 # ---------------------------------------------------------------------------------------------------

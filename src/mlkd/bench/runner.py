@@ -78,6 +78,7 @@ def run_cell(cell: Cell, threads: int | None = None) -> dict:
     from ..data import load_dataset, validation_split
     from ..estimator import MultiLabelClassifier
     from ..metrics import evaluate
+    from ..noise import add_train_val_noise
     from ..trainer import resolve_device
 
     _skip_if_finished(cell)
@@ -91,6 +92,8 @@ def run_cell(cell: Cell, threads: int | None = None) -> dict:
     # num_threads=None: the fit keeps the thread count the executor set for this worker (or a checkpoint's, below)
     # Label noise hits the training and validation labels (seeded by the cell's seed); test labels stay clean.
     noise_kind, noise_rate = parse_noise(cell.noise)
+    # the validation labels the fit is given (one draw with the training labels'): the heat map's targets use them
+    noisy_val = None if noise_kind is None else add_train_val_noise(Y[tr], Y[va], noise_kind, noise_rate, cell.seed)[1]
     # With a checkpoint folder the fit saves its state as it goes and picks up a killed run's state:
     # bit-identical numbers (mlkd.checkpoint); fit_seconds adds the training time the checkpoint had spent.
     checkpoints = {} if cell.checkpoint_dir is None else {
@@ -136,7 +139,7 @@ def run_cell(cell: Cell, threads: int | None = None) -> dict:
             "python_version": platform.python_version(),
             "machine": machine_description(),
             "history": clf.history_,
-            "examples": soft_target_examples(clf, X[va], Y[va], data.train.label_names),
+            "examples": soft_target_examples(clf, X[va], Y[va], data.train.label_names, Y_val_noisy=noisy_val),
         }
     finally:
         torch.set_num_threads(worker_threads)
@@ -237,12 +240,16 @@ def has_checkpoint(cell: Cell) -> bool:
     return (folder / "checkpoint.json").exists() and any(folder.glob("stage*.safetensors"))
 
 
-def soft_target_examples(clf, X_val: np.ndarray, Y_val: np.ndarray, label_names=None) -> dict | None:
-    """Ground truth vs the soft targets a method trains on, for a few validation rows (None if it makes none).
+def soft_target_examples(clf, X_val: np.ndarray, Y_val: np.ndarray, label_names=None,
+                         Y_val_noisy: np.ndarray | None = None) -> dict | None:
+    """The labels vs the soft targets a method trains on, for a few validation rows (None if it makes none).
 
     Runs the trained model's ``step`` once in eval mode (SKDTEA: no label corruption, no dropout) on the
     first ``EXAMPLE_ROWS`` validation rows with a positive label; keeps the ``EXAMPLE_LABELS`` labels that
-    are positive there or have the highest teacher probabilities.
+    are positive there or have the highest teacher probabilities. ``y`` holds the clean labels ``Y_val``.
+    A label-noise fit passes ``Y_val_noisy``, the labels it was given: the step makes the soft targets from
+    them, as training did from its noisy labels, and they are kept as ``y_noisy`` beside the clean ``y``
+    (rows written before this have no ``y_noisy``: their soft targets were made from the clean labels).
     """
     import torch
 
@@ -251,10 +258,11 @@ def soft_target_examples(clf, X_val: np.ndarray, Y_val: np.ndarray, label_names=
     rows = np.flatnonzero(Y_val.any(axis=1))[:EXAMPLE_ROWS]
     if rows.size == 0:
         return None
+    given = Y_val if Y_val_noisy is None else np.asarray(Y_val_noisy)
     model = clf.model_
     device = next(model.parameters()).device
     x = torch.as_tensor(clf.scaler_.transform(X_val[rows]), dtype=torch.float32, device=device)
-    y = torch.as_tensor(Y_val[rows], dtype=torch.float32, device=device)
+    y = torch.as_tensor(given[rows], dtype=torch.float32, device=device)
     index = torch.as_tensor(rows, device=device)
     if model.pair_batches:  # a step on pair batches: each row its own (empty) partner
         x, y, index = torch.cat([x, x]), torch.cat([y, y]), torch.cat([index, index])
@@ -274,13 +282,15 @@ def soft_target_examples(clf, X_val: np.ndarray, Y_val: np.ndarray, label_names=
     if "teacher_probs" in out.extras:
         arrays["teacher_probs"] = out.extras["teacher_probs"]
     arrays = {k: v.float().cpu().numpy() for k, v in arrays.items()}
-    truth = Y_val[rows].astype(bool)
+    truth = Y_val[rows].astype(bool) | given[rows].astype(bool)  # a label positive in either is shown
     strength = arrays.get("teacher_probs", arrays["soft_targets"]).max(axis=0)
     order = np.lexsort((-strength, ~truth.any(axis=0)))  # labels positive here first, then strongest teacher
     labels = np.sort(order[:EXAMPLE_LABELS])
     names = list(label_names) if label_names is not None else [f"label_{j}" for j in range(Y_val.shape[1])]
     out_dict = {"rows": rows.tolist(), "labels": labels.tolist(), "label_names": [str(names[j]) for j in labels],
                 "y": Y_val[rows][:, labels].astype(int).tolist()}
+    if Y_val_noisy is not None:
+        out_dict["y_noisy"] = given[rows][:, labels].astype(int).tolist()
     out_dict.update({k: np.round(v[:, labels], 4).tolist() for k, v in arrays.items()})
     return out_dict
 

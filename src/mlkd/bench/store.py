@@ -56,7 +56,8 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("machine", "TEXT", "host, architecture, CPU model, CPU count"),
     ("timestamp", "TEXT NOT NULL", "UTC ISO time the cell finished"),
     ("history", "TEXT", "JSON list of per-epoch dicts: every loss term, total, val_score, seconds"),
-    ("examples", "TEXT", "JSON: a few validation rows' ground truth vs soft targets (methods that make them)"),
+    ("examples", "TEXT", "JSON: a few validation rows' clean labels (y) vs soft targets (methods that make them); "
+     "a label-noise cell also keeps the noisy labels its fit was given (y_noisy), which its soft targets are made of"),
 )
 COLUMN_NAMES: tuple[str, ...] = tuple(c[0] for c in COLUMNS)
 #: Columns added after databases were first written (nullable): a writer adds them to an older database.
