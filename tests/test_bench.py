@@ -82,6 +82,36 @@ def test_the_reference_path_keeps_the_keys_of_cells_written_before_the_fast_path
     assert fast.config["train"]["fused_mlp"] is True and fast.key != reference.key
 
 
+#: Cell keys as mlkd wrote them when this test was added: published cells are found by them, so a change to how
+#: checkpoints (or anything else) identify a fit must leave them as they are. The device is part of a cell's key as
+#: spelled ("auto" and "cpu" are two cells), unlike a checkpoint's, which compares the resolved device.
+PINNED_KEYS = [
+    (["emotions"], "bce", {}, 0, "8867049cacf23725"),
+    (["flags"], "bce", {}, 1, "7cc2be3b5804245d"),
+    (["emotions"], "skdtea:alpha=0.3,tau=1", {"max_epochs": 3}, 1, "c42a96abef73f938"),
+    (["flags"], "distill", {"hidden": 8, "device": "auto"}, 0, "3c124d67b731809e"),
+    (["emotions"], "kdtea", {"device": "cpu"}, 0, "e01914a10bd4534d"),
+    (["flags"], "cskd:t2_scaling=true", {"fused_mlp": False}, 1, "f451721331dddac4"),
+]
+
+
+@pytest.mark.parametrize("datasets, spec, params, seed, key", PINNED_KEYS)
+def test_cell_keys_of_published_configs_do_not_change(datasets, spec, params, seed, key):
+    (cell,) = Grid.build(datasets, [spec], seeds=[seed], params=params).cells()
+    assert cell.key == key
+
+
+def test_cell_keys_of_saved_model_configs_do_not_change():
+    from mlkd.bench.grid import cell_key, config_hash
+
+    teacher = config_hash(resolved_config("distill", {"teacher_dir": "/models/T", "hidden": 8}, {"max_epochs": 3},
+                                          {"teacher_dir": "3fa9" * 8}))
+    assert (teacher, cell_key("flags", teacher, 0)) == ("7dcfc4869047502e", "a8771cc4b6265ddf")
+    tuned = config_hash(resolved_config("pretrained", {"model_dir": "/models/T"}, {"max_epochs": 1},
+                                        {"model_dir": "sha256:" + "ab" * 16}))
+    assert tuned == "32ee5cd04c5932d7"
+
+
 def _fit_teacher(mulan_dir, path, seed: int) -> str:
     """A tiny labelwise model of flags saved to ``path``, replacing one there (``mlkd fit --out path --force``);
     returns its save id."""
