@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -451,3 +452,75 @@ def test_cli_distill_killed_in_its_student_resumes_to_the_uninterrupted_student(
     _same_tensors(tmp_path / "resumed" / "model.safetensors", tmp_path / "whole" / "model.safetensors")
     assert _summary(tmp_path / "resumed") == _summary(tmp_path / "whole")
     assert main([*distill, "--out", str(tmp_path / "o"), "--resume"]) == 2  # needs --checkpoint-dir
+
+
+# -- a fit is identified by what it is, not by how it was spelled ------------------------------------------------
+@pytest.fixture
+def teacher_folder(tmp_path, monkeypatch):
+    """A saved labelwise model at ./models/teacher, a symlink ./link to it; the working directory is tmp_path."""
+    monkeypatch.chdir(tmp_path)
+    teacher = tmp_path / "models" / "teacher"
+    MultiLabelClassifier("labelwise", hidden=16, max_epochs=2, random_state=0).fit(X, Y).save(teacher)
+    (tmp_path / "link").symlink_to(teacher, target_is_directory=True)
+    return teacher
+
+
+def _spellings(teacher: Path) -> list:
+    return ["models/teacher", "./models/teacher", "models/teacher/", f"{teacher}/", "link", "link/",
+            "models/../models/teacher", Path("models/teacher"), teacher]
+
+
+@pytest.mark.parametrize("method, param", [("distill", "teacher_dir"), ("pretrained", "model_dir")])
+def test_the_same_saved_model_spelled_as_another_path_resumes_bit_for_bit(tmp_path, interrupt_after, teacher_folder,
+                                                                         method, param):
+    params = dict(max_epochs=6, patience=6, batch_size=32, **({"hidden": 8} if method == "distill" else {}))
+    whole = MultiLabelClassifier(method, **{param: str(teacher_folder)}, **params).fit(X, Y)
+    restore = interrupt_after("stage0", 2)
+    with pytest.raises(_Interrupt):
+        MultiLabelClassifier(method, checkpoint_dir=tmp_path / "ckpt", **{param: str(teacher_folder)},
+                             **params).fit(X, Y)
+    restore()
+    for i, spelled in enumerate(_spellings(teacher_folder)):
+        copy = tmp_path / f"ckpt{i}"
+        shutil.copytree(tmp_path / "ckpt", copy)
+        resumed = MultiLabelClassifier(method, checkpoint_dir=copy, resume=True, **{param: spelled}, **params)
+        _same_fit(resumed.fit(X, Y), whole)
+    # another model fitted into the folder is another fit, however the folder is spelled
+    MultiLabelClassifier("labelwise", hidden=16, max_epochs=2, random_state=1).fit(X, Y).save(teacher_folder,
+                                                                                            overwrite=True)
+    with pytest.raises(ValueError, match=rf"^checkpoint .* its configuration differs \(saved_models\.{param}="):
+        MultiLabelClassifier(method, checkpoint_dir=tmp_path / "ckpt", resume=True, **{param: "link/"}, **params).fit(
+            X, Y)
+
+
+def test_a_saved_model_in_another_folder_is_another_fit(tmp_path, interrupt_after, teacher_folder):
+    # the same model copied elsewhere: refused, as benchmark cells key a saved model by its folder and its contents
+    shutil.copytree(teacher_folder, tmp_path / "copy")
+    params = dict(hidden=8, max_epochs=6, patience=6, batch_size=32)
+    restore = interrupt_after("stage0", 2)
+    with pytest.raises(_Interrupt):
+        MultiLabelClassifier("distill", checkpoint_dir=tmp_path / "ckpt", teacher_dir="models/teacher", **params).fit(
+            X, Y)
+    restore()
+    with pytest.raises(ValueError, match=rf"its configuration differs \(teacher_dir='{teacher_folder}'→"
+                                         rf"'{tmp_path / 'copy'}'\); expected the interrupted fit's"):
+        MultiLabelClassifier("distill", checkpoint_dir=tmp_path / "ckpt", resume=True, teacher_dir="copy",
+                             **params).fit(X, Y)
+
+
+def test_cli_distill_resumes_with_the_teacher_folder_spelled_another_way(tmp_path, interrupt_after, teacher_folder):
+    from mlkd.cli import main
+
+    data = _write_arff(tmp_path / "d.arff", n=120)
+    distill = ["distill", str(data), "--n-labels", "4", "--student-spec", "hidden=8", "max_epochs=6", "patience=6",
+               "batch_size=32", "--quiet"]
+    assert main([*distill, "--teacher", str(teacher_folder), "--out", "whole"]) == 0
+    resumable = [*distill, "--out", "resumed", "--checkpoint-dir", "ckpt"]
+    restore = interrupt_after("stage0", 2)
+    with pytest.raises(_Interrupt):
+        main([*resumable, "--teacher", "./models/teacher/"])
+    restore()
+    assert main([*resumable, "--teacher", str(tmp_path / "link"), "--resume"]) == 0
+    _same_tensors(tmp_path / "resumed" / "model.safetensors", tmp_path / "whole" / "model.safetensors")
+    assert _summary(tmp_path / "resumed") == _summary(tmp_path / "whole")
+

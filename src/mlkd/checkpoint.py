@@ -16,7 +16,9 @@ the CPU thread count) to JSON. Every file is written to a temporary name, flushe
 JSON, renamed last, is the commit point, so a kill at any moment leaves the previous checkpoint intact.
 
 Resuming restores a finished stage without training it and continues an unfinished one from its last
-checkpoint; a checkpoint of another configuration or other data is refused with a ValueError.
+checkpoint; a checkpoint of another configuration or other data is refused with a ValueError. Fingerprints hold
+identities, not spellings: a saved model's folder as the absolute, symlink-free path it names. A stage record of
+an earlier mlkd, which held it as typed, is brought to that form before it is compared (``_upgrade_stage``).
 """
 
 from __future__ import annotations
@@ -110,6 +112,28 @@ def train_identity(config) -> dict:
     if isinstance(settings.get("device"), torch.device):  # TrainConfig(device=torch.device("cpu")) means "cpu"
         settings["device"] = str(settings["device"])
     return identity_settings(settings)
+
+
+def _stage_config(method: str, method_config: dict, train: dict, device) -> dict:
+    """What a stage's fingerprint hashes: its method's config with a saved model's folder (``teacher_dir``,
+    ``model_dir``) as the absolute, symlink-free path it names, its training settings (``train_identity``) and
+    the device it trains on."""
+    from .io import absolute_model_dirs
+
+    return {"method": method, "method_config": absolute_model_dirs(method_config), "train": train,
+            "device": str(device)}
+
+
+def _upgrade_stage(saved: dict) -> dict:
+    """A stage fingerprint an earlier mlkd wrote (until 2026-12-04) in today's form: it held a saved model's
+    folder as typed ("./teacher/"). A fingerprint already in today's form is returned as it is (the same hash)."""
+    config = saved.get("config")
+    if not isinstance(config, dict) or not isinstance(config.get("train"), dict) \
+            or not isinstance(config.get("method_config"), dict):
+        return saved
+    upgraded = fingerprint(_stage_config(config.get("method"), config["method_config"], config["train"],
+                                         config.get("device")))
+    return {**saved, "config": upgraded["config"], "config_hash": upgraded["config_hash"]}
 
 
 def flat_keys(config: dict, prefix: str = "") -> dict:
@@ -460,8 +484,7 @@ class Checkpointer:
         """The checkpoint of the next ``Trainer.fit`` of this fit (stages are numbered in call order)."""
         from .methods.base import config_identity
 
-        stage_config = {"method": method.name, "method_config": config_identity(method.config),
-                        "train": train_identity(config), "device": str(device)}
+        stage_config = _stage_config(method.name, config_identity(method.config), train_identity(config), device)
         index = self._next_stage
         self._next_stage += 1
         return StageCheckpoint(self, index, method.name, fingerprint(stage_config, X, Y, X_val, Y_val), device)
@@ -513,7 +536,10 @@ class StageCheckpoint:
 
     def _read(self, path: Path) -> dict:
         record = _read_json(path)
-        _check_fingerprint(record.get("fingerprint"), self.fingerprint, path)
+        saved = record.get("fingerprint")
+        if isinstance(saved, dict) and saved.get("config_hash") != self.fingerprint["config_hash"]:
+            saved = _upgrade_stage(saved)  # written by an earlier mlkd: folders as typed
+        _check_fingerprint(saved, self.fingerprint, path)
         threads = record.get("num_threads")  # absent in records of earlier mlkd versions
         other = isinstance(threads, int) and not isinstance(threads, bool) and threads != torch.get_num_threads()
         mixed = record.get("mixed_threads") is True

@@ -27,7 +27,7 @@ from .checkpoint import Checkpointer, check_directory, check_seconds, checkpoint
 from .data.dataset import first_repeated
 from .data.splits import validation_split
 from .distributed import check_distributable, check_world, fit_ddp
-from .io import absolute_model_dirs, check_saved_model_columns, saved_model_ids, short_repr, unnamed
+from .io import MODEL_DIR_PARAMS, absolute_model_dirs, check_saved_model_columns, saved_model_ids, short_repr, unnamed
 from .methods import build_method, config_fields, method_class
 from .methods.base import ADDED_PARAMS, config_identity, did_you_mean, make_config
 from .preprocessing import FeatureScaler
@@ -255,8 +255,8 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
 
     def _checkpointer(self, cfg: TrainConfig, method_config, *arrays) -> Checkpointer | None:
         """The fit's checkpointer (None without checkpoint_dir); refuses a checkpoint of another fit: one whose
-        resolved method config, training settings or data differ (a parameter typed at its default is no
-        difference)."""
+        resolved method config, training settings, saved teacher or data differ (no difference: a parameter typed
+        at its default, another path to the same teacher folder)."""
         if self.checkpoint_dir is None:
             return None
         config = _fingerprint_config(type(self).__name__, self.method, method_config, cfg, self._fit_settings())
@@ -618,12 +618,15 @@ _RESOLVED_FINGERPRINT = "resolved"
 
 
 def _fingerprint_config(estimator: str, method: str, method_config, cfg: TrainConfig, settings: dict) -> dict:
-    """What a checkpoint's fingerprint hashes: the built method config (``config_identity``) and the resolved
-    training settings, so a parameter typed at its default is the same fit as one left out. A method parameter
-    named like a setting (none is) would be kept apart as ``param.NAME``."""
+    """What a checkpoint's fingerprint hashes: identities, not spellings. The built method config
+    (``config_identity``) and the resolved training settings, so a parameter typed at its default is the same fit
+    as one left out; a ``teacher_dir`` / ``model_dir`` as the absolute, symlink-free folder it names, with the save
+    id of the model there. A method parameter named like a setting (none is) would be kept apart as
+    ``param.NAME``."""
     fixed = {"fingerprint": _RESOLVED_FINGERPRINT, "estimator": estimator, "method": method, **train_identity(cfg),
              **settings}
-    config = {**fixed, **{(f"param.{k}" if k in fixed else k): v for k, v in config_identity(method_config).items()}}
+    params = absolute_model_dirs(config_identity(method_config))
+    config = {**fixed, **{(f"param.{k}" if k in fixed else k): v for k, v in params.items()}}
     # a teacher_dir / model_dir stands for the model it holds: another model fitted into that folder is another fit
     saved = saved_model_ids(method, absolute_model_dirs(dataclasses.asdict(method_config)))
     return {**config, "saved_models": saved} if saved else config
@@ -635,10 +638,13 @@ def _upgrade_fingerprint(saved: dict, current) -> dict:
     resolved as today's are, so such a checkpoint resumes when the resolved configs agree. A parameter added
     since (``ADDED_PARAMS``) that it did not type is taken from ``current``, this fit's method config: which
     value the interrupted fit used is not in that fingerprint, and each stage's own fingerprint (the built
-    config, exact) decides."""
+    config, exact) decides. One of resolved values written until 2026-12-04 named a teacher_dir / model_dir as
+    typed: it becomes the folder it names, as ``_fingerprint_config`` makes it."""
     typed = dict(saved.get("config") or {})
     if typed.get("fingerprint") == _RESOLVED_FINGERPRINT:
-        return saved
+        typed.update(absolute_model_dirs({k: v for k, v in typed.items() if k in MODEL_DIR_PARAMS}))
+        upgraded = fingerprint(typed)
+        return {**saved, "config": upgraded["config"], "config_hash": upgraded["config_hash"]}
     estimator, method = typed.pop("estimator", None), typed.pop("method", None)
     method_class(method)
     typed.update({k: getattr(current, k) for k in ADDED_PARAMS
