@@ -524,3 +524,45 @@ def test_cli_distill_resumes_with_the_teacher_folder_spelled_another_way(tmp_pat
     _same_tensors(tmp_path / "resumed" / "model.safetensors", tmp_path / "whole" / "model.safetensors")
     assert _summary(tmp_path / "resumed") == _summary(tmp_path / "whole")
 
+
+def _bound_classes() -> list:
+    import mlkd.estimator as est
+
+    return sorted((cls for cls in vars(est).values() if isinstance(cls, type) and getattr(cls, "bound_method", None)),
+                  key=lambda cls: cls.__name__)
+
+
+def test_a_method_bound_class_and_multilabelclassifier_of_its_method_are_the_same_fit(tmp_path, interrupt_after):
+    from mlkd import SKDTEAClassifier
+
+    params = dict(hidden=8, max_epochs=8, patience=8, batch_size=32, checkpoint_every=2)
+    whole = MultiLabelClassifier("skdtea", **params).fit(X, Y)
+    for i, (first, then) in enumerate([(SKDTEAClassifier, lambda **p: MultiLabelClassifier("skdtea", **p)),
+                                       (lambda **p: MultiLabelClassifier("skdtea", **p), SKDTEAClassifier)]):
+        restore = interrupt_after("stage0", 4)
+        with pytest.raises(_Interrupt):
+            first(checkpoint_dir=tmp_path / str(i), **params).fit(X, Y)
+        restore()
+        _same_fit(then(checkpoint_dir=tmp_path / str(i), resume=True, **params).fit(X, Y), whole)
+
+
+@pytest.mark.parametrize("cls", _bound_classes(), ids=lambda cls: cls.__name__)
+def test_every_method_bound_class_resumes_as_multilabelclassifier_of_its_method(tmp_path, monkeypatch, cls):
+    params = dict(max_epochs=1, batch_size=32, checkpoint_dir=tmp_path)
+    cls(**params).fit(X, Y)
+    epochs = []
+    monkeypatch.setattr(Method, "on_epoch_end", lambda self, ctx: epochs.append(ctx.epoch))
+    MultiLabelClassifier(cls.bound_method, resume=True, **params).fit(X, Y)
+    assert epochs == []  # the finished fit was found, not refused or retrained
+
+
+class _OwnThreshold(MultiLabelClassifier):
+    """A user's subclass: it may change what a fit does, so its checkpoints stay its own."""
+
+
+def test_a_users_subclass_does_not_resume_a_multilabelclassifier_checkpoint(tmp_path):
+    params = dict(max_epochs=1, batch_size=32, checkpoint_dir=tmp_path)
+    MultiLabelClassifier("bce", **params).fit(X, Y)
+    with pytest.raises(ValueError, match=r"its configuration differs \(estimator='MultiLabelClassifier'→"
+                                         r"'_OwnThreshold'\)"):
+        _OwnThreshold("bce", resume=True, **params).fit(X, Y)

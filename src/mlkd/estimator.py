@@ -256,10 +256,11 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
     def _checkpointer(self, cfg: TrainConfig, method_config, *arrays) -> Checkpointer | None:
         """The fit's checkpointer (None without checkpoint_dir); refuses a checkpoint of another fit: one whose
         resolved method config, training settings, saved teacher or data differ (no difference: a parameter typed
-        at its default, another path to the same teacher folder)."""
+        at its default, another path to the same teacher folder, ``DistillClassifier`` for
+        ``MultiLabelClassifier("distill")``)."""
         if self.checkpoint_dir is None:
             return None
-        config = _fingerprint_config(type(self).__name__, self.method, method_config, cfg, self._fit_settings())
+        config = _fingerprint_config(type(self), self.method, method_config, cfg, self._fit_settings())
         return Checkpointer(self.checkpoint_dir, self.checkpoint_every, bool(self.resume), fingerprint(config, *arrays),
                             min_seconds=self.checkpoint_seconds,
                             upgrade=lambda saved: _upgrade_fingerprint(saved, method_config))
@@ -617,14 +618,27 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
 _RESOLVED_FINGERPRINT = "resolved"
 
 
-def _fingerprint_config(estimator: str, method: str, method_config, cfg: TrainConfig, settings: dict) -> dict:
+def _estimator_identity(estimator) -> str:
+    """The estimator a fingerprint names: "MultiLabelClassifier" for mlkd's own classes (``DistillClassifier(...)``
+    is ``MultiLabelClassifier("distill", ...)``: the same fit), a subclass's own name otherwise. ``estimator`` is
+    a class, or the name an earlier fingerprint recorded."""
+    if isinstance(estimator, type):
+        own, name = estimator.__module__ == __name__, estimator.__name__
+    else:
+        name = str(estimator)
+        own = any(isinstance(c, type) and issubclass(c, MultiLabelClassifier) and c.__name__ == name
+                  for c in globals().values())
+    return MultiLabelClassifier.__name__ if own else name
+
+
+def _fingerprint_config(estimator, method: str, method_config, cfg: TrainConfig, settings: dict) -> dict:
     """What a checkpoint's fingerprint hashes: identities, not spellings. The built method config
     (``config_identity``) and the resolved training settings, so a parameter typed at its default is the same fit
     as one left out; a ``teacher_dir`` / ``model_dir`` as the absolute, symlink-free folder it names, with the save
-    id of the model there. A method parameter named like a setting (none is) would be kept apart as
-    ``param.NAME``."""
-    fixed = {"fingerprint": _RESOLVED_FINGERPRINT, "estimator": estimator, "method": method, **train_identity(cfg),
-             **settings}
+    id of the model there; the estimator by ``_estimator_identity``. A method parameter named like a setting (none
+    is) would be kept apart as ``param.NAME``."""
+    fixed = {"fingerprint": _RESOLVED_FINGERPRINT, "estimator": _estimator_identity(estimator), "method": method,
+             **train_identity(cfg), **settings}
     params = absolute_model_dirs(config_identity(method_config))
     config = {**fixed, **{(f"param.{k}" if k in fixed else k): v for k, v in params.items()}}
     # a teacher_dir / model_dir stands for the model it holds: another model fitted into that folder is another fit
@@ -638,11 +652,12 @@ def _upgrade_fingerprint(saved: dict, current) -> dict:
     resolved as today's are, so such a checkpoint resumes when the resolved configs agree. A parameter added
     since (``ADDED_PARAMS``) that it did not type is taken from ``current``, this fit's method config: which
     value the interrupted fit used is not in that fingerprint, and each stage's own fingerprint (the built
-    config, exact) decides. One of resolved values written until 2026-12-04 named a teacher_dir / model_dir as
-    typed: it becomes the folder it names, as ``_fingerprint_config`` makes it."""
+    config, exact) decides. One of resolved values written until 2026-12-04 named the estimator's class and a
+    teacher_dir / model_dir as typed: they become identities, as ``_fingerprint_config`` makes them."""
     typed = dict(saved.get("config") or {})
     if typed.get("fingerprint") == _RESOLVED_FINGERPRINT:
         typed.update(absolute_model_dirs({k: v for k, v in typed.items() if k in MODEL_DIR_PARAMS}))
+        typed["estimator"] = _estimator_identity(typed.get("estimator"))
         upgraded = fingerprint(typed)
         return {**saved, "config": upgraded["config"], "config_hash": upgraded["config_hash"]}
     estimator, method = typed.pop("estimator", None), typed.pop("method", None)
