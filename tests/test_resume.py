@@ -455,6 +455,35 @@ def test_cli_distill_killed_in_its_student_resumes_to_the_uninterrupted_student(
 
 
 # -- a fit is identified by what it is, not by how it was spelled ------------------------------------------------
+def _rewrite_fingerprints(directory: Path, manifest=None, stage=None) -> None:
+    """Rewrite the fingerprints in ``directory``'s checkpoint files: ``manifest(config)`` for checkpoint.json's,
+    ``stage(config)`` for each stage record's (each edits the config in place), then rehash as mlkd does."""
+    for path in directory.glob("*.json"):
+        edit = manifest if path.name == "checkpoint.json" else stage
+        if edit is None:
+            continue
+        record = json.loads(path.read_text())
+        edit(record["fingerprint"]["config"])
+        rehashed = ckpt.fingerprint(record["fingerprint"]["config"])
+        record["fingerprint"].update(config=rehashed["config"], config_hash=rehashed["config_hash"])
+        path.write_text(json.dumps(record))
+
+
+def _as_written_before(directory: Path, estimator: str, device: str, model_dirs: dict) -> None:
+    """Rewrite ``directory``'s checkpoint as mlkd wrote it before fingerprints held identities (until 2026-12-04):
+    the estimator's class name, the device and any teacher_dir / model_dir as typed, in the manifest and in each
+    stage's record (whose "device" was already the resolved one)."""
+
+    def manifest(config):
+        config.update(estimator=estimator, device=device, **model_dirs)
+
+    def stage(config):
+        config["train"]["device"] = device
+        config["method_config"].update({k: v for k, v in model_dirs.items() if k in config["method_config"]})
+
+    _rewrite_fingerprints(directory, manifest, stage)
+
+
 @pytest.fixture
 def teacher_folder(tmp_path, monkeypatch):
     """A saved labelwise model at ./models/teacher, a symlink ./link to it; the working directory is tmp_path."""
@@ -566,3 +595,96 @@ def test_a_users_subclass_does_not_resume_a_multilabelclassifier_checkpoint(tmp_
     with pytest.raises(ValueError, match=r"its configuration differs \(estimator='MultiLabelClassifier'→"
                                          r"'_OwnThreshold'\)"):
         _OwnThreshold("bce", resume=True, **params).fit(X, Y)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="'auto' is 'cpu' only on a machine without CUDA")
+def test_device_auto_and_cpu_are_the_same_fit_on_a_machine_without_cuda(tmp_path, interrupt_after):
+    params = dict(hidden=8, teacher_hidden=8, max_epochs=6, patience=6, batch_size=32, checkpoint_every=2)
+    whole = MultiLabelClassifier("kdtea", **params).fit(X, Y)
+    for i, (first, then) in enumerate([("auto", "cpu"), ("cpu", "auto"), (torch.device("cpu"), "auto")]):
+        directory = tmp_path / str(i)
+        restore = interrupt_after("stage1", 2)  # the teacher finished, the student did not
+        with pytest.raises(_Interrupt):
+            MultiLabelClassifier("kdtea", device=first, checkpoint_dir=directory, **params).fit(X, Y)
+        restore()
+        _same_fit(MultiLabelClassifier("kdtea", device=then, checkpoint_dir=directory, resume=True, **params).fit(X, Y),
+                  whole)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="simulates a checkpoint of a CUDA fit on a machine without one")
+def test_a_checkpoint_of_a_fit_on_another_device_is_refused_in_one_line(tmp_path, interrupt_after):
+    params = dict(hidden=8, max_epochs=6, patience=6, batch_size=32, checkpoint_dir=tmp_path)
+    restore = interrupt_after("stage0", 2)
+    with pytest.raises(_Interrupt):
+        MultiLabelClassifier("bce", **params).fit(X, Y)
+    restore()
+
+    def on_cuda(config):  # as a fit with device="auto" (or "cuda") on a machine with a GPU writes it
+        config["device"] = "cuda"
+        config.get("train", {}).update(device="cuda")
+
+    _rewrite_fingerprints(tmp_path, on_cuda, on_cuda)
+    for device in ("auto", "cpu"):
+        with pytest.raises(ValueError, match=r"^checkpoint \S+checkpoint\.json was written by a different fit: its "
+                                             r"configuration differs \(device='cuda'→'cpu'\); expected [^\n]+$"):
+            MultiLabelClassifier("bce", device=device, resume=True, **params).fit(X, Y)
+
+
+@pytest.mark.parametrize("first, method, stage, extra", [
+    ("DistillClassifier", "distill", "stage0", {"teacher_dir": "./models/teacher/"}),
+    ("KDTEAClassifier", "kdtea", "stage1", {"teacher_hidden": 8}),  # the teacher's finished record too
+])
+def test_a_checkpoint_whose_fingerprints_held_spellings_resumes_bit_for_bit(tmp_path, interrupt_after, teacher_folder,
+                                                                            first, method, stage, extra):
+    import mlkd
+
+    params = dict(hidden=8, max_epochs=6, patience=6, batch_size=32, **extra)
+    whole = MultiLabelClassifier(method, **params).fit(X, Y)
+    restore = interrupt_after(stage, 2)
+    with pytest.raises(_Interrupt):
+        getattr(mlkd, first)(checkpoint_dir=tmp_path / "ckpt", device="auto", **params).fit(X, Y)
+    restore()
+    _as_written_before(tmp_path / "ckpt", first, "auto", {k: v for k, v in extra.items() if k == "teacher_dir"})
+    manifest = json.loads((tmp_path / "ckpt" / "checkpoint.json").read_text())["fingerprint"]["config"]
+    assert (manifest["estimator"], manifest["device"]) == (first, "auto")
+    shutil.copytree(tmp_path / "ckpt", tmp_path / "again")
+    # as it was spelled then (what that mlkd resumed), and spelled otherwise
+    resumed = getattr(mlkd, first)(checkpoint_dir=tmp_path / "ckpt", device="auto", resume=True, **params)
+    _same_fit(resumed.fit(X, Y), whole)
+    other = {**params, **({"teacher_dir": "link"} if "teacher_dir" in extra else {})}
+    _same_fit(MultiLabelClassifier(method, checkpoint_dir=tmp_path / "again", device="cpu", resume=True,
+                                   **other).fit(X, Y), whole)
+
+
+def test_a_checkpoint_whose_fingerprints_held_spellings_is_refused_for_another_teacher(tmp_path, interrupt_after,
+                                                                                      teacher_folder):
+    params = dict(hidden=8, max_epochs=6, patience=6, batch_size=32, teacher_dir="models/teacher")
+    restore = interrupt_after("stage0", 2)
+    with pytest.raises(_Interrupt):
+        MultiLabelClassifier("distill", checkpoint_dir=tmp_path / "ckpt", **params).fit(X, Y)
+    restore()
+    _as_written_before(tmp_path / "ckpt", "MultiLabelClassifier", "auto", {"teacher_dir": "models/teacher"})
+    MultiLabelClassifier("labelwise", hidden=16, max_epochs=2, random_state=1).fit(X, Y).save(teacher_folder,
+                                                                                            overwrite=True)
+    with pytest.raises(ValueError, match=r"^checkpoint \S+checkpoint\.json was written by a different fit: its "
+                                         r"configuration differs \(saved_models\.teacher_dir='\w+'→'\w+'\); "):
+        MultiLabelClassifier("distill", checkpoint_dir=tmp_path / "ckpt", resume=True, **params).fit(X, Y)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="simulates a checkpoint of a CUDA fit on a machine without one")
+def test_a_checkpoint_whose_fingerprints_held_spellings_is_refused_on_another_device(tmp_path, interrupt_after):
+    # device="auto" on a machine with a GPU: the manifest said "auto", the stage the device it picked ("cuda")
+    params = dict(hidden=8, max_epochs=6, patience=6, batch_size=32, checkpoint_dir=tmp_path)
+    restore = interrupt_after("stage0", 2)
+    with pytest.raises(_Interrupt):
+        MultiLabelClassifier("bce", **params).fit(X, Y)
+    restore()
+
+    def stage(config):
+        config["train"]["device"], config["device"] = "auto", "cuda"
+
+    _rewrite_fingerprints(tmp_path, lambda config: config.update(device="auto"), stage)
+    with pytest.raises(ValueError, match=r"^checkpoint \S+stage0\.json was written by a different fit: its "
+                                         r"configuration differs \(device='cuda'→'cpu', train\.device='cuda'→'cpu'\); "
+                                         r"expected "):
+        MultiLabelClassifier("bce", device="auto", resume=True, **params).fit(X, Y)

@@ -17,8 +17,9 @@ JSON, renamed last, is the commit point, so a kill at any moment leaves the prev
 
 Resuming restores a finished stage without training it and continues an unfinished one from its last
 checkpoint; a checkpoint of another configuration or other data is refused with a ValueError. Fingerprints hold
-identities, not spellings: a saved model's folder as the absolute, symlink-free path it names. A stage record of
-an earlier mlkd, which held it as typed, is brought to that form before it is compared (``_upgrade_stage``).
+identities, not spellings: the device a fit trains on (``"auto"`` as the device it picks), a saved model's folder
+as the absolute, symlink-free path it names. A stage record of an earlier mlkd, which held them as typed, is
+brought to that form before it is compared (``_upgrade_stage``).
 """
 
 from __future__ import annotations
@@ -103,14 +104,27 @@ def fingerprint(config: dict, *arrays) -> dict:
             **data_fingerprint(*arrays)}
 
 
+def device_identity(device) -> str:
+    """The device a fit trains on, as a fingerprint holds it: ``"auto"`` as the device it picks on this machine
+    (``"cpu"`` without CUDA, else ``"cuda"``), a ``torch.device`` as its name, so that "auto" and the device it
+    picks are one fit. ``"cuda"`` and ``"cuda:0"`` stay apart, as the trainer's device (``str(device)``) always
+    kept them; a value torch does not parse is returned as given."""
+    from .trainer import resolve_device
+
+    try:
+        return str(resolve_device(device))
+    except (RuntimeError, TypeError, ValueError):
+        return str(device)
+
+
 def train_identity(config) -> dict:
-    """A ``TrainConfig``'s settings as a fingerprint holds them: resolved values, less those that change speed or
-    display only and the ``ADDED_SETTINGS`` at the value that reproduces earlier fits."""
+    """A ``TrainConfig``'s settings as a fingerprint holds them: resolved values (the device it trains on, not how
+    it was named: ``device_identity``), less those that change speed or display only and the ``ADDED_SETTINGS`` at
+    the value that reproduces earlier fits. Not a benchmark cell's key, which keeps the device as spelled."""
     from .trainer import identity_settings
 
     settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in _NOT_FINGERPRINTED}
-    if isinstance(settings.get("device"), torch.device):  # TrainConfig(device=torch.device("cpu")) means "cpu"
-        settings["device"] = str(settings["device"])
+    settings["device"] = device_identity(settings["device"])
     return identity_settings(settings)
 
 
@@ -121,18 +135,22 @@ def _stage_config(method: str, method_config: dict, train: dict, device) -> dict
     from .io import absolute_model_dirs
 
     return {"method": method, "method_config": absolute_model_dirs(method_config), "train": train,
-            "device": str(device)}
+            "device": device_identity(device)}
 
 
 def _upgrade_stage(saved: dict) -> dict:
-    """A stage fingerprint an earlier mlkd wrote (until 2026-12-04) in today's form: it held a saved model's
-    folder as typed ("./teacher/"). A fingerprint already in today's form is returned as it is (the same hash)."""
+    """A stage fingerprint an earlier mlkd wrote (until 2026-12-04) in today's form: it held the device
+    and a saved model's folder as typed ("auto", "./teacher/"); its "device" entry held the resolved device, which
+    an "auto" stands for. A fingerprint already in today's form is returned as it is (the same hash)."""
     config = saved.get("config")
     if not isinstance(config, dict) or not isinstance(config.get("train"), dict) \
             or not isinstance(config.get("method_config"), dict):
         return saved
-    upgraded = fingerprint(_stage_config(config.get("method"), config["method_config"], config["train"],
-                                         config.get("device")))
+    train = dict(config["train"])
+    if train.get("device") == "auto" and isinstance(config.get("device"), str):
+        train["device"] = config["device"]
+    train["device"] = device_identity(train.get("device"))
+    upgraded = fingerprint(_stage_config(config.get("method"), config["method_config"], train, config.get("device")))
     return {**saved, "config": upgraded["config"], "config_hash": upgraded["config_hash"]}
 
 
@@ -538,7 +556,7 @@ class StageCheckpoint:
         record = _read_json(path)
         saved = record.get("fingerprint")
         if isinstance(saved, dict) and saved.get("config_hash") != self.fingerprint["config_hash"]:
-            saved = _upgrade_stage(saved)  # written by an earlier mlkd: folders as typed
+            saved = _upgrade_stage(saved)  # written by an earlier mlkd: the device and folders as typed
         _check_fingerprint(saved, self.fingerprint, path)
         threads = record.get("num_threads")  # absent in records of earlier mlkd versions
         other = isinstance(threads, int) and not isinstance(threads, bool) and threads != torch.get_num_threads()

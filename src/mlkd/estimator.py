@@ -23,7 +23,15 @@ from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from . import metrics
-from .checkpoint import Checkpointer, check_directory, check_seconds, checkpointing, fingerprint, train_identity
+from .checkpoint import (
+    Checkpointer,
+    check_directory,
+    check_seconds,
+    checkpointing,
+    device_identity,
+    fingerprint,
+    train_identity,
+)
 from .data.dataset import first_repeated
 from .data.splits import validation_split
 from .distributed import check_distributable, check_world, fit_ddp
@@ -257,7 +265,7 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
         """The fit's checkpointer (None without checkpoint_dir); refuses a checkpoint of another fit: one whose
         resolved method config, training settings, saved teacher or data differ (no difference: a parameter typed
         at its default, another path to the same teacher folder, ``DistillClassifier`` for
-        ``MultiLabelClassifier("distill")``)."""
+        ``MultiLabelClassifier("distill")``, ``device="auto"`` for the device it picks)."""
         if self.checkpoint_dir is None:
             return None
         config = _fingerprint_config(type(self), self.method, method_config, cfg, self._fit_settings())
@@ -633,10 +641,11 @@ def _estimator_identity(estimator) -> str:
 
 def _fingerprint_config(estimator, method: str, method_config, cfg: TrainConfig, settings: dict) -> dict:
     """What a checkpoint's fingerprint hashes: identities, not spellings. The built method config
-    (``config_identity``) and the resolved training settings, so a parameter typed at its default is the same fit
-    as one left out; a ``teacher_dir`` / ``model_dir`` as the absolute, symlink-free folder it names, with the save
-    id of the model there; the estimator by ``_estimator_identity``. A method parameter named like a setting (none
-    is) would be kept apart as ``param.NAME``."""
+    (``config_identity``) and the resolved training settings (``train_identity``: the device it trains on), so a
+    parameter typed at its default is the same fit as one left out and ``device="auto"`` the same as the device it
+    picks; a ``teacher_dir`` / ``model_dir`` as the absolute, symlink-free folder it names, with the save id of the
+    model there; the estimator by ``_estimator_identity``. A method parameter named like a setting (none is)
+    would be kept apart as ``param.NAME``."""
     fixed = {"fingerprint": _RESOLVED_FINGERPRINT, "estimator": _estimator_identity(estimator), "method": method,
              **train_identity(cfg), **settings}
     params = absolute_model_dirs(config_identity(method_config))
@@ -652,12 +661,16 @@ def _upgrade_fingerprint(saved: dict, current) -> dict:
     resolved as today's are, so such a checkpoint resumes when the resolved configs agree. A parameter added
     since (``ADDED_PARAMS``) that it did not type is taken from ``current``, this fit's method config: which
     value the interrupted fit used is not in that fingerprint, and each stage's own fingerprint (the built
-    config, exact) decides. One of resolved values written until 2026-12-04 named the estimator's class and a
-    teacher_dir / model_dir as typed: they become identities, as ``_fingerprint_config`` makes them."""
+    config, exact) decides. One of resolved values written until 2026-12-04 named the estimator's class,
+    the device and a teacher_dir / model_dir as typed: those become identities as ``_fingerprint_config`` makes
+    them ("auto" the device it picks here: a fit that trained on another is refused by its stages' fingerprints,
+    which recorded the device it picked)."""
     typed = dict(saved.get("config") or {})
     if typed.get("fingerprint") == _RESOLVED_FINGERPRINT:
         typed.update(absolute_model_dirs({k: v for k, v in typed.items() if k in MODEL_DIR_PARAMS}))
         typed["estimator"] = _estimator_identity(typed.get("estimator"))
+        if "device" in typed:
+            typed["device"] = device_identity(typed["device"])
         upgraded = fingerprint(typed)
         return {**saved, "config": upgraded["config"], "config_hash": upgraded["config_hash"]}
     estimator, method = typed.pop("estimator", None), typed.pop("method", None)
