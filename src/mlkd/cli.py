@@ -518,7 +518,8 @@ def _add_checkpoint_options(p, state: str = "the training state") -> None:
     g.add_argument("--resume", action="store_true",
                    help="continue the fit checkpointed in --checkpoint-dir (same final model as an uninterrupted "
                         "fit on the same --threads; another goes on with a warning); refused if DIR holds another "
-                        "configuration's or data's checkpoint")
+                        "configuration's, teacher's, device's or data's checkpoint (a path to the same teacher "
+                        "folder, or --device auto for the device it picks, is the same)")
 
 
 def _check_checkpoint_options(args) -> dict:
