@@ -343,6 +343,25 @@ def test_equal_results_tie_whatever_order_their_cells_were_written_in():
     assert np.isnan(_Table(rows("c", [0.4])).mean_std("d", "c", "x")[1])  # one seed: no spread to show
 
 
+def test_equal_means_of_different_seed_values_tie_in_the_ranks():
+    from mlkd.bench.report import _Table
+
+    # The headline's flags Hamming loss @tuned: tfkd_self's seeds made 109, 109, 112 errors in 65 × 7 cells and
+    # raskd_plus's 108, 110, 112 — both means are exactly 22/91, but summed in floats they differ in the last
+    # bit, and the float comparison had ranked one above the other instead of giving both the average rank
+    def rows(label, errors):
+        return [{"label": label, "config_hash": label, "dataset": "flags", "noise": "none", "seed": s, "x": e / 455}
+                for s, e in enumerate(errors)]
+
+    table = _Table(rows("tfkd_self", [109, 109, 112]) + rows("raskd_plus", [108, 110, 112]) + rows("bce", [100] * 3))
+    means = table.means("x")
+    assert means[0, 0] != means[0, 1]  # the premise: float means one ulp apart
+    np.testing.assert_array_equal(stats.rank_matrix(means, higher_is_better=False), [[2.5, 2.5, 1.0]])
+    # genuinely different values (the smallest step a count metric makes on the largest set) stay apart
+    step = 1 / (3 * 3185 * 983)  # one error more over 3 seeds of delicious' test cells
+    np.testing.assert_array_equal(stats.rank_matrix([[0.02, 0.02 + step]]), [[2.0, 1.0]])
+
+
 def test_noise_settings_of_the_same_data_sets_are_compared_separately(tmp_path):
     db = make_results_db(tmp_path / "noisy.db")
     with sqlite3.connect(db) as con:  # the same cells again, as if trained with noisy labels
