@@ -131,15 +131,17 @@ def db_results(cells: list[dict]) -> dict[str, dict]:
 
 
 def average_ranks(g, datasets, methods, metrics) -> str:
-    from scipy.stats import rankdata
+    """Average ranks as ``mlkd report`` ranks: means of the sorted seed values, ties (up to float rounding) shared."""
+    from mlkd.bench.stats import average_ranks as mean_ranks
+    from mlkd.bench.stats import rank_matrix
 
     full = [d for d in datasets if all(g.get((d, m)) for m in methods)]
     if len(full) < 2:
         return ""
     lines = [f"| metric ({len(full)} datasets) | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
     for metric, hib in metrics:
-        table = np.array([[np.mean([r["at_tuned"][metric] for r in g[(d, m)]]) for m in methods] for d in full])
-        r = np.mean([rankdata(-row if hib else row) for row in table], axis=0)
+        table = np.array([[np.sort([r["at_tuned"][metric] for r in g[(d, m)]]).mean() for m in methods] for d in full])
+        r = mean_ranks(rank_matrix(table, higher_is_better=hib))
         lines.append(f"| {metric} | " + " | ".join(f"{x:.2f}" for x in r) + " |")
     return "\n".join(lines)
 

@@ -786,3 +786,22 @@ def test_a_second_grid_reports_a_shared_cell_under_its_own_name(tmp_path, mulan_
     assert main(["report", str(db), "--out", str(tmp_path / "rep-a"), "--metrics", "mAP", "--methods", "bce,ls"]) == 0
     assert main(["report", str(db), "--out", str(tmp_path / "both"), "--metrics", "mAP",
                  "--methods", "bce,baseline"]) == 0  # both names of the same cells: one column, no error
+
+
+def test_the_tea_family_ranks_tie_equal_means_as_mlkd_report_does(monkeypatch):
+    """benchmarks/tea_family.py's rank table: two methods whose seeds give the same mean share the average
+    rank, whatever order the seeds come in and however the float sums round (as ``mlkd report``'s ranks)."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import tea_family
+
+    def cells(values):
+        return [{"at_tuned": {"hamming_loss": v / 455}} for v in values]
+
+    # 109+109+112 and 108+110+112 errors of 455: both means are 22/91, one ulp apart as float sums; 112+109+109
+    # is the first set in another order
+    g = {("flags", "a"): cells([109, 109, 112]), ("flags", "b"): cells([108, 110, 112]),
+         ("flags", "c"): cells([112, 109, 109]), ("flags", "d"): cells([100] * 3)}
+    g.update({("emotions", m): cells([50 + i] * 3) for i, m in enumerate("abcd")})
+    table = tea_family.average_ranks(g, ["flags", "emotions"], list("abcd"), [("hamming_loss", False)])
+    row = next(line for line in table.splitlines() if line.startswith("| hamming_loss"))
+    assert row == "| hamming_loss | 2.00 | 2.50 | 3.00 | 2.50 |", row
