@@ -805,3 +805,24 @@ def test_the_tea_family_ranks_tie_equal_means_as_mlkd_report_does(monkeypatch):
     table = tea_family.average_ranks(g, ["flags", "emotions"], list("abcd"), [("hamming_loss", False)])
     row = next(line for line in table.splitlines() if line.startswith("| hamming_loss"))
     assert row == "| hamming_loss | 2.00 | 2.50 | 3.00 | 2.50 |", row
+
+
+def test_a_cell_is_split_with_the_protocol_its_key_records(mulan_dir, monkeypatch):
+    """The validation split's seed and share are the ones a cell's resolved config records (grid.PROTOCOL), so a
+    row's key never claims a split other than the one its numbers were made on."""
+    import mlkd.data
+    from mlkd.bench import grid as bench_grid
+    from mlkd.bench.runner import run_cell
+
+    seen = []
+    real = mlkd.data.validation_split
+
+    def spy(Y, fraction=1 / 6, seed=0):
+        seen.append((fraction, seed))
+        return real(Y, fraction=fraction, seed=seed)
+
+    monkeypatch.setattr(mlkd.data, "validation_split", spy)
+    monkeypatch.setitem(bench_grid.PROTOCOL, "split_seed", 3)
+    cell = Grid.build(datasets=["flags"], methods=["bce"], seeds=[0], params=TINY, data_dir=str(mulan_dir)).cells()[0]
+    run_cell(cell, threads=1)
+    assert seen == [(bench_grid.PROTOCOL["validation_fraction"], 3)], seen

@@ -25,13 +25,15 @@ from pathlib import Path
 from typing import Any
 
 from ..data import DATASET_NAMES
+from ..estimator import SPLIT_SEED
 from ..io import absolute_model_dirs, saved_model_ids
 from ..methods import REGISTRY, config_fields, make_config, method_class
 from ..methods.base import config_identity, did_you_mean
 from ..trainer import TrainConfig, early_stopping_rule, identity_settings
 
-#: Protocol choices fixed for every cell (PROTOCOL.md §2, §4, §6); part of the resolved config.
-PROTOCOL = {"validation_fraction": 1 / 6, "split_seed": 0, "threshold": "tuned"}
+#: Protocol choices fixed for every cell (PROTOCOL.md §2, §4, §6); part of the resolved config, and what
+#: ``runner.run_cell`` splits and thresholds with. The split seed is the estimator's own hold-out seed.
+PROTOCOL = {"validation_fraction": 1 / 6, "split_seed": SPLIT_SEED, "threshold": "tuned"}
 #: Training settings a grid may set (``TrainConfig`` fields); ``seed`` is the grid's seed axis.
 TRAIN_KEYS: tuple[str, ...] = tuple(
     f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("seed", "progress", "num_threads")

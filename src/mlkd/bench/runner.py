@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..estimator import SPLIT_SEED
 from .grid import PROTOCOL, Cell, parse_noise, saved_model_ids
 from .store import fit_threads_text
 
@@ -88,7 +87,8 @@ def run_cell(cell: Cell, threads: int | None = None) -> dict:
     data = load_dataset(cell.dataset, data_dir=cell.data_dir)
     X, Y = data.train.X, data.train.Y
     # The split is fixed: seeds change initialisation and batch order only (PROTOCOL.md §2, §6).
-    tr, va = validation_split(Y, fraction=PROTOCOL["validation_fraction"], seed=SPLIT_SEED)
+    # The fraction and seed the cell's key records (grid.PROTOCOL), so the key names the split the numbers used.
+    tr, va = validation_split(Y, fraction=PROTOCOL["validation_fraction"], seed=PROTOCOL["split_seed"])
     # num_threads=None: the fit keeps the thread count the executor set for this worker (or a checkpoint's, below)
     # Label noise hits the training and validation labels (seeded by the cell's seed); test labels stay clean.
     noise_kind, noise_rate = parse_noise(cell.noise)
