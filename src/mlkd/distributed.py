@@ -27,6 +27,7 @@ import copy
 import dataclasses
 import json
 import logging
+import multiprocessing.util
 import os
 import signal
 import sys
@@ -194,7 +195,10 @@ def _spawned(rank, world, init_method, method, X, Y, X_val, Y_val, cfg, device_t
         (Path(out) / "result.json").write_text(json.dumps(dataclasses.asdict(result)))
     # the rank's work is on disk: end the process without the interpreter's teardown, in which the C++ threads of
     # torch's process group were seen to abort the rank at random (SIGABRT, "terminate called without an active
-    # exception", about one spawned fit in 30) after a fit that had succeeded
+    # exception", about one spawned fit in 30) after a fit that had succeeded. multiprocessing's own exit step
+    # still runs: it releases the semaphores the rank made (tqdm's lock), which the caller's resource tracker
+    # otherwise reports at exit ("There appear to be 2 leaked semaphore objects")
+    multiprocessing.util._exit_function()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
