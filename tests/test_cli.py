@@ -206,6 +206,25 @@ def test_the_package_exports_its_names_on_first_use():
         from mlkd import nosuch  # noqa: F401
 
 
+_SUBMODULES_ON_FIRST_USE = """
+import mlkd
+
+# the README's spellings, each in a fresh interpreter that imported only mlkd
+assert mlkd.data.load_dataset("digits-ml").train.X.shape == (2000, 256)
+assert mlkd.methods.config_fields("skdtea")["alpha"] == 0.5
+assert mlkd.methods.c2ae.c2ae_official_train_config()["optimizer"] == "rmsprop"
+assert callable(mlkd.batched.fit_seeds) and callable(mlkd.noise.add_label_noise) and mlkd.stages.Stage
+"""
+
+
+def test_the_submodules_the_readme_names_are_reached_from_import_mlkd():
+    # 'import mlkd; mlkd.data.load_dataset("emotions")' raised AttributeError: module 'mlkd' has no attribute
+    # 'data' unless something had imported mlkd.data before (from mlkd import SKDTEAClassifier does)
+    done = subprocess.run([sys.executable, "-c", _SUBMODULES_ON_FIRST_USE], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 def test_datasets_lists_every_set_with_its_status(call, tmp_path):
     data = Path(_env()["MLKD_DATA"])
     if not (data / "emotions").is_dir():

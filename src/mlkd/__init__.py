@@ -6,13 +6,15 @@ Three lines for a practitioner::
     clf = SKDTEAClassifier().fit(X, Y)
     clf.predict(X_new)
 
-The names below are imported on first use (PEP 562), so ``import mlkd`` and the ``mlkd --help`` of the command
-line do not pay for torch and scikit-learn until a model is needed.
+The names below, and the submodules (``mlkd.data``, ``mlkd.methods``, …), are imported on first use (PEP 562),
+so ``import mlkd`` and the ``mlkd --help`` of the command line do not pay for torch and scikit-learn until a
+model is needed.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
@@ -32,6 +34,9 @@ __all__ = [
 
 def __getattr__(name: str):
     if name not in _EXPORTS:
+        # a submodule (mlkd.data, mlkd.methods, …) is imported on first use too, as after 'import mlkd.data'
+        if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+            return importlib.import_module(f".{name}", __name__)
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
     globals()[name] = value  # later lookups find it without this hook
