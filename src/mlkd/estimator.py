@@ -290,9 +290,19 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
     def _validate_X(self, X, reset: bool, name: str = "X") -> np.ndarray:
         if reset and hasattr(X, "columns"):
             _check_unique([str(c) for c in X.columns], f"{name}'s column names")
+        # a model fitted by 'mlkd fit' knows its data file's columns (column_names_) rather than scikit-learn's
+        # feature_names_in_: a DataFrame's columns are checked against them as Y's are against the labels
+        recorded = None if reset or getattr(self, "feature_names_in_", None) is not None else \
+            getattr(self, "column_names_", None)
+        if recorded and hasattr(X, "columns"):
+            _check_label_order(X, recorded, name, kind="column")
         try:
-            X = validate_data(self, X, reset=reset, accept_sparse=True, dtype=(np.float64, np.float32),
-                              ensure_min_features=1)
+            with warnings.catch_warnings():
+                if recorded and hasattr(X, "columns") and _column_names(X.columns) == list(recorded):
+                    # the model has names, only not scikit-learn's: its "fitted without feature names" is untrue
+                    warnings.filterwarnings("ignore", message="X has feature names", category=UserWarning)
+                X = validate_data(self, X, reset=reset, accept_sparse=True, dtype=(np.float64, np.float32),
+                                  ensure_min_features=1)
         except NotFittedError:
             raise
         except (TypeError, ValueError) as exc:  # scikit-learn's messages span lines and dump the array
@@ -710,7 +720,7 @@ def _column_names(columns) -> list[str]:
     return ["/".join(map(str, n)) if isinstance(n, tuple) else str(n) for n in list(columns)]
 
 
-def _check_label_order(Y, names: list[str], what: str) -> None:
+def _check_label_order(Y, names: list[str], what: str, kind: str = "label") -> None:
     """A ValueError when one of ``what``'s DataFrame columns is named like a label of the model at another position:
     labels are taken by position, so those columns would be scored (or validated) against other labels. Columns
     0, 1, … in order (a DataFrame made from an array without names) name no label, whatever the model's names."""
@@ -722,8 +732,9 @@ def _check_label_order(Y, names: list[str], what: str) -> None:
     at = {name: i for i, name in enumerate(names)}
     for j, name in enumerate(columns):
         if at.get(name, j) != j:
-            raise ValueError(f"{what}'s column {j} is {name!r}, the model's label {at[name]}; expected {what}'s "
-                             f"columns in the model's label order ({_short_names(names)})")
+            order = "label order" if kind == "label" else "order"
+            raise ValueError(f"{what}'s column {j} is {name!r}, the model's {kind} {at[name]}; expected {what}'s "
+                             f"columns in the model's {order} ({_short_names(names)})")
 
 
 def _check_unique(names: list[str], what: str) -> None:
