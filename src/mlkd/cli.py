@@ -931,15 +931,18 @@ def _show_dataset(spec: str, data_dir, directory: Path) -> int:
     if status in ("found", "embedded"):
         bench = mlkd_data.load_dataset(name, data_dir=data_dir)
         train, test = bench.train, bench.test
-        # what a fit on the training split leaves unscaled (PROTOCOL §3): every column holding only 0 and 1 there,
-        # binary attributes and numeric ones alike (flags: 2 counts whose training values are all 0/1)
+        # what a fit of this set leaves unscaled (PROTOCOL §3): every column holding only 0 and 1 in the rows it
+        # trains on (the validation hold-out excluded), binary attributes and numeric ones alike (flags: 3 counts)
+        from .data import validation_split
+        from .estimator import SPLIT_SEED
         from .preprocessing import binary_columns
 
-        binary = int(np.count_nonzero(binary_columns(train.X)))
+        fitted_rows, _ = validation_split(train.Y, seed=SPLIT_SEED)
+        binary = int(np.count_nonzero(binary_columns(train.X[fitted_rows])))
         lines += [
             ("rows", f"{train.n_samples} train, {test.n_samples} test"),
-            ("features", f"{train.n_features} ({binary} hold only 0/1 in train: left as they are; the others "
-                         "standardised with training statistics)"),
+            ("features", f"{train.n_features} ({binary} hold only 0/1 in the rows a fit trains on: left as they are; "
+                         "the others standardised with training statistics)"),
             ("labels", f"{train.n_labels}; labels per row {train.cardinality:.2f} in train, {test.cardinality:.2f} "
                        f"in test (density {train.cardinality / max(train.n_labels, 1):.3f})"),
         ]
