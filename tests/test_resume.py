@@ -611,13 +611,18 @@ def test_device_auto_and_cpu_are_the_same_fit_on_a_machine_without_cuda(tmp_path
                   whole)
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="simulates a checkpoint of a CUDA fit on a machine without one")
-def test_a_checkpoint_of_a_fit_on_another_device_is_refused_in_one_line(tmp_path, interrupt_after):
-    params = dict(hidden=8, max_epochs=6, patience=6, batch_size=32, checkpoint_dir=tmp_path)
+def _bce_fit_interrupted(params, interrupt_after):
+    """A BCE fit with ``params`` (a checkpoint_dir among them) killed after its second epoch."""
     restore = interrupt_after("stage0", 2)
     with pytest.raises(_Interrupt):
         MultiLabelClassifier("bce", **params).fit(X, Y)
     restore()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="simulates a checkpoint of a CUDA fit on a machine without one")
+def test_a_checkpoint_of_a_fit_on_another_device_is_refused_in_one_line(tmp_path, interrupt_after):
+    params = dict(hidden=8, max_epochs=6, patience=6, batch_size=32, checkpoint_dir=tmp_path)
+    _bce_fit_interrupted(params, interrupt_after)
 
     def on_cuda(config):  # as a fit with device="auto" (or "cuda") on a machine with a GPU writes it
         config["device"] = "cuda"
@@ -675,10 +680,7 @@ def test_a_checkpoint_whose_fingerprints_held_spellings_is_refused_for_another_t
 def test_a_checkpoint_whose_fingerprints_held_spellings_is_refused_on_another_device(tmp_path, interrupt_after):
     # device="auto" on a machine with a GPU: the manifest said "auto", the stage the device it picked ("cuda")
     params = dict(hidden=8, max_epochs=6, patience=6, batch_size=32, checkpoint_dir=tmp_path)
-    restore = interrupt_after("stage0", 2)
-    with pytest.raises(_Interrupt):
-        MultiLabelClassifier("bce", **params).fit(X, Y)
-    restore()
+    _bce_fit_interrupted(params, interrupt_after)
 
     def stage(config):
         config["train"]["device"], config["device"] = "auto", "cuda"
