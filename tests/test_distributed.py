@@ -199,10 +199,8 @@ def test_a_killed_rank_is_one_line_of_mlkd_fit_not_a_traceback():
         fit_ddp(method, X, Y, config=TrainConfig(max_epochs=2), nproc=2)
 
 
-def test_a_distributed_fit_leaves_no_semaphore_for_the_resource_tracker_to_warn_of(tmp_path):
-    # each rank ends with os._exit(0), skipping multiprocessing's finalizers: the lock tqdm makes in every rank
-    # stayed registered, and the caller's exit printed "resource_tracker: There appear to be 2 leaked semaphore
-    # objects" after every successful 'mlkd fit --nproc 2'
+def _run_script(tmp_path, body: str):
+    """``body`` run as a user's script (the main module: spawned ranks import it again)."""
     import os
     import subprocess
     import sys
@@ -211,14 +209,29 @@ def test_a_distributed_fit_leaves_no_semaphore_for_the_resource_tracker_to_warn_
     import mlkd
 
     script = tmp_path / "fit.py"
-    script.write_text(
-        "from mlkd import MultiLabelClassifier\nfrom tests.helpers import linear_problem\n"
-        "if __name__ == '__main__':\n    X, Y = linear_problem(n=120)\n"
-        "    MultiLabelClassifier('bce', hidden=8, max_epochs=2, nproc=2).fit(X, Y)\n    print('fitted')\n"
-    )
+    script.write_text("from mlkd import MultiLabelClassifier\nfrom tests.helpers import linear_problem\n" + body)
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(mlkd.__file__).parents[1]), str(root)])}
-    done = subprocess.run([sys.executable, str(script)], env=env, cwd=root, capture_output=True, text=True,
+    return subprocess.run([sys.executable, str(script)], env=env, cwd=root, capture_output=True, text=True,
                           timeout=120)
+
+
+def test_a_script_without_a_main_guard_is_told_so(tmp_path):
+    # a spawned rank imports the user's script again, whose unguarded fit then fails to spawn: the caller was told
+    # that rank 0 had been killed, 'for instance by the system for lack of memory', which sent users the wrong way
+    done = _run_script(tmp_path, "X, Y = linear_problem(n=120)\n"
+                                 "MultiLabelClassifier('bce', hidden=8, max_epochs=2, nproc=2).fit(X, Y)\n")
+    last = done.stderr.strip().splitlines()[-1]
+    assert done.returncode == 1 and last.startswith("ChildProcessError: rank "), done.stderr
+    assert "if __name__ == \"__main__\":" in last and "memory" not in last, last
+
+
+def test_a_distributed_fit_leaves_no_semaphore_for_the_resource_tracker_to_warn_of(tmp_path):
+    # each rank ends with os._exit(0), skipping multiprocessing's finalizers: the lock tqdm makes in every rank
+    # stayed registered, and the caller's exit printed "resource_tracker: There appear to be 2 leaked semaphore
+    # objects" after every successful 'mlkd fit --nproc 2'
+    done = _run_script(tmp_path, "if __name__ == '__main__':\n    X, Y = linear_problem(n=120)\n"
+                                 "    MultiLabelClassifier('bce', hidden=8, max_epochs=2, nproc=2).fit(X, Y)\n"
+                                 "    print('fitted')\n")
     assert done.returncode == 0 and done.stdout.strip() == "fitted", done.stderr
     assert "leaked" not in done.stderr, done.stderr

@@ -156,6 +156,13 @@ def _run_spawned(args, nproc: int, out: Path) -> None:
         # the rank that failed first (torch's error_index); the others' errors follow from it (a closed peer)
         first = f"error-{exc.error_index}.json"
         errors = sorted(out.glob("error-*.json"), key=lambda e: (e.name != first, e.name))
+        if not errors and getattr(exc, "exit_code", None) == 1 and getattr(exc, "signal_name", None) is None:
+            # exit code 1 without the error file a failing fit writes: the rank failed before its fit began, most
+            # often re-importing the user's script (spawn does), whose unguarded fit tries to spawn again
+            raise ChildProcessError(f"rank {exc.error_index} of the distributed fit ended with exit code 1 before its "
+                                    "fit began (a spawned process imports the main script again; its error is on "
+                                    "standard error above); expected a script that fits with nproc > 1 to run "
+                                    "under 'if __name__ == \"__main__\":'") from None
         if not errors:  # killed by a signal (SIGKILL: often the system's, for lack of memory) or os._exit
             # ChildProcessError (an OSError): not a bug of the fit's, so 'mlkd fit' says it in one line
             raise ChildProcessError(f"rank {exc.error_index} of the distributed fit ended without an error of its "
