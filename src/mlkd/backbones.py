@@ -197,6 +197,9 @@ class ResNetBackbone(nn.Module):
         self.head = LabelQueryAttentionHead(prev, n_labels, embed_dim)
         side = lambda n: (n - 1) // 4 + 1  # noqa: E731 - 3×3 convolutions, padding 1, strides 1, 2, 2
         self._final_area = side(height) * side(width_px)
+        # float32 activations a row holds at once in an eval forward, about 6 maps of w × H × W (measured 5.3 at
+        # widths 16 and 40 on 16×16 and 32×32): predict_logits sizes its chunks by it
+        self.activation_bytes_per_row = 4 * (channels + 6 * width) * height * width_px
 
     def forward(self, x: Tensor) -> ModelOutput:
         if self.training and x.shape[0] * self._final_area == 1:

@@ -549,12 +549,25 @@ def device_tensors(X, Y, X_val, Y_val, dev):
 
 #: Rows ``predict_logits`` runs through a model at once, to bound its activations' memory.
 PREDICT_ROWS = 8192
+#: Activation memory (bytes) one chunk of ``predict_logits`` may take in a model whose modules say what a row
+#: costs (``activation_bytes_per_row``: the CNN backbones, whose 8192 rows of 32×32 images through the default
+#: teacher held ~7 GB); such a model predicts in fewer rows at once.
+PREDICT_BYTES = 512 * 2**20
+
+
+def predict_chunk_rows(method: torch.nn.Module) -> int:
+    """Rows ``predict_logits`` runs at once: PREDICT_ROWS, or fewer (at least 1) where a module's activations for
+    them would take more than PREDICT_BYTES."""
+    per_row = max((getattr(m, "activation_bytes_per_row", 0) for m in method.modules()), default=0)
+    return PREDICT_ROWS if per_row <= 0 else max(1, min(PREDICT_ROWS, PREDICT_BYTES // per_row))
 
 
 @torch.no_grad()
-def predict_logits(method: Method, X, batch_size: int = PREDICT_ROWS) -> torch.Tensor:
-    """Prediction logits in eval mode, batched to bound memory; returns a tensor on the method's device."""
+def predict_logits(method: Method, X, batch_size: int | None = None) -> torch.Tensor:
+    """Prediction logits in eval mode, batched to bound memory (``predict_chunk_rows`` rows at once unless
+    ``batch_size`` is given); returns a tensor on the method's device."""
     method.eval()
+    batch_size = predict_chunk_rows(method) if batch_size is None else batch_size
     dev = next(method.parameters()).device
     X_t = X if isinstance(X, torch.Tensor) else torch.as_tensor(np.asarray(X, dtype=np.float32))
     X_t = X_t.to(dev)
