@@ -166,6 +166,11 @@ API = [
     Case("complex X", lambda c: _fit(X0.astype(complex), Y0), "Complex data not supported"),
     Case("1-D X", lambda c: _fit(X0[:, 0], Y0), "Expected 2D array, got 1D array.*Reshape your data"),
     Case("3-D X", lambda c: _fit(X0[:, :, None], Y0), "Found array with dim 3"),
+    # digits-ml's images (n, 1, H, W) as they come: the CNN reads them as flattened rows, which the error says how
+    Case("images as X", lambda c: _fit(np.zeros((40, 1, 2, 2)), Y0),
+         r"Found array with dim 4.*images as flattened rows, X\.reshape\(len\(X\), -1\)", expect="expected X as"),
+    Case("images to predict", lambda c: c.fitted.predict(np.zeros((5, 1, 2, 2))),
+         r"Found array with dim 4.*images as flattened rows, X\.reshape\(len\(X\), -1\)", expect="expected X as"),
     Case("ragged X", lambda c: _fit([[1.0, 2.0], [3.0]], Y0[:2]), "inhomogeneous"),
     Case("0 samples", lambda c: _fit(X0[:0], Y0[:0]), r"0 sample\(s\)"),
     Case("0 features", lambda c: _fit(X0[:, :0], Y0), r"0 feature\(s\)"),

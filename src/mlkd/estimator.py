@@ -321,7 +321,12 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
                 text += (f"; Reshape your data with {name}.reshape(-1, 1) for one feature or {name}.reshape(1, -1) "
                          "for one sample")
             error = _InputTypeError if non_numeric or isinstance(exc, TypeError) else ValueError
-            raise error(f"{text}; expected {name} as a finite numeric array of shape (n_samples, n_features)") from None
+            images = ""
+            if re.search(r"Found array with dim [3-9]", text):  # e.g. digits-ml's images (n, 1, H, W) as they come
+                images = (f": images as flattened rows, {name}.reshape(len({name}), -1), which backbone='cnn' reads "
+                          "back with its image_shape")
+            raise error(f"{text}; expected {name} as a finite numeric array of shape (n_samples, n_features)"
+                        f"{images}") from None
         # float32 stays float32; anything else is float64 until standardised (FeatureScaler), then float32
         return np.asarray(X.toarray() if sp.issparse(X) else X)
 
