@@ -2,7 +2,8 @@
 
 Each example is a ``canvas`` x ``canvas`` image holding 1..``max_digits`` handwritten 8x8 digits
 (scikit-learn's ``load_digits``, values 0..16 scaled to [0, 1]). With the default ``layout="grid"`` they
-sit in distinct cells of an 8x8 grid over the canvas (2x2 cells on the default 16x16 canvas), cells drawn
+sit in distinct 8x8-pixel cells, ``canvas // 8`` per side from the top-left corner (2x2 cells on the default
+16x16 canvas; a canvas that is not a multiple of 8 keeps its right and bottom margin empty), cells drawn
 at random per example; ``layout="random"`` pastes them at any pixel offset, overlaid with ``np.maximum``
 (much harder for a fully connected network: on 2000 examples an MLP reaches mAP ≈ 0.35 against a 0.23
 base rate, versus ≈ 0.9 on the grid layout); its labels are the digit classes present (10 labels, ``digit_0`` ..
@@ -74,7 +75,8 @@ def make_digits_ml(
         noise: standard deviation of Gaussian pixel noise added after composing (clipped to [0, 1]).
         source: which source digits to draw from: "all", or the "train"/"test" half of
             :func:`digits_source_split`.
-        layout: "grid" (distinct 8x8 cells, needs max_digits <= (canvas // 8)**2) or "random" offsets.
+        layout: "grid" (distinct 8x8 cells from the top-left corner, needs max_digits <= (canvas // 8)**2) or
+            "random" offsets (digits may overlap, each still labelled).
 
     Returns:
         A :class:`MultiLabelDataset` with ``images`` (n, 1, canvas, canvas) float32, ``X`` the
