@@ -64,7 +64,9 @@ class MultiLabelDataset:
     would round a column by more than 1e-4 of its standard deviation (a timestamp, a coordinate: ``features_dtype``) —
     and ``Y`` to uint8 (n_samples, n_labels) holding only 0 and 1. ``binary_features`` is a bool mask over
     the feature columns that is True where the column comes from a 0/1 attribute ({0,1}, {YES,NO}, one-hot
-    of a nominal), so that preprocessing can leave those columns unscaled. ``images`` holds (n, 1, H, W)
+    of a nominal): the file's declaration, kept for the user; a fit does not read it but
+    leaves every column that holds only 0 and 1 in its training rows unscaled (``preprocessing.binary_columns``,
+    PROTOCOL §3), declared or not. ``images`` holds (n, 1, H, W)
     float32 images for image data sets (digits-ml) and is None otherwise.
     """
 
