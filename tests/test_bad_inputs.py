@@ -545,3 +545,19 @@ def test_a_model_fitted_by_mlkd_fit_matches_a_dataframes_columns_by_the_names_it
     with pytest.raises(ValueError, match=expected):
         model.evaluate(X[["b", "a", "c", "d"]], Y0)
     assert model.predict(X.set_axis(["p", "q", "r", "s"], axis=1)).shape == Y0.shape  # other names: by position
+
+
+
+def test_a_model_whose_label_names_repeat_takes_a_label_dataframe_with_those_very_columns(tmp_path):
+    # an earlier mlkd saved models whose data file named two labels alike; the order check looked a repeated name
+    # up at its last position only, so a Y DataFrame with exactly the model's label columns was refused ("Y's
+    # column 0 is 'l', the model's label 1"), and so would a model's repeated column_names_ be
+    pd = pytest.importorskip("pandas")
+    clf = _fit(X0, Y0)
+    clf.label_names_ = ["l", "l", "m"]
+    model = load_model(clf.save(tmp_path / "model"))
+    Y = pd.DataFrame(Y0, columns=model.label_names_)
+    assert model.evaluate(X0, Y) == model.evaluate(X0, Y0)
+    assert model.score(X0, Y) == model.score(X0, Y0)
+    with pytest.raises(ValueError, match=r"^Y's column 0 is 'm', the model's label 2"):  # another order still fails
+        model.evaluate(X0, Y.iloc[:, [2, 0, 1]])

@@ -734,11 +734,13 @@ def _check_label_order(Y, names: list[str], what: str, kind: str = "label") -> N
     columns = _column_names(Y.columns)
     if unnamed(columns):  # pandas' default column numbers (pd.DataFrame(Y)) or label_0 …: they name no label
         return
-    at = {name: i for i, name in enumerate(names)}
+    at: dict[str, list[int]] = {}  # every position of a name: an earlier mlkd saved models that repeat one
+    for i, name in enumerate(names):
+        at.setdefault(name, []).append(i)
     for j, name in enumerate(columns):
-        if at.get(name, j) != j:
+        if j not in at.get(name, [j]):
             order = "label order" if kind == "label" else "order"
-            raise ValueError(f"{what}'s column {j} is {name!r}, the model's {kind} {at[name]}; expected {what}'s "
+            raise ValueError(f"{what}'s column {j} is {name!r}, the model's {kind} {at[name][0]}; expected {what}'s "
                              f"columns in the model's {order} ({_short_names(names)})")
 
 
