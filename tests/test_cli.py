@@ -225,6 +225,25 @@ def test_the_submodules_the_readme_names_are_reached_from_import_mlkd():
     assert done.returncode == 0, done.stderr[-2000:]
 
 
+_SUBMODULES_LISTED = """
+import mlkd, sys
+
+# a name that cannot be a submodule is an AttributeError like any other (hasattr answers False): looking
+# 'nosuch.x' up as the submodule mlkd.nosuch.x raised ModuleNotFoundError out of hasattr
+assert not hasattr(mlkd, "nosuch.x") and not hasattr(mlkd, "") and not hasattr(mlkd, "data.nosuch")
+# dir() lists the submodules reached on first use (tab completion in IPython), without importing them
+assert {"data", "methods", "noise", "bench"} <= set(dir(mlkd)) and "torch" not in sys.modules
+assert "__main__" not in dir(mlkd) and "_process" not in dir(mlkd)
+# mlkd.bench's submodules too, as mlkd's ('import mlkd; mlkd.bench.stats.rank_matrix' raised AttributeError)
+assert callable(mlkd.bench.stats.rank_matrix) and {"stats", "report"} <= set(dir(mlkd.bench))
+"""
+
+
+def test_the_lazy_submodules_answer_hasattr_and_dir_as_a_module_does():
+    done = subprocess.run([sys.executable, "-c", _SUBMODULES_LISTED], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 def test_datasets_lists_every_set_with_its_status(call, tmp_path):
     data = Path(_env()["MLKD_DATA"])
     if not (data / "emotions").is_dir():

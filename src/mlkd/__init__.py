@@ -14,7 +14,6 @@ model is needed.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
@@ -35,7 +34,7 @@ __all__ = [
 def __getattr__(name: str):
     if name not in _EXPORTS:
         # a submodule (mlkd.data, mlkd.methods, …) is imported on first use too, as after 'import mlkd.data'
-        if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        if name in _submodules():
             return importlib.import_module(f".{name}", __name__)
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
@@ -44,7 +43,15 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_EXPORTS})
+    return sorted({*globals(), *_EXPORTS, *_submodules()})
+
+
+def _submodules(path=__path__) -> set[str]:
+    """The public submodules of the package at ``path`` (its files, nothing imported): a name from anywhere else
+    ('nosuch.x', '') is an AttributeError, never an import of it."""
+    import pkgutil
+
+    return {m.name for m in pkgutil.iter_modules(path) if not m.name.startswith("_")}
 
 
 if TYPE_CHECKING:

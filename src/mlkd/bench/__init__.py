@@ -13,6 +13,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+from .. import _submodules
+
 #: public name → the submodule of mlkd.bench that defines it (imported on first use, PEP 562: the ``mlkd``
 #: command builds its ``bench`` and ``report`` parsers without loading torch)
 _EXPORTS = {
@@ -34,6 +36,8 @@ __all__ = [
 
 def __getattr__(name: str):
     if name not in _EXPORTS:
+        if name in _submodules(__path__):  # mlkd.bench.stats, … on first use, as mlkd's own submodules
+            return importlib.import_module(f".{name}", __name__)
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
     globals()[name] = value
@@ -41,7 +45,7 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_EXPORTS})
+    return sorted({*globals(), *_EXPORTS, *_submodules(__path__)})
 
 
 if TYPE_CHECKING:
