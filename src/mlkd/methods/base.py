@@ -256,23 +256,25 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
         if annotation is int:
             if isinstance(value, (bool, np.bool_)):
                 raise ValueError
-            if isinstance(value, float) and not value.is_integer():
+            number = int(value)  # an OverflowError for an infinity, a ValueError for NaN
+            # any number that int() would truncate (np.float32(8.5), Decimal("8.5"); int(value) of a str is exact)
+            if not isinstance(value, (str, int, np.integer)) and number != value:
                 raise ValueError
-            return int(value)
+            return number
         if annotation is float:
             if isinstance(value, (bool, np.bool_)):
                 raise ValueError
-            return float(value)
+            return float(value)  # an OverflowError for an int beyond any float (10**400)
         if annotation is str:
             if isinstance(value, os.PathLike):  # a path parameter (teacher_dir) given as a pathlib.Path
                 value = os.fspath(value)
             if not isinstance(value, str):
                 raise ValueError
             return value
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         name = getattr(annotation, "__name__", str(annotation))
         expected = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(annotation, name)
-        raise ValueError(f"parameter {key!r}={value!r} is not a valid {name}; expected {expected}") from None
+        raise ValueError(f"parameter {key!r}={shown(value)} is not a valid {name}; expected {expected}") from None
     return value
 
 
@@ -379,18 +381,30 @@ def is_out_of_memory(exc: BaseException) -> bool:
         s in str(exc) for s in ("can't allocate", "not enough memory", "out of memory")))
 
 
+def shown(value: Any) -> str:
+    """``repr(value)`` for an error message, an integer of more than 20 digits shortened (10**400, or the int a
+    float parameter of 1e300 became, would fill the one line with its digits)."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        digits = str(abs(int(value)))
+        if len(digits) > 20:
+            sign = "-" if value < 0 else ""
+            return f"{sign}{digits[0]}.{digits[1:4]}e+{len(digits) - 1} (an integer of {len(digits)} digits)"
+    return repr(value)
+
+
 def check_range(name: str, value: float | None, low: float, high: float, *, low_open=False, high_open=False):
     """ValueError unless ``low ≤ value ≤ high`` (with open ends where asked)."""
     if value is None:
         return
     if value != value:  # NaN compares false with every bound
-        raise ValueError(f"parameter {name!r}={value!r} is not a number; expected a value in "
+        raise ValueError(f"parameter {name!r}={shown(value)} is not a number; expected a value in "
                          f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}")
     below = value <= low if low_open else value < low
     above = value >= high if high_open else value > high
     if below or above:
         lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
-        raise ValueError(f"parameter {name!r}={value!r} is out of range; expected a value in {lo}{low}, {high}{hi}")
+        raise ValueError(f"parameter {name!r}={shown(value)} is out of range; expected a value in "
+                         f"{lo}{low}, {high}{hi}")
 
 
 def check_choice(name: str, value: Any, choices: tuple) -> None:
