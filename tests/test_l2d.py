@@ -19,6 +19,8 @@ from mlkd.preprocessing import FeatureScaler
 from .helpers import batch_of, ctx, linear_problem
 
 TINY_FIT = dict(hidden=16, teacher_hidden=32, embed_dim=8, max_epochs=3, patience=3)
+#: A student of a saved teacher (teacher_dir): the teacher's size is the saved model's, not a parameter
+SAVED_FIT = {k: v for k, v in TINY_FIT.items() if k != "teacher_hidden"}
 
 
 # -- heads and backbones --------------------------------------------------------------------------------
@@ -175,7 +177,7 @@ def test_teacher_dir_loads_a_saved_model_with_its_own_scaling(tmp_path):
     X = X * 3.0 + 1.0
     saved = MultiLabelClassifier("labelwise", hidden=32, embed_dim=8, max_epochs=3).fit(X[:120], Y[:120])
     saved.save(tmp_path / "teacher")
-    clf = MultiLabelClassifier("distill", teacher_dir=str(tmp_path / "teacher"), **TINY_FIT).fit(X, Y)
+    clf = MultiLabelClassifier("distill", teacher_dir=str(tmp_path / "teacher"), **SAVED_FIT).fit(X, Y)
     assert clf.stage_results_["teacher"].epochs_run == 0  # loaded, not trained
     teacher = clf.stage_models_["teacher"]
     assert clf.scaler_.mean[0] != pytest.approx(saved.scaler_.mean[0])  # the two scalings differ …
@@ -188,13 +190,13 @@ def test_teacher_dir_errors_name_the_problem(tmp_path):
     X, Y = linear_problem(n=120, d=8, L=4)
     MultiLabelClassifier("bce", hidden=8, max_epochs=1).fit(X, Y).save(tmp_path / "bce")
     with pytest.raises(ValueError, match="label-wise embeddings"):
-        DistillClassifier(teacher_dir=str(tmp_path / "bce"), **TINY_FIT).fit(X, Y)
-    clf = DistillClassifier(teacher_dir=str(tmp_path / "bce"), feature_loss="none", **TINY_FIT).fit(X, Y)
+        DistillClassifier(teacher_dir=str(tmp_path / "bce"), **SAVED_FIT).fit(X, Y)
+    clf = DistillClassifier(teacher_dir=str(tmp_path / "bce"), feature_loss="none", **SAVED_FIT).fit(X, Y)
     assert clf.stage_results_["student"].epochs_run == 3  # logit KD from any saved model
     with pytest.raises(ValueError, match="features"):
-        DistillClassifier(teacher_dir=str(tmp_path / "bce"), **TINY_FIT).fit(X[:, :5], Y)
+        DistillClassifier(teacher_dir=str(tmp_path / "bce"), **SAVED_FIT).fit(X[:, :5], Y)
     with pytest.raises(ValueError, match="does not exist"):
-        DistillClassifier(teacher_dir=str(tmp_path / "missing"), **TINY_FIT).fit(X, Y)
+        DistillClassifier(teacher_dir=str(tmp_path / "missing"), **SAVED_FIT).fit(X, Y)
 
 
 def test_a_saved_model_fitted_on_other_or_reordered_labels_is_refused_not_misread(tmp_path):
@@ -204,7 +206,7 @@ def test_a_saved_model_fitted_on_other_or_reordered_labels_is_refused_not_misrea
     names, columns = ["a", "b", "c", "d"], [f"f{j}" for j in range(8)]
     MultiLabelClassifier("labelwise", hidden=8, embed_dim=4, max_epochs=1).fit(
         pd.DataFrame(X, columns=columns), Y, label_names=names).save(tmp_path / "t")
-    params = dict(teacher_dir=str(tmp_path / "t"), **TINY_FIT)
+    params = dict(teacher_dir=str(tmp_path / "t"), **SAVED_FIT)
     with pytest.raises(ValueError, match="same labels in another order"):  # label k would learn the teacher's 3 − k
         DistillClassifier(**params).fit(X, Y[:, ::-1], label_names=names[::-1])
     with pytest.raises(ValueError, match="other labels"):
@@ -226,8 +228,8 @@ def test_a_teacher_fitted_on_a_label_dataframe_without_names_is_not_refused_for_
     MultiLabelClassifier("labelwise", hidden=8, embed_dim=4, max_epochs=1).fit(X, pd.DataFrame(Y)).save(tmp_path / "t")
     MultiLabelClassifier("labelwise", hidden=8, embed_dim=4, max_epochs=1).fit(
         X, Y, label_names=["a", "b", "c", "d"]).save(tmp_path / "named")
-    DistillClassifier(teacher_dir=str(tmp_path / "t"), **TINY_FIT).fit(X, Y, label_names=["a", "b", "c", "d"])
-    DistillClassifier(teacher_dir=str(tmp_path / "named"), **TINY_FIT).fit(X, pd.DataFrame(Y))
+    DistillClassifier(teacher_dir=str(tmp_path / "t"), **SAVED_FIT).fit(X, Y, label_names=["a", "b", "c", "d"])
+    DistillClassifier(teacher_dir=str(tmp_path / "named"), **SAVED_FIT).fit(X, pd.DataFrame(Y))
 
 
 def test_a_teacher_whose_save_was_killed_between_its_two_renames_is_distilled_as_load_model_reads_it(tmp_path):
@@ -240,10 +242,10 @@ def test_a_teacher_whose_save_was_killed_between_its_two_renames_is_distilled_as
     MultiLabelClassifier("labelwise", hidden=8, embed_dim=4, max_epochs=1).fit(
         X, Y, label_names=["a", "b", "c", "d"]).save(teacher)
     os.replace(teacher / "config.json", teacher / ".config.json.abcd1234.tmp")
-    clf = DistillClassifier(teacher_dir=str(teacher), **TINY_FIT).fit(X, Y, label_names=["a", "b", "c", "d"])
+    clf = DistillClassifier(teacher_dir=str(teacher), **SAVED_FIT).fit(X, Y, label_names=["a", "b", "c", "d"])
     assert clf.stage_results_["teacher"].epochs_run == 0 and (teacher / "config.json").is_file()
     with pytest.raises(ValueError, match=r"^teacher_dir of method 'distill': model directory .* does not exist"):
-        DistillClassifier(teacher_dir=str(tmp_path / "missing"), **TINY_FIT).fit(X, Y)
+        DistillClassifier(teacher_dir=str(tmp_path / "missing"), **SAVED_FIT).fit(X, Y)
     os.replace(teacher / "config.json", teacher / ".config.json.abcd1234.tmp")  # mlkd distill --teacher too
     data = tmp_path / "d.arff"
     rows = [",".join([*(f"{v:.5f}" for v in x), *map(str, y)]) for x, y in zip(X, Y, strict=True)]
@@ -263,7 +265,7 @@ def test_a_student_records_which_teacher_it_learned_from_and_loads_without_it(tm
     teacher = MultiLabelClassifier("labelwise", hidden=16, embed_dim=4, max_epochs=1).fit(X, Y)
     teacher_id = json.loads((teacher.save(tmp_path / "runs" / "t") / "config.json").read_text())["save_id"]
     monkeypatch.chdir(tmp_path / "runs")  # the teacher given as a path relative to the working directory
-    student = DistillClassifier(teacher_dir="t", **TINY_FIT).fit(X, Y)
+    student = DistillClassifier(teacher_dir="t", **SAVED_FIT).fit(X, Y)
     student.save(tmp_path / "student")
     MultiLabelClassifier("labelwise", hidden=16, embed_dim=4, max_epochs=1, random_state=1).fit(X, Y).save(
         tmp_path / "runs" / "t", overwrite=True)  # another model fitted into the teacher's folder afterwards

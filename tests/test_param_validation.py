@@ -76,3 +76,29 @@ def test_huge_integers_are_shortened_in_the_message():
 def test_integral_values_of_any_type_are_still_an_integer_parameter(value):
     assert make_config("bce", {"hidden": value}).hidden == 8
     assert type(make_config("bce", {"hidden": value}).hidden) is int
+
+
+# -- distill's teacher parameters ----------------------------------------------------------------------------
+@pytest.mark.parametrize("key, value", [("teacher_hidden", 0), ("teacher_hidden", -1), ("teacher_depth", -1),
+                                        ("teacher_depth", 65), ("teacher_embed_dim", 0)])
+def test_a_bad_teacher_size_names_the_teacher_parameter(key, value, no_training):
+    # the error named 'hidden' / 'depth' / 'embed_dim', the student's parameters, which the user had not set
+    _refused(ValueError, lambda: MultiLabelClassifier("distill", **{**TINY, key: value}).fit(X, Y),
+             f"parameter '{key}'={value}", "expected a value in")
+
+
+@pytest.fixture(scope="module")
+def saved_teacher(tmp_path_factory):
+    path = tmp_path_factory.mktemp("teacher") / "labelwise"
+    MultiLabelClassifier("labelwise", hidden=8, depth=1, embed_dim=4, max_epochs=1).fit(X, Y).save(path)
+    return path
+
+
+@pytest.mark.parametrize("key, value", [("teacher_hidden", 64), ("teacher_hidden", -1), ("teacher_backbone", "cnnx"),
+                                        ("teacher_depth", 3), ("teacher_embed_dim", 16), ("teacher_max_epochs", 5),
+                                        ("teacher_lr", 0.01)])
+def test_a_teacher_setting_beside_teacher_dir_is_refused_not_ignored(key, value, saved_teacher, no_training):
+    # a saved teacher is loaded as it is: these were accepted (-1 and 'cnnx' too) and had no effect
+    _refused(ValueError, lambda: MultiLabelClassifier("distill", teacher_dir=str(saved_teacher), embed_dim=4,
+                                                      **{**TINY, key: value}).fit(X, Y),
+             f"'{key}'", "teacher_dir")

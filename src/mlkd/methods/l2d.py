@@ -125,6 +125,11 @@ class Labelwise(Method):
 # ---------------------------------------------------------------------------------------------------
 # distill
 # ---------------------------------------------------------------------------------------------------
+#: The parameters of the teacher that ``distill`` trains itself (none applies to a ``teacher_dir``).
+TEACHER_SETTINGS = ("teacher_backbone", "teacher_hidden", "teacher_depth", "teacher_embed_dim", "teacher_max_epochs",
+                    "teacher_lr")
+
+
 @dataclass
 class DistillConfig(LabelwiseConfig):
     # the teacher (None: the student's backbone / embed_dim, the backbone's teacher size)
@@ -185,7 +190,23 @@ class DistillConfig(LabelwiseConfig):
         if self.teacher_dir is None:
             if self.teacher_backbone is not None:
                 check_choice("teacher_backbone", self.teacher_backbone, BACKBONES)
+            # the teacher's own sizes under their own names (the check of the teacher's config below names
+            # 'hidden', the student's parameter, which the user may not have set)
+            check_range("teacher_hidden", self.teacher_hidden, 1, 1 << 20)
+            check_range("teacher_depth", self.teacher_depth, 0 if (self.teacher_backbone or self.backbone) == "mlp"
+                        else 1, 64)
+            check_range("teacher_embed_dim", self.teacher_embed_dim, 1, 1 << 16)
             LabelwiseConfig(**self.teacher_params()).validate(n_features, n_labels)
+
+    def validate_new(self, n_features: int, n_labels: int) -> None:
+        super().validate_new(n_features, n_labels)
+        # a saved teacher is loaded as it is, not built or trained: a teacher setting beside it would be ignored
+        if self.teacher_dir is not None:
+            for name in TEACHER_SETTINGS:
+                if getattr(self, name) is not None:
+                    raise ValueError(f"parameter {name!r}={getattr(self, name)!r} applies to a teacher mlkd trains, "
+                                     f"but teacher_dir loads a saved one as it is; expected {name} unset (None) with "
+                                     "teacher_dir, or no teacher_dir")
 
     def backbones_in_use(self) -> set[str]:
         if self.teacher_dir is not None:  # a saved teacher is loaded as it is
