@@ -102,3 +102,25 @@ def test_a_teacher_setting_beside_teacher_dir_is_refused_not_ignored(key, value,
     _refused(ValueError, lambda: MultiLabelClassifier("distill", teacher_dir=str(saved_teacher), embed_dim=4,
                                                       **{**TINY, key: value}).fit(X, Y),
              f"'{key}'", "teacher_dir")
+
+
+# -- temperatures ------------------------------------------------------------------------------------------
+TEMPERATURES = [("ban", "temperature", {"generations": 2}), ("cskd", "temperature", {}),
+                ("tfkd_self", "temperature", {}), ("tfkd_reg", "temperature", {}), ("raskd", "tau", {}),
+                ("raskd_plus", "temperature", {}), ("distill", "T", {"logit_loss": "kd"})]
+
+
+@pytest.mark.parametrize("method, key, extra", TEMPERATURES, ids=[f"{m}-{k}" for m, k, _ in TEMPERATURES])
+@pytest.mark.parametrize("value", [1e-300, 1e-40])
+def test_a_temperature_too_small_for_float32_is_refused_before_training(method, key, extra, value, no_training):
+    # logits / T overflowed float32: "training diverged at epoch 0 (loss=nan)" after the first epoch had run
+    _refused(ValueError, lambda: MultiLabelClassifier(method, **{**TINY, **extra, key: value}).fit(X, Y),
+             f"'{key}'={value!r}", "expected a value in")
+
+
+@pytest.mark.parametrize("method, key, extra", TEMPERATURES, ids=[f"{m}-{k}" for m, k, _ in TEMPERATURES])
+def test_the_smallest_temperature_accepted_trains(method, key, extra):
+    from mlkd.methods.base import MIN_TEMPERATURE
+
+    clf = MultiLabelClassifier(method, **{**TINY, **extra, key: MIN_TEMPERATURE, "max_epochs": 3}).fit(X, Y)
+    assert np.isfinite(clf.predict_proba(X)).all()

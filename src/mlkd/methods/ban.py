@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from ..nn import MLP
 from ._kd import KD_REDUCTIONS, backbone_params, binary_kl, inert_kd_params, kd_factor
-from .base import REGISTRY, Batch, Method, StepContext, StepOutput, check_choice, check_range, register
+from .base import MIN_TEMPERATURE, REGISTRY, Batch, Method, StepContext, StepOutput, check_choice, check_range, register
 from .bce import BCE, MLPConfig
 
 
@@ -41,7 +41,7 @@ class BANConfig(MLPConfig):
         super().validate(n_features, n_labels)
         check_range("generations", self.generations, 2, 1000)
         check_range("lambda_kd", self.lambda_kd, 0.0, 1e6)
-        check_range("temperature", self.temperature, 0.0, 1e6, low_open=True)
+        check_range("temperature", self.temperature, MIN_TEMPERATURE, 1e6)
         check_choice("kd_reduction", self.kd_reduction, KD_REDUCTIONS)
 
     def inert_params(self) -> set[str]:

@@ -381,6 +381,12 @@ def is_out_of_memory(exc: BaseException) -> bool:
         s in str(exc) for s in ("can't allocate", "not enough memory", "out of memory")))
 
 
+#: The smallest temperature a method divides logits by to soften them (a KD temperature, RAS-KD's relation τ):
+#: below about 1e-37, logits / T overflow float32 and the first epoch's loss is NaN; 1e-6 is far below any
+#: useful softening and far above that.
+MIN_TEMPERATURE = 1e-6
+
+
 def shown(value: Any) -> str:
     """``repr(value)`` for an error message, an integer of more than 20 digits shortened (10**400, or the int a
     float parameter of 1e300 became, would fill the one line with its digits)."""

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._kd import KD_REDUCTIONS, binary_kl, inert_kd_params, kd_factor
-from .base import Batch, StepContext, StepOutput, check_choice, check_range, register
+from .base import MIN_TEMPERATURE, Batch, StepContext, StepOutput, check_choice, check_range, register
 from .bce import BCE, MLPConfig
 
 PARTNERS = ("batch", "train")
@@ -45,7 +45,7 @@ class CSKDConfig(MLPConfig):
     def validate(self, n_features: int, n_labels: int) -> None:
         super().validate(n_features, n_labels)
         check_range("lambda_kd", self.lambda_kd, 0.0, 1e6)
-        check_range("temperature", self.temperature, 0.0, 1e6, low_open=True)
+        check_range("temperature", self.temperature, MIN_TEMPERATURE, 1e6)
         check_choice("kd_reduction", self.kd_reduction, KD_REDUCTIONS)
         check_choice("partners", self.partners, PARTNERS)
 

@@ -34,7 +34,17 @@ from torch import Tensor
 from .. import losses
 from ..backbones import DEFAULT_SIZES, ModelOutput, build_backbone, parse_image_shape
 from ..nn import ACTIVATIONS
-from .base import Batch, Method, MethodConfig, StepContext, StepOutput, check_choice, check_range, register
+from .base import (
+    MIN_TEMPERATURE,
+    Batch,
+    Method,
+    MethodConfig,
+    StepContext,
+    StepOutput,
+    check_choice,
+    check_range,
+    register,
+)
 
 LOGIT_LOSSES = ("none", "kd", "mse", "mld")
 POOLED_FEATURE_LOSSES = ("rkd", "pkt")  # on pooled features (the feature-KD slot beside LED takes these)
@@ -182,7 +192,7 @@ class DistillConfig(LabelwiseConfig):
                              "expected another pooled-feature loss or 'none' (raise lambda_feature instead)")
         for name in ("lambda_logits", "lambda_feature", "lambda_cd", "lambda_id", "lambda_extra"):
             check_range(name, getattr(self, name), 0.0, 1e9)
-        check_range("T", self.T, 0.0, 1e3, low_open=True)
+        check_range("T", self.T, MIN_TEMPERATURE, 1e3)
         check_range("teacher_max_epochs", self.teacher_max_epochs, 1, 1 << 30)
         check_range("teacher_lr", self.teacher_lr, 0.0, 10.0, low_open=True, high_open=True)
         if self.teacher_dir is not None and not str(self.teacher_dir).strip():

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._kd import KD_REDUCTIONS, binary_kl
-from .base import Batch, StepContext, StepOutput, check_choice, check_range, register
+from .base import MIN_TEMPERATURE, Batch, StepContext, StepOutput, check_choice, check_range, register
 from .bce import BCE, MLPConfig
 
 
@@ -40,10 +40,10 @@ class RASKDConfig(MLPConfig):
         super().validate(n_features, n_labels)
         check_range("epsilon", self.epsilon, 0.0, 1.0)
         check_range("epsilon_pos", self.epsilon_pos, 0.0, 1.0)
-        check_range("tau", self.tau, 0.0, 1e6, low_open=True)
+        check_range("tau", self.tau, MIN_TEMPERATURE, 1e6)
         check_range("lambda_aux", self.lambda_aux, 0.0, 1e6)
         check_range("lambda_inst", self.lambda_inst, 0.0, 1e6)
-        check_range("temperature", self.temperature, 0.0, 1e6, low_open=True)
+        check_range("temperature", self.temperature, MIN_TEMPERATURE, 1e6)
         check_choice("representatives", self.representatives, ("head", "ema"))
         check_choice("reduce", self.reduce, ("max", "mean"))
         check_choice("kd_reduction", self.kd_reduction, KD_REDUCTIONS)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._kd import KD_REDUCTIONS, bce_teacher_stages, binary_kl, inert_kd_params, kd_factor
-from .base import Batch, StepContext, StepOutput, check_choice, check_range, register
+from .base import MIN_TEMPERATURE, Batch, StepContext, StepOutput, check_choice, check_range, register
 from .bce import BCE, MLPConfig
 
 
@@ -32,7 +32,7 @@ class TFKDSelfConfig(MLPConfig):
     def validate(self, n_features: int, n_labels: int) -> None:
         super().validate(n_features, n_labels)
         check_range("alpha", self.alpha, 0.0, 1.0)
-        check_range("temperature", self.temperature, 0.0, 1e6, low_open=True)
+        check_range("temperature", self.temperature, MIN_TEMPERATURE, 1e6)
         check_choice("kd_reduction", self.kd_reduction, KD_REDUCTIONS)
 
     def inert_params(self) -> set[str]:
@@ -74,7 +74,7 @@ class TFKDRegConfig(MLPConfig):
     def validate(self, n_features: int, n_labels: int) -> None:
         super().validate(n_features, n_labels)
         check_range("alpha", self.alpha, 0.0, 1.0)
-        check_range("temperature", self.temperature, 0.0, 1e6, low_open=True)
+        check_range("temperature", self.temperature, MIN_TEMPERATURE, 1e6)
         check_range("a", self.a, 0.5, 1.0, high_open=True)
         check_choice("kd_reduction", self.kd_reduction, KD_REDUCTIONS)
 
