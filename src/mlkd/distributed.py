@@ -59,6 +59,19 @@ def is_primary() -> bool:
     return not launched_by_torchrun() or int(os.environ["RANK"]) == 0
 
 
+#: The most processes one fit may have: far more than a machine's cores, each spawned process a torch of its own
+#: (hundreds of MB); ``nproc=1025`` spawned 1025 of them, and 2**70 was an OverflowError traceback from the spawn.
+MAX_NPROC = 1024
+
+
+def check_nproc(nproc) -> int:
+    """``nproc`` as an int; a ValueError unless it is an integer in [1, ``MAX_NPROC``]."""
+    if not isinstance(nproc, (int, np.integer)) or isinstance(nproc, (bool, np.bool_)) or not 1 <= nproc <= MAX_NPROC:
+        shown = repr(nproc) if len(repr(nproc)) <= 30 else f"{repr(nproc)[:12]}... ({len(repr(nproc))} digits)"
+        raise ValueError(f"nproc={shown} is invalid; expected an integer in [1, {MAX_NPROC}]")
+    return int(nproc)  # a numpy integer (a grid's value), as MultiLabelClassifier(nproc=...) takes it
+
+
 def check_distributable(method: Method) -> None:
     """ValueError unless ``method`` can be trained with DDP (one stage, all its state in parameters)."""
     cls = type(method)
@@ -105,9 +118,7 @@ def fit_ddp(method: Method, X, Y, X_val=None, Y_val=None, config: TrainConfig | 
     """
     cfg = config or TrainConfig()
     cfg.validate()
-    if not isinstance(nproc, (int, np.integer)) or isinstance(nproc, (bool, np.bool_)) or nproc < 1:
-        raise ValueError(f"nproc={nproc!r} is invalid; expected an integer ≥ 1")
-    nproc = int(nproc)  # a numpy integer (a grid's value), as MultiLabelClassifier(nproc=...) takes it
+    nproc = check_nproc(nproc)
     check_distributable(method)
     device = resolve_device(cfg.device)
     check_world(nproc)

@@ -34,7 +34,7 @@ from .checkpoint import (
 )
 from .data.dataset import first_repeated
 from .data.splits import validation_split
-from .distributed import check_distributable, check_world, fit_ddp
+from .distributed import check_distributable, check_nproc, check_world, fit_ddp
 from .io import MODEL_DIR_PARAMS, absolute_model_dirs, check_saved_model_columns, saved_model_ids, short_repr, unnamed
 from .methods import build_method, config_fields, method_class
 from .methods.base import ADDED_PARAMS, config_identity, did_you_mean, make_config
@@ -518,10 +518,8 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     def _check_nproc(self, model) -> None:
-        nproc = self.nproc
-        if not isinstance(nproc, (int, np.integer)) or isinstance(nproc, bool) or nproc < 1:
-            raise ValueError(f"nproc={nproc!r} is invalid; expected an integer ≥ 1")
-        check_world(int(nproc))
+        nproc = check_nproc(self.nproc)
+        check_world(nproc)
         if nproc > 1:
             check_distributable(model)
             if self.checkpoint_dir is not None:
