@@ -654,10 +654,15 @@ def _result(saved, path: Path, result_cls):
 
 def check_seconds(seconds) -> float:
     """``checkpoint_seconds`` as a float; a ValueError unless it is a finite number ≥ 0."""
+    try:  # float() first: math.isfinite(10**400) is an OverflowError
+        number = float(seconds)
+    except (TypeError, ValueError, OverflowError):
+        number = math.nan
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"checkpoint_seconds={seconds!r} is invalid; expected a number of seconds ≥ 0")
-    return float(seconds)
+            or not math.isfinite(number) or number < 0:
+        shown = repr(seconds) if len(repr(seconds)) <= 30 else f"{repr(seconds)[:12]}... ({len(repr(seconds))} digits)"
+        raise ValueError(f"checkpoint_seconds={shown} is invalid; expected a number of seconds ≥ 0")
+    return number
 
 
 def check_directory(directory) -> Path:
