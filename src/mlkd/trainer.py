@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .checkpoint import LoopState, active_checkpointer
-from .methods.base import TORCH_GLOBAL_STATE, Batch, Method, StepContext
+from .methods.base import TORCH_GLOBAL_STATE, Batch, Method, StepContext, shown
 from .nn import fused_mlp_training
 
 #: Seeds a fit accepts: what torch and numpy both take, with room for the offsets later stages and ranks add.
@@ -81,17 +81,25 @@ class TrainConfig:
             ("monitor", self.monitor in ("mAP", "loss"), "'mAP' or 'loss'"),
             ("seed", integer(self.seed) and SEED_RANGE[0] <= self.seed < SEED_RANGE[1],
              "an integer in [0, 2**63 - 1)"),
-            ("device", isinstance(self.device, (str, torch.device)),
-             "'auto', 'cpu', 'cuda', 'cuda:N' or a torch.device"),
             ("num_threads", self.num_threads is None or (integer(self.num_threads)
                                                          and 1 <= self.num_threads <= MAX_THREADS),
              f"None or an integer in [1, {MAX_THREADS}]"),
-            ("fused_optimizer", isinstance(self.fused_optimizer, bool), "True or False"),
-            ("fused_mlp", isinstance(self.fused_mlp, bool), "True or False"),
+            ("fused_optimizer", isinstance(self.fused_optimizer, (bool, np.bool_)), "True or False"),
+            ("fused_mlp", isinstance(self.fused_mlp, (bool, np.bool_)), "True or False"),
+            ("progress", isinstance(self.progress, (bool, np.bool_)), "True or False"),
         ]
         for name, ok, expected in checks:
             if not ok:
-                raise ValueError(f"training parameter {name!r}={getattr(self, name)!r} is invalid; expected {expected}")
+                raise ValueError(f"training parameter {name!r}={shown(getattr(self, name))} is invalid; expected "
+                                 f"{expected}")
+        # the device's spelling only (a grid may run where the GPU is); Trainer checks that the device exists
+        if (problem := device_problem(self.device, available=False)) is not None:
+            raise ValueError(problem)
+        # numpy scalars (a grid's values) as the Python values they equal: torch.Generator.manual_seed refuses an
+        # np.int64 seed, and the config is written to JSON (checkpoints, benchmark cells)
+        for name, value in list(vars(self).items()):
+            if isinstance(value, (np.integer, np.floating, np.bool_)):
+                setattr(self, name, value.item())
 
 
 #: The training settings of the reference path: torch's per-parameter AdamW and ``nn.Dropout`` under autograd.
@@ -204,6 +212,37 @@ def optimizers_without_compiler_import():
             vars(fn).pop("__dynamo_disable", None)
 
 
+def device_problem(device, available: bool = True) -> str | None:
+    """Why ``device`` cannot be trained on — not 'auto', 'cpu', 'cuda[:N]' or a torch.device of those, or
+    (``available``) a CUDA device this machine does not have — or None when it can."""
+    if isinstance(device, torch.device):  # device=torch.device("cpu") means "cpu"
+        device = str(device)
+    if device == "auto":
+        return None
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        return f"device={device!r} is invalid; expected 'auto', 'cpu' or 'cuda[:index]'"
+    if available and dev.type == "cuda" and (not torch.cuda.is_available()
+                                             or (dev.index or 0) >= torch.cuda.device_count()):
+        have = f"{torch.cuda.device_count()} CUDA device(s)" if torch.cuda.is_available() else "no CUDA"
+        return (f"device={device!r} is not available (this machine has {have}); expected 'auto', 'cpu' or an "
+                "available CUDA device")
+    return None
+
+
+def check_device(device, available: bool = True):
+    """'auto', 'cpu' or an available CUDA device, returned as given (a torch.device as its string); anything else
+    is a ValueError before any work. With ``available=False`` only the spelling is checked (a grid may run where
+    the GPU is: a Ray cluster)."""
+    problem = device_problem(device, available)
+    if problem:
+        raise ValueError(problem)
+    return str(device) if isinstance(device, torch.device) else device
+
+
 def resolve_device(device) -> torch.device:
     if isinstance(device, torch.device):
         return device
@@ -305,7 +344,7 @@ class Trainer:
     def __init__(self, config: TrainConfig | None = None) -> None:
         self.config = config or TrainConfig()
         self.config.validate()
-        self.device = resolve_device(self.config.device)
+        self.device = resolve_device(check_device(self.config.device))  # one this machine has
 
     def fit(self, method: Method, X, Y, X_val=None, Y_val=None, checkpoint=None) -> TrainResult:
         """Train ``method`` in place on (X, Y); with validation data, stop early and restore the best state.
