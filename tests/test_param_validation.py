@@ -124,3 +124,118 @@ def test_the_smallest_temperature_accepted_trains(method, key, extra):
 
     clf = MultiLabelClassifier(method, **{**TINY, **extra, key: MIN_TEMPERATURE, "max_epochs": 3}).fit(X, Y)
     assert np.isfinite(clf.predict_proba(X)).all()
+
+
+# -- training settings ---------------------------------------------------------------------------------------
+@pytest.fixture
+def cli(capsys, tmp_path):
+    """``mlkd ARGS`` in this process: (exit status, stderr lines)."""
+    from mlkd.cli import main
+
+    def run(*args):
+        capsys.readouterr()
+        rc = main([str(a) for a in args])
+        return rc, capsys.readouterr().err.strip().splitlines()
+
+    return run
+
+
+def _arff(path):
+    lines = ["@relation tiny", *(f"@attribute f{j} numeric" for j in range(5)),
+             *(f"@attribute l{j} {{0,1}}" for j in range(3)), "@data"]
+    lines += [",".join([*(f"{v:.4f}" for v in x), *(str(int(v)) for v in y)]) for x, y in zip(X, Y, strict=True)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("nproc", [2**70, 10**400, 1025], ids=["2**70", "10**400", "1025"])
+def test_a_process_count_beyond_any_machine_is_refused_before_spawning(nproc, no_training, monkeypatch):
+    # 2**70 was an OverflowError traceback from torch's spawn (uncaught by 'mlkd fit'); 1025 spawned 1025 processes
+    # of torch each, which took this test's machine down
+    def spawn(*args):
+        raise AssertionError("processes were spawned")
+
+    monkeypatch.setattr("mlkd.distributed._run_spawned", spawn)
+    _refused(ValueError, lambda: MultiLabelClassifier("bce", **TINY, nproc=nproc).fit(X, Y), "nproc", "1024")
+
+
+def test_fit_ddp_refuses_a_process_count_beyond_any_machine():
+    from mlkd.distributed import fit_ddp
+    from mlkd.methods import build_method
+    from mlkd.trainer import TrainConfig
+
+    model = build_method("bce", 5, 3, {"hidden": 8})
+    _refused(ValueError, lambda: fit_ddp(model, X, Y, config=TrainConfig(max_epochs=1), nproc=2**70), "nproc", "1024")
+
+
+def test_mlkd_fit_nproc_beyond_any_machine_is_one_line(cli, tmp_path):
+    rc, err = cli("fit", _arff(tmp_path / "t.arff"), "--n-labels", "3", "-m", "bce", "-p", "hidden=8", "-q",
+                  "--max-epochs", "1", "--out", tmp_path / "m", "--nproc", str(2**70))
+    assert rc == 2 and len(err) == 1 and err[0].startswith("mlkd: error: nproc=") and "expected" in err[0], err
+
+
+def test_checkpoint_seconds_beyond_any_float_is_refused(tmp_path, no_training):
+    # math.isfinite(10**400) was an OverflowError traceback
+    _refused(ValueError, lambda: MultiLabelClassifier("bce", **TINY, checkpoint_dir=tmp_path / "ck",
+                                                      checkpoint_seconds=10**400).fit(X, Y),
+             "checkpoint_seconds", "seconds ≥ 0")
+
+
+@pytest.mark.parametrize("verbose", ["maybe", "no", None, [True], float("nan"), 1.0, -1], ids=repr)
+def test_verbose_is_a_flag_not_anything_truthy(verbose, no_training):
+    # verbose="no" showed the progress bar (bool("no")), None/[True]/nan were taken without a word
+    _refused(ValueError, lambda: MultiLabelClassifier("bce", **TINY, verbose=verbose).fit(X, Y), "verbose")
+
+
+@pytest.mark.parametrize("verbose", [False, True, 0, 1, 2, np.True_, np.int64(1)], ids=repr)
+def test_verbose_takes_a_bool_or_a_scikit_learn_verbosity_level(verbose):
+    assert MultiLabelClassifier("bce", **TINY, verbose=verbose).fit(X, Y).history_
+
+
+@pytest.mark.parametrize("progress", ["maybe", None, 2, [True], float("nan"), 1.0], ids=repr)
+def test_train_config_progress_is_a_flag(progress):
+    from mlkd.trainer import TrainConfig
+
+    _refused(ValueError, lambda: TrainConfig(progress=progress).validate(), "'progress'", "True or False")
+
+
+@pytest.mark.parametrize("device", ["", "cpux", "CPU", " cpu ", "tpu", "meta", "cuda:x"], ids=repr)
+def test_train_config_refuses_a_misspelt_or_unsupported_device(device):
+    # TrainConfig took any string: Trainer then failed inside torch.device (RuntimeError) or later ('meta')
+    import torch
+
+    from mlkd.trainer import TrainConfig, Trainer
+
+    _refused(ValueError, lambda: TrainConfig(device=device).validate(), "device", "'auto', 'cpu'")
+    _refused(ValueError, lambda: Trainer(TrainConfig(device=torch.device("meta"))), "device", "'auto', 'cpu'")
+
+
+def test_the_trainer_refuses_a_cuda_device_this_machine_lacks():
+    # an AssertionError "Torch not compiled with CUDA enabled" from inside torch, on the first tensor moved there
+    from mlkd.trainer import TrainConfig, Trainer
+
+    _refused(ValueError, lambda: Trainer(TrainConfig(device="cuda:99")), "cuda:99", "not available")
+
+
+@pytest.mark.parametrize("seed", [np.int64(3), np.int32(3), np.uint16(3)], ids=repr)
+def test_the_trainer_takes_a_numpy_integer_seed(seed):
+    # torch.Generator.manual_seed(np.int64(3)) was "TypeError: an integer is required"
+    from mlkd.methods import build_method
+    from mlkd.trainer import TrainConfig, Trainer
+
+    def weights(seed):
+        model = build_method("bce", 5, 3, {"hidden": 8}, seed=0)
+        Trainer(TrainConfig(seed=seed, max_epochs=2, batch_size=16)).fit(model, X, Y)
+        return [p.detach().clone() for p in model.parameters()]
+
+    assert all((a == b).all() for a, b in zip(weights(seed), weights(3), strict=True))
+
+
+def test_train_config_takes_numpy_scalars_as_the_python_values_they_equal():
+    from mlkd.trainer import TrainConfig
+
+    cfg = TrainConfig(max_epochs=np.int64(2), lr=np.float32(0.5), fused_optimizer=np.False_, fused_mlp=np.True_,
+                      progress=np.False_, num_threads=np.int32(1), seed=np.uint8(7))
+    cfg.validate()  # np.bool_ flags were refused ("expected True or False")
+    assert [type(getattr(cfg, k)) for k in ("max_epochs", "lr", "fused_optimizer", "progress", "seed")] == \
+        [int, float, bool, bool, int]

@@ -40,7 +40,7 @@ from .methods import build_method, config_fields, method_class
 from .methods.base import ADDED_PARAMS, config_identity, did_you_mean, make_config
 from .preprocessing import FeatureScaler
 from .stages import run_stages
-from .trainer import REFERENCE_KERNELS, SEED_RANGE, TrainConfig, Trainer, predict_logits
+from .trainer import REFERENCE_KERNELS, SEED_RANGE, TrainConfig, Trainer, check_device, predict_logits
 
 #: Validation hold-outs are drawn with this fixed seed: seeds change initialisation and batch order, never
 #: the split (PROTOCOL.md §6).
@@ -89,7 +89,7 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
     random_state : int, default=0
         Seeds initialisation, dropout and batch order (not the validation split).
     verbose : bool, default=False
-        Show a progress bar over epochs.
+        Show a progress bar over epochs (an integer verbosity level ≥ 0, as scikit-learn's, shows it above 0).
     label_noise_kind : None, "symmetric", "missing" or "correlated", default=None
         Corrupt the training labels with ``mlkd.noise.add_label_noise`` (label-noise experiments). The
         validation labels (split off internally — on the clean labels, so the split stays fixed — or passed
@@ -225,7 +225,8 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
         threads = None if self.num_threads is None else _setting("num_threads", self.num_threads, int)
         flags = {k: _flag(k, getattr(self, k)) for k in ("fused_optimizer", "fused_mlp")}
         cfg = TrainConfig(**ints, **floats, optimizer=self.optimizer, monitor=self.monitor, seed=int(self.random_state),
-                          device=check_device(self.device), progress=bool(self.verbose), num_threads=threads, **flags)
+                          device=check_device(self.device), progress=_verbosity(self.verbose), num_threads=threads,
+                          **flags)
         cfg.validate()
         return cfg
 
@@ -787,32 +788,22 @@ def _setting(name: str, value, kind: type):
         raise ValueError(f"training parameter {name!r}={value!r} is invalid; expected {expected}") from None
 
 
+def _verbosity(value) -> bool:
+    """``verbose``: True or False, or a scikit-learn verbosity level (an integer ≥ 0; above 0 shows the bar); a
+    ValueError otherwise (bool("no") was True: anything was taken)."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)) and value >= 0:
+        return value > 0
+    raise ValueError(f"verbose={short_repr(value)} is invalid; expected True or False (or a verbosity level: an "
+                     "integer ≥ 0)")
+
+
 def _flag(name: str, value) -> bool:
     """A True/False training setting; a ValueError naming it otherwise (1 or "yes" are not accepted)."""
     if not isinstance(value, (bool, np.bool_)):
         raise ValueError(f"training parameter {name!r}={value!r} is invalid; expected True or False")
     return bool(value)
-
-
-def check_device(device, available: bool = True):
-    """'auto', 'cpu' or an available CUDA device; anything else is a ValueError before any work. With
-    ``available=False`` only the spelling is checked (a grid may run where the GPU is: a Ray cluster)."""
-    if isinstance(device, torch.device):  # device=torch.device("cpu") means "cpu" (and is saved as that)
-        device = str(device)
-    if device == "auto":
-        return device
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        dev = None
-    if dev is None or dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"device={device!r} is invalid; expected 'auto', 'cpu' or 'cuda[:index]'")
-    if available and dev.type == "cuda" and (not torch.cuda.is_available()
-                                             or (dev.index or 0) >= torch.cuda.device_count()):
-        have = f"{torch.cuda.device_count()} CUDA device(s)" if torch.cuda.is_available() else "no CUDA"
-        raise ValueError(f"device={device!r} is not available (this machine has {have}); expected 'auto', 'cpu' "
-                         "or an available CUDA device")
-    return device
 
 
 def _registry():
