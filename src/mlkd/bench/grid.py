@@ -20,6 +20,7 @@ import hashlib
 import json
 import math
 import re
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -215,7 +216,8 @@ class MethodSpec:
                 raise ValueError(f"bad method entry {spec!r}; expected {{name = \"skdtea\", label = \"...\" "
                                  "(optional), params = {alpha = 0.3} (optional)}")
             name = spec.get("name", spec.get("method"))
-            given = dict(spec.get("params") or {})
+            method_class(name)  # unknown method → ValueError listing the known ones
+            given = none_as_text(name, dict(spec.get("params") or {}))
             label = spec.get("label") or _label(name, given)
         else:
             match = _SPEC.match(str(spec))
@@ -223,9 +225,9 @@ class MethodSpec:
                 raise ValueError(f"bad method spec {spec!r}; expected NAME or NAME:KEY=VALUE,... such as "
                                  "skdtea:alpha=0.3,tau=1")
             name, rest = match.group(1), match.group(2) or ""
-            given = parse_assignments(rest, "method parameter")
+            method_class(name)  # unknown method → ValueError listing the known ones
+            given = none_as_text(name, parse_assignments(rest, "method parameter"))
             label = _label(name, given)
-        method_class(name)  # unknown method → ValueError listing the known ones
         fields = config_fields(name)
         train = {k: v for k, v in given.items() if k in TRAIN_KEYS and k not in fields}
         params = {k: v for k, v in given.items() if k not in train}
@@ -235,6 +237,14 @@ class MethodSpec:
                              f"some of: {', '.join(sorted(fields))} or the training settings {', '.join(TRAIN_KEYS)}"
                              + did_you_mean(unknown, [*fields, *TRAIN_KEYS]))
         return cls(name, label, params, train)
+
+
+def none_as_text(method: str, params: dict) -> dict:
+    """``params`` with a None given to a parameter that takes a string and never None (``feature_loss``,
+    ``logit_loss``, ``extra_feature_loss``) as the string "none", their choice that ``parse_value`` and a JSON
+    null read as None: ``distill:feature_loss=none`` was refused ("None is not a valid str")."""
+    hints = typing.get_type_hints(method_class(method).Config)
+    return {k: ("none" if v is None and hints.get(k) is str else v) for k, v in params.items()}
 
 
 def _label(name: str, given: dict) -> str:
@@ -299,7 +309,7 @@ class Grid:
 
     def _merged(self, spec: MethodSpec) -> tuple[dict, dict]:
         fields = config_fields(spec.method)
-        params = {k: v for k, v in self.params.items() if k in fields}
+        params = none_as_text(spec.method, {k: v for k, v in self.params.items() if k in fields})
         train = {k: v for k, v in self.params.items() if k not in fields and k in TRAIN_KEYS}
         return {**params, **spec.params}, {**train, **spec.train}
 
