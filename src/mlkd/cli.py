@@ -1332,7 +1332,9 @@ def cmd_distill(args) -> int:
         try:
             train_cfg[key] = kind(text)
         except ValueError:
-            raise ValueError(f"--student-spec {key}={text!r} is not a valid {kind.__name__}") from None
+            expected = "an integer" if kind is int else "a number"
+            raise ValueError(f"--student-spec {key}={text!r} is not a valid {kind.__name__}; expected {expected}") \
+                from None
     out = Path(args.out or Path("runs") / f"{_data_stem(args.data)}-distill").expanduser()
     _check_model_out(out, args.force)
     checkpoints = _check_checkpoint_options(args)

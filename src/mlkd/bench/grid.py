@@ -29,7 +29,7 @@ from ..data import DATASET_NAMES
 from ..estimator import SPLIT_SEED
 from ..io import absolute_model_dirs, saved_model_ids
 from ..methods import REGISTRY, config_fields, make_config, method_class
-from ..methods.base import config_identity, did_you_mean
+from ..methods.base import config_identity, did_you_mean, shown
 from ..trainer import TrainConfig, early_stopping_rule, identity_settings
 
 #: Protocol choices fixed for every cell (PROTOCOL.md §2, §4, §6); part of the resolved config, and what
@@ -165,8 +165,10 @@ def _coerce_like(key: str, value: Any, default: Any) -> Any:
         if kind is float and isinstance(value, bool):
             raise ValueError
         return kind(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"training setting {key!r}={value!r} is not a valid {kind.__name__}") from None
+    except (TypeError, ValueError, OverflowError):  # OverflowError: float(10**400)
+        expected = {bool: "true or false", int: "an integer", float: "a number"}.get(kind, f"a {kind.__name__}")
+        raise ValueError(f"training setting {key!r}={shown(value)} is not a valid {kind.__name__}; expected "
+                         f"{expected}") from None
 
 
 def parse_value(text: str) -> Any:
