@@ -239,3 +239,51 @@ def test_train_config_takes_numpy_scalars_as_the_python_values_they_equal():
     cfg.validate()  # np.bool_ flags were refused ("expected True or False")
     assert [type(getattr(cfg, k)) for k in ("max_epochs", "lr", "fused_optimizer", "progress", "seed")] == \
         [int, float, bool, bool, int]
+
+
+# -- bench grid specs and mlkd distill's specs -----------------------------------------------------------------
+@pytest.mark.parametrize("spec, key", [("distill:feature_loss=none", "feature_loss"),
+                                       ("distill:logit_loss=none,feature_loss=none", "logit_loss"),
+                                       ("distill:extra_feature_loss=none", "extra_feature_loss")])
+def test_a_bench_spec_takes_the_choice_none(spec, key):
+    # 'none' was read as null (None), and refused: "parameter 'feature_loss'=None is not a valid str"
+    from mlkd.bench.grid import Grid, MethodSpec
+
+    parsed = MethodSpec.parse(spec)
+    assert parsed.params[key] == "none" and parsed.label == spec
+    cell, = Grid.build(["emotions"], [spec], seeds=[0]).cells()
+    assert cell.config["params"].get(key, "none") == "none"
+    if spec.count("=") == 1:  # the same as a --param shared by the grid's methods
+        from mlkd.bench.grid import parse_assignments
+
+        shared = parse_assignments(f"{key}=none", "--param")
+        assert Grid.build(["emotions"], ["distill"], seeds=[0], params=shared).cells()[0].config == cell.config
+
+
+def test_a_bench_spec_keeps_null_for_a_parameter_that_takes_none():
+    from mlkd.bench.grid import MethodSpec
+
+    assert MethodSpec.parse("distill:teacher_backbone=none").params["teacher_backbone"] is None
+    assert MethodSpec.parse("skdtea:alignment=null").params["alignment"] is None
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("max_epochs", "abc", "an integer"), ("batch_size", "2.5", "an integer"), ("patience", "None", "an integer"),
+    ("lr", "abc", "a number"), ("weight_decay", "[1]", "a number"), ("fused_mlp", "maybe", "true or false"),
+    ("max_epochs", "1" + "0" * 400, "an integer"), ("lr", "1" + "0" * 400, "a number")])
+def test_a_bad_training_setting_in_a_bench_spec_says_what_was_expected(key, value, expected):
+    # no "expected" in the message; 10**400 was an OverflowError traceback from float()
+    from mlkd.bench.grid import Grid
+
+    message = _refused(ValueError, lambda: Grid.build(["emotions"], [f"bce:{key}={value}"], seeds=[0]),
+                       f"'{key}'", expected)
+    assert len(message) < 200, message
+
+
+@pytest.mark.parametrize("spec, key, value", [("--student-spec", "max_epochs", "abc"),
+                                              ("--student-spec", "batch_size", "2.5"),
+                                              ("--student-spec", "lr", "abc"), ("--student-spec", "weight_decay", "")])
+def test_a_bad_training_setting_of_mlkd_distill_says_what_was_expected(spec, key, value, cli, tmp_path, no_training):
+    rc, err = cli("distill", _arff(tmp_path / "t.arff"), "--n-labels", "3", "-q", "--out", tmp_path / "m",
+                  spec, f"{key}={value}")
+    assert rc == 2 and len(err) == 1 and f"{key}=" in err[0] and "expected" in err[0], err
