@@ -207,7 +207,7 @@ def register(cls: type[Method]) -> type[Method]:
 
 
 def method_class(name: str) -> type[Method]:
-    if name not in REGISTRY:
+    if not isinstance(name, str) or name not in REGISTRY:  # a list is unhashable: a TypeError from the lookup
         close = did_you_mean([name], sorted(REGISTRY)) if isinstance(name, str) else ""
         raise ValueError(f"unknown method {name!r}; expected one of: {', '.join(sorted(REGISTRY))}{close}")
     return REGISTRY[name]
