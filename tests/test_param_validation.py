@@ -287,3 +287,17 @@ def test_a_bad_training_setting_of_mlkd_distill_says_what_was_expected(spec, key
     rc, err = cli("distill", _arff(tmp_path / "t.arff"), "--n-labels", "3", "-q", "--out", tmp_path / "m",
                   spec, f"{key}={value}")
     assert rc == 2 and len(err) == 1 and f"{key}=" in err[0] and "expected" in err[0], err
+
+
+@pytest.mark.parametrize("method", [["bce"], {"name": "bce"}, None, 3], ids=repr)
+def test_a_method_that_is_no_name_is_one_clear_error(method, no_training):
+    # a list or dict was "TypeError: unhashable type: 'list'" from the registry lookup
+    _refused(ValueError, lambda: MultiLabelClassifier(method, **TINY).fit(X, Y), "method", "expected one of")
+
+
+def test_huge_estimator_settings_are_shortened_in_the_message(no_training):
+    for key in ("max_epochs", "lr", "random_state", "threshold", "validation_fraction", "label_noise_rate",
+                "num_threads"):
+        message = _refused(ValueError, lambda k=key: MultiLabelClassifier("bce", **{**TINY, k: 10**400}).fit(X, Y),
+                           key)
+        assert len(message) < 250, message

@@ -37,7 +37,7 @@ from .data.splits import validation_split
 from .distributed import check_distributable, check_nproc, check_world, fit_ddp
 from .io import MODEL_DIR_PARAMS, absolute_model_dirs, check_saved_model_columns, saved_model_ids, short_repr, unnamed
 from .methods import build_method, config_fields, method_class
-from .methods.base import ADDED_PARAMS, config_identity, did_you_mean, make_config
+from .methods.base import ADDED_PARAMS, config_identity, did_you_mean, make_config, shown
 from .preprocessing import FeatureScaler
 from .stages import run_stages
 from .trainer import REFERENCE_KERNELS, SEED_RANGE, TrainConfig, Trainer, check_device, predict_logits
@@ -218,8 +218,8 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
         seed = self.random_state
         if (not isinstance(seed, (int, np.integer)) or isinstance(seed, bool)
                 or not SEED_RANGE[0] <= seed < SEED_RANGE[1]):
-            raise ValueError(f"random_state={seed!r} is invalid; expected an integer seed in [0, 2**63 - 1) (None, "
-                             "fresh randomness, is not offered: a fit is reproducible from its seed)")
+            raise ValueError(f"random_state={shown(seed)} is invalid; expected an integer seed in [0, 2**63 - 1) "
+                             "(None, fresh randomness, is not offered: a fit is reproducible from its seed)")
         ints = {k: _setting(k, getattr(self, k), int) for k in ("max_epochs", "batch_size", "patience")}
         floats = {k: _setting(k, getattr(self, k), float) for k in ("lr", "weight_decay", "momentum", "lr_decay")}
         threads = None if self.num_threads is None else _setting("num_threads", self.num_threads, int)
@@ -246,7 +246,7 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
     def _check_checkpoint_options(self) -> None:
         every = self.checkpoint_every
         if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
-            raise ValueError(f"checkpoint_every={every!r} is invalid; expected an integer ≥ 1")
+            raise ValueError(f"checkpoint_every={shown(every)} is invalid; expected an integer ≥ 1")
         check_seconds(self.checkpoint_seconds)
         if not isinstance(self.resume, (bool, np.bool_)):
             raise ValueError(f"resume={self.resume!r} is invalid; expected True or False")
@@ -282,10 +282,11 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
                     f"threshold={t!r} is invalid; expected 'tuned', 'tuned-per-label' or a float in (0, 1)"
                 )
         elif not isinstance(t, Real) or isinstance(t, bool) or not 0 < t < 1:
-            raise ValueError(f"threshold={t!r} is invalid; expected 'tuned', 'tuned-per-label' or a float in (0, 1)")
+            raise ValueError(f"threshold={shown(t)} is invalid; expected 'tuned', 'tuned-per-label' or a float in "
+                             "(0, 1)")
         vf = self.validation_fraction
         if not isinstance(vf, Real) or not 0 < vf <= 0.5:
-            raise ValueError(f"validation_fraction={vf!r} is invalid; expected a float in (0, 0.5]")
+            raise ValueError(f"validation_fraction={shown(vf)} is invalid; expected a float in (0, 0.5]")
 
     # -- input validation -------------------------------------------------------------------------------
     def _validate_X(self, X, reset: bool, name: str = "X") -> np.ndarray:
@@ -533,7 +534,7 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
         if kind is not None and kind not in KINDS:
             raise ValueError(f"label_noise_kind={kind!r} is invalid; expected None or one of {list(KINDS)}")
         if not isinstance(rate, Real) or isinstance(rate, bool) or not 0 <= rate <= 1:
-            raise ValueError(f"label_noise_rate={rate!r} is invalid; expected a float in [0, 1]")
+            raise ValueError(f"label_noise_rate={shown(rate)} is invalid; expected a float in [0, 1]")
         if kind is None and rate > 0:
             raise ValueError(f"label_noise_rate={rate!r} needs a label_noise_kind; expected one of {list(KINDS)}")
 
@@ -785,7 +786,7 @@ def _setting(name: str, value, kind: type):
         return kind(value)
     except (TypeError, ValueError, OverflowError):
         expected = "an integer" if kind is int else "a number"
-        raise ValueError(f"training parameter {name!r}={value!r} is invalid; expected {expected}") from None
+        raise ValueError(f"training parameter {name!r}={shown(value)} is invalid; expected {expected}") from None
 
 
 def _verbosity(value) -> bool:
