@@ -301,3 +301,16 @@ def test_huge_estimator_settings_are_shortened_in_the_message(no_training):
         message = _refused(ValueError, lambda k=key: MultiLabelClassifier("bce", **{**TINY, k: 10**400}).fit(X, Y),
                            key)
         assert len(message) < 250, message
+
+
+@pytest.mark.parametrize("q", [1e-300, 1e-50, 1e-9])
+def test_a_gce_q_too_small_for_float32_is_refused_before_training(q, no_training):
+    # 1e-300 is 0 in float32: GCE's (1 − p^q)/q was 0/0, "diverged at epoch 0 (loss=nan)" after the epoch had run;
+    # below ~1e-7 1 − p^q rounded to 0 and the logged loss was 0
+    _refused(ValueError, lambda: MultiLabelClassifier("pll", **TINY, loss="gce", gce_q=q).fit(X, Y),
+             f"'gce_q'={q!r}", r"expected a value in \[0.001, 1.0\]")
+
+
+def test_the_smallest_gce_q_accepted_trains_with_a_true_loss():
+    clf = MultiLabelClassifier("pll", **{**TINY, "max_epochs": 3}, loss="gce", gce_q=1e-3).fit(X, Y)
+    assert np.isfinite(clf.predict_proba(X)).all() and clf.history_[-1]["gce"] > 0.1

@@ -27,7 +27,9 @@ class PLLConfig(MLPConfig):
     def validate(self, n_features: int, n_labels: int) -> None:
         super().validate(n_features, n_labels)
         check_choice("loss", self.loss, ("bce", "gce"))
-        check_range("gce_q", self.gce_q, 0.0, 1.0, low_open=True)
+        # q → 0 is BCE (loss="bce"); below 1e-3, GCE's (1 − p^q)/q loses its digits in float32 (0 below ~1e-7,
+        # 0/0 = NaN once q itself is 0 in float32)
+        check_range("gce_q", self.gce_q, 1e-3, 1.0)
 
 
 def pll_targets(y: Tensor, teacher_logits: Tensor) -> Tensor:
