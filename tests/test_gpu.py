@@ -69,6 +69,15 @@ def test_a_cuda_fit_is_repeatable_for_a_seed():
     assert np.array_equal(fits[0].predict_proba(X), fits[1].predict_proba(X))
 
 
+def test_a_fit_on_either_device_leaves_the_callers_cuda_random_streams_as_they_were():
+    # torch.manual_seed, which fits used, reseeds every GPU's generator; a fit's fork restores the CPU's and its own
+    torch.cuda.manual_seed_all(12)
+    before = torch.cuda.get_rng_state_all()
+    for device in ("cpu", "cuda"):
+        MultiLabelClassifier("skdtea", device=device, **_small("skdtea")).fit(Xt, Yt, Xv, Yv)
+        assert all(torch.equal(a, b) for a, b in zip(before, torch.cuda.get_rng_state_all(), strict=True)), device
+
+
 def test_a_cuda_fit_agrees_with_the_cpu_fit_when_nothing_random_is_drawn():
     # without dropout the two devices train the same model from the same initial weights and batch order;
     # only float rounding (cuBLAS vs MKL kernels, TF32 off by default) separates them

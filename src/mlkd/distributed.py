@@ -43,7 +43,7 @@ from torch import nn
 from torch.multiprocessing.spawn import ProcessException
 
 from ._process import exit_with_parent
-from .methods.base import Batch, Method, StepContext
+from .methods.base import Batch, Method, StepContext, seed_fit_rng
 from .trainer import TrainConfig, Trainer, TrainResult, resolve_device
 
 #: Environment variables torchrun sets for every process it launches.
@@ -269,7 +269,7 @@ class ShardedSteps:
         dev = next(method.parameters()).device
         ddp = nn.parallel.DistributedDataParallel(_Step(method), device_ids=[dev] if dev.type == "cuda" else None)
         if self.rank:  # independent dropout masks and label noise per rank; rank 0 keeps the usual streams
-            torch.manual_seed(self.seed + 7919 * self.rank)
+            seed_fit_rng(self.seed + 7919 * self.rank, dev)  # in the fit's fork: restored after it
             self._generator = torch.Generator(device=dev).manual_seed(self.seed + 1 + 7919 * self.rank)
 
         def step(batch: Batch, ctx: StepContext):

@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .checkpoint import LoopState, active_checkpointer
-from .methods.base import TORCH_GLOBAL_STATE, Batch, Method, StepContext, shown
+from .methods.base import TORCH_GLOBAL_STATE, Batch, Method, StepContext, fit_rng, seed_fit_rng, shown
 from .nn import fused_mlp_training
 
 #: Seeds a fit accepts: what torch and numpy both take, with room for the offsets later stages and ranks add.
@@ -329,9 +329,9 @@ def fit_setting(cfg: TrainConfig, device: torch.device, seed: int):
         try:
             if cfg.num_threads is not None:
                 torch.set_num_threads(cfg.num_threads)
-            with (torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []),
-                  fused_mlp_training(cfg.fused_mlp), paused_garbage_collection(), optimizers_without_compiler_import()):
-                torch.manual_seed(seed)
+            with (fit_rng(device), fused_mlp_training(cfg.fused_mlp), paused_garbage_collection(),
+                  optimizers_without_compiler_import()):
+                seed_fit_rng(seed, device)
                 yield
         finally:
             torch.set_num_threads(threads)

@@ -326,6 +326,27 @@ if hasattr(os, "register_at_fork") and hasattr(TORCH_GLOBAL_STATE, "_at_fork_rei
     os.register_at_fork(after_in_child=TORCH_GLOBAL_STATE._at_fork_reinit)
 
 
+def cuda_index(device: torch.device) -> int:
+    """The index of CUDA ``device``: its own, or for a bare "cuda" the current device (where it computes)."""
+    return torch.cuda.current_device() if device.index is None else device.index
+
+
+def fit_rng(device: torch.device | None = None):
+    """``torch.random.fork_rng`` over the generators a fit on ``device`` draws from: the CPU's and, on CUDA, that
+    device's; their states are restored when the block ends."""
+    return torch.random.fork_rng(devices=[cuda_index(device)] if device is not None and device.type == "cuda" else [])
+
+
+def seed_fit_rng(seed: int, device: torch.device | None = None) -> None:
+    """Seed the generators ``fit_rng`` forks, as ``torch.manual_seed(seed)`` seeds them, and no other: that one
+    also seeds every CUDA device, MPS, XPU, …, whose states the fork does not restore, so a fit (a CPU one too)
+    reseeded the caller's streams there, or queued that for when CUDA starts."""
+    torch.default_generator.manual_seed(seed)
+    if device is not None and device.type == "cuda":
+        torch.cuda.init()  # its generators exist once CUDA has started
+        torch.cuda.default_generators[cuda_index(device)].manual_seed(seed)
+
+
 def build_method(
     name: str, n_features: int, n_labels: int, params: dict[str, Any] | None = None, seed: int | None = None,
     *, derived: bool = False,
@@ -343,8 +364,8 @@ def build_method(
     try:
         if seed is None:
             return method_class(name)(n_features, n_labels, config)
-        with TORCH_GLOBAL_STATE, torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with TORCH_GLOBAL_STATE, fit_rng():
+            seed_fit_rng(seed)
             return method_class(name)(n_features, n_labels, config)
     except (RuntimeError, MemoryError) as exc:  # a size within range can still exceed memory: hidden=2**20
         if not is_out_of_memory(exc):  # anything else is not ours to re-word
