@@ -37,3 +37,27 @@ def test_a_cpu_fit_reseeds_no_accelerator_generator(accelerator_seeding):
     fit_seeds("bce", X, Y, seeds=[0, 1], params={"hidden": 8}, config=TrainConfig(max_epochs=1, device="cpu"))
     MultiLabelClassifier("ban", generations=2, device="cpu", **TINY).fit(X, Y)
     assert accelerator_seeding == []
+
+
+def test_a_fits_threshold_is_tuned_on_predictions_at_the_fits_own_thread_count(monkeypatch):
+    # predictions change in float rounding with the thread count (BENCHMARKS.md), and the tuned threshold is the
+    # fit's: computed at the caller's count, outside the fits' turn-taking, it depended on the caller's setting
+    # and, from a thread pool, on whether another thread's fit had set its own count meanwhile
+    import mlkd.estimator as estimator
+    from mlkd.methods.base import TORCH_GLOBAL_STATE
+
+    seen, predict = [], estimator.predict_logits
+
+    def spy(*args, **kwargs):
+        seen.append((torch.get_num_threads(), TORCH_GLOBAL_STATE._is_owned()))
+        return predict(*args, **kwargs)
+
+    monkeypatch.setattr(estimator, "predict_logits", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        MultiLabelClassifier("bce", num_threads=1, **TINY).fit(X, Y)
+        assert seen == [(1, True)]
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

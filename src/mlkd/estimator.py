@@ -40,7 +40,7 @@ from .methods import build_method, config_fields, method_class
 from .methods.base import ADDED_PARAMS, config_identity, did_you_mean, make_config, shown
 from .preprocessing import FeatureScaler
 from .stages import run_stages
-from .trainer import REFERENCE_KERNELS, SEED_RANGE, TrainConfig, Trainer, check_device, predict_logits
+from .trainer import REFERENCE_KERNELS, SEED_RANGE, TrainConfig, Trainer, check_device, fit_threads, predict_logits
 
 #: Validation hold-outs are drawn with this fixed seed: seeds change initialisation and batch order, never
 #: the split (PROTOCOL.md §6).
@@ -515,7 +515,8 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
         self.classes_ = self.binary_classes_ if self._is_binary() else multilabel_classes(self.n_labels_)
         self.label_names_ = names
         self.source_models_ = source
-        self.threshold_ = self._fit_threshold(X_val, Y_val)
+        with fit_threads(cfg):  # the fit's thread count: predictions' float rounding depends on it
+            self.threshold_ = self._fit_threshold(X_val, Y_val)
         self.resumed_seconds_ = 0.0 if checkpointer is None else checkpointer.restored_seconds
         return self
 

@@ -318,23 +318,30 @@ def fast_mean_average_precision(y: torch.Tensor, scores: torch.Tensor) -> float:
 
 
 @contextlib.contextmanager
-def fit_setting(cfg: TrainConfig, device: torch.device, seed: int):
-    """The process state one fit runs in (``Trainer.fit``, ``mlkd.batched.fit_seeds``), restored afterwards: its
-    turn on torch's process-wide state (fits from several threads take turns: the RNG and the thread count
-    are per process), ``cfg.num_threads`` threads, torch's RNG forked and seeded with ``seed``, the MLP
-    kernels of ``cfg.fused_mlp``, automatic garbage collection paused, torch.optim without its compiler
-    import."""
+def fit_threads(cfg: TrainConfig):
+    """A fit's turn on torch's process-wide state (fits from several threads take turns: the RNG and the thread
+    count are per process) and ``cfg.num_threads`` CPU threads, the caller's count restored afterwards. Every
+    number a fit computes is computed inside: float rounding depends on the thread count (the estimator tunes
+    its threshold in one too)."""
     with TORCH_GLOBAL_STATE:
         threads = torch.get_num_threads()
         try:
             if cfg.num_threads is not None:
                 torch.set_num_threads(cfg.num_threads)
-            with (fit_rng(device), fused_mlp_training(cfg.fused_mlp), paused_garbage_collection(),
-                  optimizers_without_compiler_import()):
-                seed_fit_rng(seed, device)
-                yield
+            yield
         finally:
             torch.set_num_threads(threads)
+
+
+@contextlib.contextmanager
+def fit_setting(cfg: TrainConfig, device: torch.device, seed: int):
+    """The process state one fit runs in (``Trainer.fit``, ``mlkd.batched.fit_seeds``), restored afterwards:
+    ``fit_threads``, torch's RNG forked and seeded with ``seed``, the MLP kernels of ``cfg.fused_mlp``, automatic
+    garbage collection paused, torch.optim without its compiler import."""
+    with (fit_threads(cfg), fit_rng(device), fused_mlp_training(cfg.fused_mlp), paused_garbage_collection(),
+          optimizers_without_compiler_import()):
+        seed_fit_rng(seed, device)
+        yield
 
 
 class Trainer:
