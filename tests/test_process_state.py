@@ -61,3 +61,21 @@ def test_a_fits_threshold_is_tuned_on_predictions_at_the_fits_own_thread_count(m
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("method", ["bce", "skdtea", "mpvae", "labelwise"])
+def test_predicting_leaves_a_model_in_the_mode_its_user_left_it(method):
+    # a user who put model_ in train mode (to train it further in their own loop) and predicted in between
+    # found it switched to eval for good: dropout silently off in their training afterwards
+    params = {"latent": 4, "n_samples": 3} if method == "mpvae" else {"hidden": 8}
+    clf = MultiLabelClassifier(method, max_epochs=2, batch_size=16, **params).fit(X, Y)
+    expected, state = clf.predict_proba(X), {k: v.clone() for k, v in clf.model_.state_dict().items()}
+    clf.model_.train()
+    modes = [m.training for m in clf.model_.modules()]
+    rng = torch.random.get_rng_state()
+    for predict in (clf.predict_proba, clf.predict, lambda X: clf.score(X, Y), lambda X: clf.evaluate(X, Y)):
+        predict(X)
+    assert (clf.predict_proba(X) == expected).all()  # predictions are always the eval mode's
+    assert [m.training for m in clf.model_.modules()] == modes
+    assert all(torch.equal(v, state[k]) for k, v in clf.model_.state_dict().items())
+    assert torch.equal(rng, torch.random.get_rng_state())

@@ -611,13 +611,19 @@ def predict_chunk_rows(method: torch.nn.Module) -> int:
 @torch.no_grad()
 def predict_logits(method: Method, X, batch_size: int | None = None) -> torch.Tensor:
     """Prediction logits in eval mode, batched to bound memory (``predict_chunk_rows`` rows at once unless
-    ``batch_size`` is given); returns a tensor on the method's device."""
+    ``batch_size`` is given); returns a tensor on the method's device. Each module is given back the train/eval
+    mode it had: a model its user put in train mode stays there."""
+    modes = [(module, module.training) for module in method.modules()]
     method.eval()
-    batch_size = predict_chunk_rows(method) if batch_size is None else batch_size
-    dev = next(method.parameters()).device
-    X_t = X if isinstance(X, torch.Tensor) else torch.as_tensor(np.asarray(X, dtype=np.float32))
-    X_t = X_t.to(dev)
-    return torch.cat([method(X_t[i : i + batch_size]) for i in range(0, X_t.shape[0], batch_size)])
+    try:
+        batch_size = predict_chunk_rows(method) if batch_size is None else batch_size
+        dev = next(method.parameters()).device
+        X_t = X if isinstance(X, torch.Tensor) else torch.as_tensor(np.asarray(X, dtype=np.float32))
+        X_t = X_t.to(dev)
+        return torch.cat([method(X_t[i : i + batch_size]) for i in range(0, X_t.shape[0], batch_size)])
+    finally:
+        for module, training in modes:
+            module.training = training
 
 
 def config_dict(config: TrainConfig) -> dict:
