@@ -3,6 +3,7 @@ the thread count the fit's own numbers are computed at, the model's train/eval m
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -79,3 +80,18 @@ def test_predicting_leaves_a_model_in_the_mode_its_user_left_it(method):
     assert [m.training for m in clf.model_.modules()] == modes
     assert all(torch.equal(v, state[k]) for k, v in clf.model_.state_dict().items())
     assert torch.equal(rng, torch.random.get_rng_state())
+
+
+def test_predictions_from_several_threads_of_a_model_left_in_train_mode_are_all_the_eval_modes():
+    # each prediction switches the model to eval and gives the modes back: one thread's giving back must not
+    # put the model in train mode under another's forward pass (its dropout would draw: other, random outputs)
+    from concurrent.futures import ThreadPoolExecutor
+
+    Xs = np.repeat(X, 50, axis=0)
+    clf = MultiLabelClassifier("bce", max_epochs=1, hidden=64, dropout=0.5).fit(X, Y)
+    expected = clf.predict_proba(Xs)
+    clf.model_.train()
+    with ThreadPoolExecutor(4) as pool:
+        outputs = list(pool.map(lambda _: clf.predict_proba(Xs), range(200)))
+    assert all((p == expected).all() for p in outputs)
+    assert all(m.training for m in clf.model_.modules())

@@ -14,11 +14,13 @@ import math
 import os
 import platform
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from .checkpoint import LoopState, active_checkpointer
@@ -608,22 +610,44 @@ def predict_chunk_rows(method: torch.nn.Module) -> int:
     return PREDICT_ROWS if per_row <= 0 else max(1, min(PREDICT_ROWS, PREDICT_BYTES // per_row))
 
 
+#: The models ``predict_logits`` is predicting with, each with its count of predictions under way and the
+#: train/eval modes its modules had before the first of them.
+_predicting: dict[int, list] = {}
+_predicting_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def eval_mode(method: nn.Module):
+    """``method`` in eval mode inside the block; afterwards each module has the mode it had before (a model its user
+    put in train mode stays there). Blocks over one model in several threads at once share one switch: the
+    modes come back when the last of them ends, never under another's forward pass."""
+    with _predicting_lock:
+        entry = _predicting.get(id(method))
+        if entry is None:
+            entry = _predicting[id(method)] = [0, [(module, module.training) for module in method.modules()]]
+            method.eval()
+        entry[0] += 1
+    try:
+        yield method
+    finally:
+        with _predicting_lock:
+            entry[0] -= 1
+            if entry[0] == 0:
+                del _predicting[id(method)]
+                for module, training in entry[1]:
+                    module.training = training
+
+
 @torch.no_grad()
 def predict_logits(method: Method, X, batch_size: int | None = None) -> torch.Tensor:
-    """Prediction logits in eval mode, batched to bound memory (``predict_chunk_rows`` rows at once unless
-    ``batch_size`` is given); returns a tensor on the method's device. Each module is given back the train/eval
-    mode it had: a model its user put in train mode stays there."""
-    modes = [(module, module.training) for module in method.modules()]
-    method.eval()
-    try:
+    """Prediction logits in eval mode (``eval_mode``: the model's modes are given back), batched to bound memory
+    (``predict_chunk_rows`` rows at once unless ``batch_size`` is given); returns a tensor on the method's device."""
+    with eval_mode(method):
         batch_size = predict_chunk_rows(method) if batch_size is None else batch_size
         dev = next(method.parameters()).device
         X_t = X if isinstance(X, torch.Tensor) else torch.as_tensor(np.asarray(X, dtype=np.float32))
         X_t = X_t.to(dev)
         return torch.cat([method(X_t[i : i + batch_size]) for i in range(0, X_t.shape[0], batch_size)])
-    finally:
-        for module, training in modes:
-            module.training = training
 
 
 def config_dict(config: TrainConfig) -> dict:
