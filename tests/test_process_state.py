@@ -95,3 +95,57 @@ def test_predictions_from_several_threads_of_a_model_left_in_train_mode_are_all_
         outputs = list(pool.map(lambda _: clf.predict_proba(Xs), range(200)))
     assert all((p == expected).all() for p in outputs)
     assert all(m.training for m in clf.model_.modules())
+
+
+def _process_state() -> dict:
+    import gc
+    import os
+    import random
+    import signal
+    import warnings
+
+    from mlkd.nn import fused_mlp_enabled
+    from mlkd.trainer import _dynamo_disabled_functions
+
+    return {
+        "threads": torch.get_num_threads(), "torch rng": torch.random.get_rng_state(),
+        "numpy rng": repr(np.random.get_state()), "random": random.getstate(), "gc": gc.isenabled(),
+        "grad": torch.is_grad_enabled(), "dtype": torch.get_default_dtype(),
+        "deterministic": torch.are_deterministic_algorithms_enabled(), "warnings": list(warnings.filters),
+        "signals": [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)], "environ": dict(os.environ),
+        "fused mlp": fused_mlp_enabled(),
+        "torch.optim": [vars(fn).get("__dynamo_disable") for fn in _dynamo_disabled_functions()],
+    }
+
+
+def _same_state(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        same = torch.equal(a[key], b[key]) if isinstance(a[key], torch.Tensor) else a[key] == b[key]
+        assert same, key
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, RuntimeError])
+def test_a_fit_stopped_midway_gives_the_process_state_back(monkeypatch, tmp_path, stop):
+    # README: a fit's process-wide settings come back when it ends, on an error or Ctrl-C too; a teacher-first
+    # method stopped in its student stage, checkpointing, in the fit's second epoch
+    from mlkd.methods import method_class
+
+    cls = method_class("ban")
+    end = cls.on_epoch_end
+
+    def stopping(self, ctx):
+        if ctx.epoch == 1:
+            raise stop("stopped")
+        return end(self, ctx)
+
+    torch.manual_seed(5)
+    np.random.seed(5)
+    before = _process_state()
+    monkeypatch.setattr(cls, "on_epoch_end", stopping)
+    with pytest.raises(stop):
+        MultiLabelClassifier("ban", generations=2, checkpoint_dir=tmp_path, **TINY).fit(X, Y)
+    _same_state(before, _process_state())
+    monkeypatch.setattr(cls, "on_epoch_end", end)
+    MultiLabelClassifier("ban", generations=2, checkpoint_dir=tmp_path, resume=True, **TINY).fit(X, Y)
+    _same_state(before, _process_state())
