@@ -3,6 +3,8 @@ the thread count the fit's own numbers are computed at, the model's train/eval m
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 import torch
@@ -149,3 +151,39 @@ def test_a_fit_stopped_midway_gives_the_process_state_back(monkeypatch, tmp_path
     monkeypatch.setattr(cls, "on_epoch_end", end)
     MultiLabelClassifier("ban", generations=2, checkpoint_dir=tmp_path, resume=True, **TINY).fit(X, Y)
     _same_state(before, _process_state())
+
+
+@contextlib.contextmanager
+def _default_dtype(dtype):
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(before)
+
+
+CALLER_SETTINGS = {"no_grad": torch.no_grad, "inference_mode": torch.inference_mode,
+                   "float64 default": lambda: _default_dtype(torch.float64)}
+
+
+@pytest.mark.parametrize("setting", sorted(CALLER_SETTINGS))
+@pytest.mark.parametrize("method", ["bce", "kdtea"])
+def test_a_fit_and_a_load_do_not_depend_on_the_callers_autograd_mode_or_default_dtype(setting, method, tmp_path):
+    # a fit inside the caller's torch.no_grad() or inference_mode() was an autograd traceback ("element 0 of
+    # tensors does not require grad"), and after torch.set_default_dtype(torch.float64) fits and loaded models
+    # were float64 models fed float32 rows ("mat1 and mat2 must have the same dtype")
+    from mlkd import load_model
+
+    params = dict(teacher_hidden=8, **TINY) if method == "kdtea" else TINY
+    expected = MultiLabelClassifier(method, **params).fit(X, Y)
+    expected.save(tmp_path / "model")
+    with CALLER_SETTINGS[setting]():
+        got = MultiLabelClassifier(method, **params).fit(X, Y)
+        loaded = load_model(tmp_path / "model")
+        assert torch.is_grad_enabled() == (setting == "float64 default")
+    assert torch.get_default_dtype() == torch.float32
+    for clf in (got, loaded):
+        assert all(p.dtype == torch.float32 for p in clf.model_.parameters())
+        np.testing.assert_array_equal(clf.predict_proba(X), expected.predict_proba(X))
+    assert all(torch.equal(v, got.model_.state_dict()[k]) for k, v in expected.model_.state_dict().items())

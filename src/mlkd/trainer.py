@@ -24,7 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .checkpoint import LoopState, active_checkpointer
-from .methods.base import TORCH_GLOBAL_STATE, Batch, Method, StepContext, fit_rng, seed_fit_rng, shown
+from .methods.base import TORCH_GLOBAL_STATE, Batch, Method, StepContext, fit_rng, model_defaults, seed_fit_rng, shown
 from .nn import fused_mlp_training
 
 #: Seeds a fit accepts: what torch and numpy both take, with room for the offsets later stages and ranks add.
@@ -338,10 +338,10 @@ def fit_threads(cfg: TrainConfig):
 @contextlib.contextmanager
 def fit_setting(cfg: TrainConfig, device: torch.device, seed: int):
     """The process state one fit runs in (``Trainer.fit``, ``mlkd.batched.fit_seeds``), restored afterwards:
-    ``fit_threads``, torch's RNG forked and seeded with ``seed``, the MLP kernels of ``cfg.fused_mlp``, automatic
-    garbage collection paused, torch.optim without its compiler import."""
-    with (fit_threads(cfg), fit_rng(device), fused_mlp_training(cfg.fused_mlp), paused_garbage_collection(),
-          optimizers_without_compiler_import()):
+    ``fit_threads``, ``model_defaults`` (float32, autograd on), torch's RNG forked and seeded with ``seed``, the MLP
+    kernels of ``cfg.fused_mlp``, automatic garbage collection paused, torch.optim without its compiler import."""
+    with (fit_threads(cfg), model_defaults(), fit_rng(device), fused_mlp_training(cfg.fused_mlp),
+          paused_garbage_collection(), optimizers_without_compiler_import()):
         seed_fit_rng(seed, device)
         yield
 

@@ -326,6 +326,26 @@ if hasattr(os, "register_at_fork") and hasattr(TORCH_GLOBAL_STATE, "_at_fork_rei
     os.register_at_fork(after_in_child=TORCH_GLOBAL_STATE._at_fork_reinit)
 
 
+@contextlib.contextmanager
+def model_defaults():
+    """The torch settings mlkd's models are built and trained under, whatever the caller's: float32 as torch's
+    default dtype (process-wide: changed, when it is another, in a fit's turn, ``TORCH_GLOBAL_STATE``, and given
+    back after) and autograd on, outside inference mode (per thread). A fit inside the caller's ``torch.no_grad()``
+    was an autograd error, and after ``torch.set_default_dtype(torch.float64)`` a built or loaded model was a
+    float64 one that float32 rows could not go through."""
+    with torch.inference_mode(False), torch.enable_grad():
+        dtype = torch.get_default_dtype()
+        if dtype == torch.float32:
+            yield
+            return
+        with TORCH_GLOBAL_STATE:
+            torch.set_default_dtype(torch.float32)
+            try:
+                yield
+            finally:
+                torch.set_default_dtype(dtype)
+
+
 def cuda_index(device: torch.device) -> int:
     """The index of CUDA ``device``: its own, or for a bare "cuda" the current device (where it computes)."""
     return torch.cuda.current_device() if device.index is None else device.index
@@ -362,11 +382,12 @@ def build_method(
     if not derived:
         config.validate_new(n_features, n_labels)
     try:
-        if seed is None:
-            return method_class(name)(n_features, n_labels, config)
-        with TORCH_GLOBAL_STATE, fit_rng():
-            seed_fit_rng(seed)
-            return method_class(name)(n_features, n_labels, config)
+        with model_defaults():
+            if seed is None:
+                return method_class(name)(n_features, n_labels, config)
+            with TORCH_GLOBAL_STATE, fit_rng():
+                seed_fit_rng(seed)
+                return method_class(name)(n_features, n_labels, config)
     except (RuntimeError, MemoryError) as exc:  # a size within range can still exceed memory: hidden=2**20
         if not is_out_of_memory(exc):  # anything else is not ours to re-word
             raise
