@@ -4,6 +4,7 @@ the thread count the fit's own numbers are computed at, the model's train/eval m
 from __future__ import annotations
 
 import contextlib
+import sys
 
 import numpy as np
 import pytest
@@ -116,7 +117,9 @@ def _process_state() -> dict:
         "deterministic": torch.are_deterministic_algorithms_enabled(), "warnings": list(warnings.filters),
         "signals": [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)], "environ": dict(os.environ),
         "fused mlp": fused_mlp_enabled(),
-        "torch.optim": [vars(fn).get("__dynamo_disable") for fn in _dynamo_disabled_functions()],
+        # mlkd's stand-ins for torch's compiler import; once torch._dynamo is imported, torch sets them itself
+        "torch.optim": None if "torch._dynamo" in sys.modules else
+        [vars(fn).get("__dynamo_disable") for fn in _dynamo_disabled_functions()],
     }
 
 
