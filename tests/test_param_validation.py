@@ -314,3 +314,27 @@ def test_a_gce_q_too_small_for_float32_is_refused_before_training(q, no_training
 def test_the_smallest_gce_q_accepted_trains_with_a_true_loss():
     clf = MultiLabelClassifier("pll", **{**TINY, "max_epochs": 3}, loss="gce", gce_q=1e-3).fit(X, Y)
     assert np.isfinite(clf.predict_proba(X)).all() and clf.history_[-1]["gce"] > 0.1
+
+
+# -- saved models of an earlier mlkd -----------------------------------------------------------------------
+EARLIER = [*((m, k, e, 1e-7) for m, k, e in TEMPERATURES), ("pll", "gce_q", {"loss": "gce"}, 1e-4)]
+
+
+@pytest.mark.parametrize("method, key, extra, earlier", EARLIER, ids=[f"{m}-{k}" for m, k, _, _ in EARLIER])
+def test_a_saved_model_with_a_value_the_new_bounds_refuse_still_loads(method, key, extra, earlier, tmp_path):
+    # an earlier mlkd accepted any temperature > 0 and any gce_q > 0 (and fitted these: 1e-7 does not overflow
+    # float32); the new bounds are for new fits only, loading a saved model must not refuse its config
+    import json
+
+    from mlkd import load_model
+
+    clf = MultiLabelClassifier(method, **{**TINY, **extra}).fit(X, Y)
+    path = clf.save(tmp_path / "model")
+    config_path = path / "config.json"
+    config = json.loads(config_path.read_text())
+    config["method_params"][key] = earlier
+    config_path.write_text(json.dumps(config))
+    loaded = load_model(path)
+    np.testing.assert_allclose(loaded.predict_proba(X), clf.predict_proba(X), rtol=1e-6)
+    _refused(ValueError, lambda: MultiLabelClassifier(method, **{**TINY, **extra, key: earlier}).fit(X, Y),
+             f"'{key}'={earlier!r}", "expected a value in")

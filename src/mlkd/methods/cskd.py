@@ -45,9 +45,14 @@ class CSKDConfig(MLPConfig):
     def validate(self, n_features: int, n_labels: int) -> None:
         super().validate(n_features, n_labels)
         check_range("lambda_kd", self.lambda_kd, 0.0, 1e6)
-        check_range("temperature", self.temperature, MIN_TEMPERATURE, 1e6)
+        check_range("temperature", self.temperature, 0.0, 1e6, low_open=True)
         check_choice("kd_reduction", self.kd_reduction, KD_REDUCTIONS)
         check_choice("partners", self.partners, PARTNERS)
+
+    def validate_new(self, n_features: int, n_labels: int) -> None:
+        super().validate_new(n_features, n_labels)
+        # new fits only (MIN_TEMPERATURE): a model an earlier mlkd saved with a smaller value > 0 still loads
+        check_range("temperature", self.temperature, MIN_TEMPERATURE, 1e6)
 
     def inert_params(self) -> set[str]:
         return inert_kd_params(self.lambda_kd, self.temperature)

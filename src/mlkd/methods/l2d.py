@@ -192,7 +192,7 @@ class DistillConfig(LabelwiseConfig):
                              "expected another pooled-feature loss or 'none' (raise lambda_feature instead)")
         for name in ("lambda_logits", "lambda_feature", "lambda_cd", "lambda_id", "lambda_extra"):
             check_range(name, getattr(self, name), 0.0, 1e9)
-        check_range("T", self.T, MIN_TEMPERATURE, 1e3)
+        check_range("T", self.T, 0.0, 1e3, low_open=True)
         check_range("teacher_max_epochs", self.teacher_max_epochs, 1, 1 << 30)
         check_range("teacher_lr", self.teacher_lr, 0.0, 10.0, low_open=True, high_open=True)
         if self.teacher_dir is not None and not str(self.teacher_dir).strip():
@@ -210,6 +210,8 @@ class DistillConfig(LabelwiseConfig):
 
     def validate_new(self, n_features: int, n_labels: int) -> None:
         super().validate_new(n_features, n_labels)
+        # new fits only (MIN_TEMPERATURE): a model an earlier mlkd saved with a smaller T > 0 still loads
+        check_range("T", self.T, MIN_TEMPERATURE, 1e3)
         # a saved teacher is loaded as it is, not built or trained: a teacher setting beside it would be ignored
         if self.teacher_dir is not None:
             for name in TEACHER_SETTINGS:

@@ -27,8 +27,13 @@ class PLLConfig(MLPConfig):
     def validate(self, n_features: int, n_labels: int) -> None:
         super().validate(n_features, n_labels)
         check_choice("loss", self.loss, ("bce", "gce"))
+        check_range("gce_q", self.gce_q, 0.0, 1.0, low_open=True)
+
+    def validate_new(self, n_features: int, n_labels: int) -> None:
+        super().validate_new(n_features, n_labels)
         # q → 0 is BCE (loss="bce"); below 1e-3, GCE's (1 − p^q)/q loses its digits in float32 (0 below ~1e-7,
-        # 0/0 = NaN once q itself is 0 in float32)
+        # 0/0 = NaN once q itself is 0 in float32). New fits only: a model an earlier mlkd saved with a smaller
+        # q > 0 still loads
         check_range("gce_q", self.gce_q, 1e-3, 1.0)
 
 

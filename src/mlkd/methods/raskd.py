@@ -40,14 +40,20 @@ class RASKDConfig(MLPConfig):
         super().validate(n_features, n_labels)
         check_range("epsilon", self.epsilon, 0.0, 1.0)
         check_range("epsilon_pos", self.epsilon_pos, 0.0, 1.0)
-        check_range("tau", self.tau, MIN_TEMPERATURE, 1e6)
+        check_range("tau", self.tau, 0.0, 1e6, low_open=True)
         check_range("lambda_aux", self.lambda_aux, 0.0, 1e6)
         check_range("lambda_inst", self.lambda_inst, 0.0, 1e6)
-        check_range("temperature", self.temperature, MIN_TEMPERATURE, 1e6)
+        check_range("temperature", self.temperature, 0.0, 1e6, low_open=True)
         check_choice("representatives", self.representatives, ("head", "ema"))
         check_choice("reduce", self.reduce, ("max", "mean"))
         check_choice("kd_reduction", self.kd_reduction, KD_REDUCTIONS)
         check_range("ema_momentum", self.ema_momentum, 0.0, 1.0, high_open=True)
+
+    def validate_new(self, n_features: int, n_labels: int) -> None:
+        super().validate_new(n_features, n_labels)
+        # new fits only (MIN_TEMPERATURE): a model an earlier mlkd saved with a smaller value > 0 still loads
+        check_range("tau", self.tau, MIN_TEMPERATURE, 1e6)
+        check_range("temperature", self.temperature, MIN_TEMPERATURE, 1e6)
 
     def inert_params(self) -> set[str]:
         return set() if self.instance and self.lambda_inst > 0 else {"kd_reduction"}

@@ -32,8 +32,13 @@ class TFKDSelfConfig(MLPConfig):
     def validate(self, n_features: int, n_labels: int) -> None:
         super().validate(n_features, n_labels)
         check_range("alpha", self.alpha, 0.0, 1.0)
-        check_range("temperature", self.temperature, MIN_TEMPERATURE, 1e6)
+        check_range("temperature", self.temperature, 0.0, 1e6, low_open=True)
         check_choice("kd_reduction", self.kd_reduction, KD_REDUCTIONS)
+
+    def validate_new(self, n_features: int, n_labels: int) -> None:
+        super().validate_new(n_features, n_labels)
+        # new fits only (MIN_TEMPERATURE): a model an earlier mlkd saved with a smaller value > 0 still loads
+        check_range("temperature", self.temperature, MIN_TEMPERATURE, 1e6)
 
     def inert_params(self) -> set[str]:
         return {"kd_reduction"} if self.alpha == 0 else set()
@@ -74,9 +79,14 @@ class TFKDRegConfig(MLPConfig):
     def validate(self, n_features: int, n_labels: int) -> None:
         super().validate(n_features, n_labels)
         check_range("alpha", self.alpha, 0.0, 1.0)
-        check_range("temperature", self.temperature, MIN_TEMPERATURE, 1e6)
+        check_range("temperature", self.temperature, 0.0, 1e6, low_open=True)
         check_range("a", self.a, 0.5, 1.0, high_open=True)
         check_choice("kd_reduction", self.kd_reduction, KD_REDUCTIONS)
+
+    def validate_new(self, n_features: int, n_labels: int) -> None:
+        super().validate_new(n_features, n_labels)
+        # new fits only (MIN_TEMPERATURE): a model an earlier mlkd saved with a smaller value > 0 still loads
+        check_range("temperature", self.temperature, MIN_TEMPERATURE, 1e6)
 
     def inert_params(self) -> set[str]:
         return inert_kd_params(self.alpha, self.temperature)
