@@ -235,3 +235,34 @@ def test_a_distributed_fit_leaves_no_semaphore_for_the_resource_tracker_to_warn_
                                  "    print('fitted')\n")
     assert done.returncode == 0 and done.stdout.strip() == "fitted", done.stderr
     assert "leaked" not in done.stderr, done.stderr
+
+
+class _ExitsOnRankOne(BCE):
+    """bce whose second rank ends with exit code 1 in its first step (as a library's exit(1) or a sys.exit(1)
+    in a method's code would): it leaves no error of its fit's, but its fit had begun."""
+
+    def step(self, batch, ctx):
+        import os
+
+        import torch.distributed as dist
+
+        if dist.get_rank() == 1:
+            os._exit(1)
+        return super().step(batch, ctx)
+
+
+def test_a_rank_exiting_with_code_1_during_its_fit_is_not_blamed_on_a_missing_main_guard():
+    # exit code 1 without an error file was read as 'before its fit began' (the unguarded script's re-import),
+    # which sent a user whose rank failed mid-fit to add an 'if __name__' guard the script already had
+    from mlkd.distributed import fit_ddp
+    from mlkd.methods import build_method
+    from mlkd.trainer import TrainConfig
+
+    X, Y = linear_problem(n=120)
+    method = build_method("bce", X.shape[1], Y.shape[1], {"hidden": 8})
+    method.__class__ = _ExitsOnRankOne
+    with pytest.raises(ChildProcessError) as info:
+        fit_ddp(method, X, Y, config=TrainConfig(max_epochs=2), nproc=2)
+    message = str(info.value)
+    assert message.startswith("rank 1 of the distributed fit ended without an error of its own"), message
+    assert "__main__" not in message and "before its fit began" not in message, message

@@ -167,9 +167,12 @@ def _run_spawned(args, nproc: int, out: Path) -> None:
         # the rank that failed first (torch's error_index); the others' errors follow from it (a closed peer)
         first = f"error-{exc.error_index}.json"
         errors = sorted(out.glob("error-*.json"), key=lambda e: (e.name != first, e.name))
-        if not errors and getattr(exc, "exit_code", None) == 1 and getattr(exc, "signal_name", None) is None:
-            # exit code 1 without the error file a failing fit writes: the rank failed before its fit began, most
-            # often re-importing the user's script (spawn does), whose unguarded fit tries to spawn again
+        if (not errors and getattr(exc, "exit_code", None) == 1 and getattr(exc, "signal_name", None) is None
+                and not (out / f"started-{exc.error_index}").exists()):
+            # exit code 1 without the error file a failing fit writes, and before the rank's function began (its
+            # marker): the rank failed starting up, most often re-importing the user's script (spawn does), whose
+            # unguarded fit tries to spawn again. A rank that began and ended with exit code 1 (a library's exit(1),
+            # a method's sys.exit(1)) is reported as any other rank that ended without an error of its own
             raise ChildProcessError(f"rank {exc.error_index} of the distributed fit ended with exit code 1 before its "
                                     "fit began (a spawned process imports the main script again; its error is on "
                                     "standard error above); expected a script that fits with nproc > 1 to run "
@@ -198,6 +201,7 @@ def _terminated(signum, frame):
 
 
 def _spawned(rank, world, init_method, method, X, Y, X_val, Y_val, cfg, device_type, out, parent) -> None:
+    (Path(out) / f"started-{rank}").touch()  # past spawn's start-up (the main script's import): see _run_spawned
     exit_with_parent(parent, signal.SIGTERM)  # a killed parent leaves no rank training on
     method = copy.deepcopy(method)  # torch.multiprocessing shares tensors' memory: each rank needs its own weights
     try:
