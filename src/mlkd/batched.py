@@ -34,7 +34,6 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from .methods.base import Batch, Method, StepContext, build_method, method_class
 from .trainer import (
-    PREDICT_ROWS,
     SEED_RANGE,
     FusedAdamStep,
     TrainConfig,
@@ -48,6 +47,7 @@ from .trainer import (
     fit_setting,
     keep_freed_memory_for_reuse,
     non_finite_terms,
+    predict_chunk_rows,
     predictions_diverged,
     resolve_device,
 )
@@ -167,9 +167,10 @@ def _fit(members, seeds, X, Y, X_val, Y_val, cfg: TrainConfig, dev) -> list[tupl
     batched_logits = vmap(logits_of, in_dims=(0, None))
 
     def chunks_of(rows_in: Tensor, members: int):
-        """``rows_in`` in chunks of at most PREDICT_ROWS rows over all ``members``, as predict_logits: all the rows
-        at once would hold every member's activations for them (label embeddings: K × n × labels × embed_dim)."""
-        rows = max(1, PREDICT_ROWS // members)
+        """``rows_in`` in chunks of at most ``predict_chunk_rows`` rows over all ``members`` (8192, fewer for CNNs), as
+        predict_logits: all the rows at once would hold every member's activations for them (label embeddings:
+        K × n × labels × embed_dim)."""
+        rows = max(1, predict_chunk_rows(template) // members)
         return (rows_in[begin : begin + rows] for begin in range(0, rows_in.shape[0], rows))
 
     active = list(range(K))  # member positions still training, in stack order
