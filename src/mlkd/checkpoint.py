@@ -660,8 +660,9 @@ def check_seconds(seconds) -> float:
         number = math.nan
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float, np.integer, np.floating)) \
             or not math.isfinite(number) or number < 0:
-        shown = repr(seconds) if len(repr(seconds)) <= 30 else f"{repr(seconds)[:12]}... ({len(repr(seconds))} digits)"
-        raise ValueError(f"checkpoint_seconds={shown} is invalid; expected a number of seconds ≥ 0")
+        from .methods.base import shown
+
+        raise ValueError(f"checkpoint_seconds={shown(seconds)} is invalid; expected a number of seconds ≥ 0")
     return number
 
 

@@ -43,7 +43,7 @@ from torch import nn
 from torch.multiprocessing.spawn import ProcessException
 
 from ._process import exit_with_parent
-from .methods.base import Batch, Method, StepContext, seed_fit_rng
+from .methods.base import Batch, Method, StepContext, seed_fit_rng, shown
 from .trainer import TrainConfig, Trainer, TrainResult, resolve_device
 
 #: Environment variables torchrun sets for every process it launches.
@@ -67,8 +67,7 @@ MAX_NPROC = 1024
 def check_nproc(nproc) -> int:
     """``nproc`` as an int; a ValueError unless it is an integer in [1, ``MAX_NPROC``]."""
     if not isinstance(nproc, (int, np.integer)) or isinstance(nproc, (bool, np.bool_)) or not 1 <= nproc <= MAX_NPROC:
-        shown = repr(nproc) if len(repr(nproc)) <= 30 else f"{repr(nproc)[:12]}... ({len(repr(nproc))} digits)"
-        raise ValueError(f"nproc={shown} is invalid; expected an integer in [1, {MAX_NPROC}]")
+        raise ValueError(f"nproc={shown(nproc)} is invalid; expected an integer in [1, {MAX_NPROC}]")
     return int(nproc)  # a numpy integer (a grid's value), as MultiLabelClassifier(nproc=...) takes it
 
 

@@ -431,13 +431,14 @@ MIN_TEMPERATURE = 1e-6
 
 def shown(value: Any) -> str:
     """``repr(value)`` for an error message, an integer of more than 20 digits shortened (10**400, or the int a
-    float parameter of 1e300 became, would fill the one line with its digits)."""
+    float parameter of 1e300 became, would fill the one line with its digits), any other repr cut at 60 characters."""
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         digits = str(abs(int(value)))
         if len(digits) > 20:
             sign = "-" if value < 0 else ""
             return f"{sign}{digits[0]}.{digits[1:4]}e+{len(digits) - 1} (an integer of {len(digits)} digits)"
-    return repr(value)
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def check_range(name: str, value: float | None, low: float, high: float, *, low_open=False, high_open=False):
