@@ -35,7 +35,7 @@ from .checkpoint import (
 from .data.dataset import first_repeated
 from .data.splits import validation_split
 from .distributed import check_distributable, check_nproc, check_world, fit_ddp
-from .io import MODEL_DIR_PARAMS, absolute_model_dirs, check_saved_model_columns, saved_model_ids, short_repr, unnamed
+from .io import MODEL_DIR_PARAMS, absolute_model_dirs, check_saved_model_columns, saved_model_ids, unnamed
 from .methods import build_method, config_fields, method_class
 from .methods.base import ADDED_PARAMS, config_identity, did_you_mean, make_config, shown
 from .preprocessing import FeatureScaler
@@ -713,7 +713,7 @@ def _label_names(given, columns, n_labels: int) -> list[str]:
         return [f"label_{i}" for i in range(n_labels)]
     what = "label_names" if given is not None else "Y's column names"
     if isinstance(names, (str, bytes)) or not hasattr(names, "__len__"):
-        raise ValueError(f"{what} is {short_repr(names)}; expected a list of {n_labels} label name(s)")
+        raise ValueError(f"{what} is {shown(names)}; expected a list of {n_labels} label name(s)")
     names = _column_names(names)
     if len(names) != n_labels:
         raise ValueError(f"{what} has {len(names)} name(s); expected one per label ({n_labels})")
@@ -797,7 +797,7 @@ def _verbosity(value) -> bool:
         return bool(value)
     if isinstance(value, (int, np.integer)) and value >= 0:
         return value > 0
-    raise ValueError(f"verbose={short_repr(value)} is invalid; expected True or False (or a verbosity level: an "
+    raise ValueError(f"verbose={shown(value)} is invalid; expected True or False (or a verbosity level: an "
                      "integer ≥ 0)")
 
 

@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 from . import __version__
 from .checkpoint import file_mode, refuse_pickle, temporary_file
 from .methods import config_fields
-from .methods.base import ADDED_PARAMS, rebuild_saved
+from .methods.base import ADDED_PARAMS, rebuild_saved, shown
 from .preprocessing import FeatureScaler
 
 try:
@@ -395,7 +395,7 @@ def _check_config(config: dict, cfg_path: Path) -> None:
     ]
     for key, ok, expected in checks:
         if not ok:
-            value = short_repr(config.get(key))
+            value = shown(config.get(key))
             raise ValueError(f"{cfg_path} has an invalid {key!r} ({value}); expected {expected} (the model config "
                              "is corrupted)")
 
@@ -415,11 +415,6 @@ def _with_earlier_behaviour(method: str, params: dict) -> dict:
     except ValueError:  # an unknown method: building the model reports it
         return params
     return {**{k: v for k, v in ADDED_PARAMS.items() if k in fields}, **params}
-
-
-def short_repr(value, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _read_weights(weights: Path) -> dict:
@@ -534,7 +529,7 @@ def load_model(path):
     values = threshold if isinstance(threshold, list) else [threshold]
     if not ((not isinstance(threshold, list) or len(threshold) == config["n_labels"])
             and all(isinstance(t, (int, float)) and not isinstance(t, bool) and 0 <= t <= 1 for t in values)):
-        raise ValueError(f"{path / CONFIG} has an invalid threshold {short_repr(threshold)}; expected one in [0, 1] "
+        raise ValueError(f"{path / CONFIG} has an invalid threshold {shown(threshold)}; expected one in [0, 1] "
                          "or one per label: the model is corrupted")
     for name in ("scaler.mean", "scaler.scale"):
         if tuple(tensors[name].shape) != (config["n_features"],):
@@ -626,7 +621,7 @@ def check_saved_model_columns(method: str, params: dict, label_names, feature_na
             at = next(i for i, (a, b) in enumerate(zip(ours, theirs, strict=True)) if a != b)
             raise ValueError(
                 f"{name} {path} was fitted on {how} than the data's (position {at}: {theirs[at]!r} there, "
-                f"{ours[at]!r} here); expected data with the model's {what}, in its order ({short_repr(theirs)})")
+                f"{ours[at]!r} here); expected data with the model's {what}, in its order ({shown(theirs)})")
 
 
 def unnamed(names: list[str]) -> bool:
