@@ -424,9 +424,7 @@ class Trainer:
                     f"{non_finite_terms(row)}); expected finite losses: lower 'lr' or check the inputs' scale"
                 )
             if has_val:
-                method.eval()
-                with torch.no_grad():
-                    val_logits = predict_logits(method, Xv)
+                val_logits = predict_logits(method, Xv)  # in eval mode, without autograd
                 check_finite_predictions(val_logits, f"training of {method.name!r}", epoch, "validation")
                 score = _validation_score(val_logits, Yv, cfg.monitor)
                 row["val_score"] = score[-1]
